@@ -1,0 +1,301 @@
+"""The pack's state store: one small interface, two backends.
+
+Every st2 action is its own short-lived process, so state that must outlive
+one execution (circuit breakers, cron backoff counters, failure history,
+locks) lives in a shared store:
+
+* `DatastoreStore`, the embedded default: the st2 datastore reached through
+  the action or sensor service, with `local=False` and a `synthralos.` key
+  prefix, so any action or sensor of the pack sees the same keys.
+* `RedisStore`, when `redis.url` is configured.
+
+Atomicity. Redis runs every operation atomically (INCRBY, SET NX PX, a Lua
+compare-and-delete for unlock, MULTI for bounded list append). The st2
+datastore has no compare-and-set, so on it `incr`, `acquire_lock` and
+`list_push` are read-modify-write and only best-effort under concurrency: two
+processes racing may both read the same value and one write wins. Use Redis
+where concurrent writers matter (many parallel recoveries, busy breakers).
+
+TTL. The st2 datastore expires keys itself when given a TTL, but st2tests'
+mock datastore ignores TTL, and expiry in st2 is not instant; the datastore
+backend therefore also stores the expiry time next to the value and treats
+an expired entry as absent. Values are JSON.
+"""
+
+import json
+import math
+import time
+import uuid
+from contextlib import contextmanager
+
+DATASTORE_PREFIX = "synthralos."
+
+
+class StoreError(RuntimeError):
+    """The backing store could not be reached or returned something unusable."""
+
+
+class LockNotAcquired(RuntimeError):
+    """`Store.lock` could not take the lock within its wait time."""
+
+
+class Store(object):
+    """Interface shared by both backends. Keys are short strings like `breaker.openai-us`."""
+
+    #: True when every operation below is atomic across processes.
+    atomic = False
+    name = "abstract"
+
+    def get(self, key, default=None):
+        raise NotImplementedError
+
+    def set(self, key, value, ttl=None):
+        """Store a JSON-able value; `ttl` in seconds (float allowed)."""
+        raise NotImplementedError
+
+    def delete(self, key):
+        raise NotImplementedError
+
+    def incr(self, key, amount=1, ttl=None):
+        """Add `amount` to an integer counter (missing counts as 0); return the new value.
+
+        `ttl` is applied when the counter is created.
+        """
+        raise NotImplementedError
+
+    def acquire_lock(self, name, ttl):
+        """Take lock `name` for `ttl` seconds; return an owner token, or None if held."""
+        raise NotImplementedError
+
+    def release_lock(self, name, token):
+        """Release the lock if `token` still owns it; return whether it did."""
+        raise NotImplementedError
+
+    def list_push(self, key, value, max_len, ttl=None):
+        """Prepend `value` to a list kept at most `max_len` long (newest first)."""
+        raise NotImplementedError
+
+    def list_range(self, key, start=0, stop=-1):
+        """Items `start..stop` inclusive (like LRANGE), newest first."""
+        raise NotImplementedError
+
+    @contextmanager
+    def lock(self, name, ttl, wait_s=0.0, poll_s=0.05):
+        """Hold lock `name` for the block; raise LockNotAcquired after `wait_s`."""
+        deadline = time.time() + wait_s
+        token = self.acquire_lock(name, ttl)
+        while token is None and time.time() < deadline:
+            time.sleep(poll_s)
+            token = self.acquire_lock(name, ttl)
+        if token is None:
+            raise LockNotAcquired("lock %r is held by another process" % name)
+        try:
+            yield token
+        finally:
+            self.release_lock(name, token)
+
+
+class DatastoreStore(Store):
+    """The st2 datastore through an action/sensor service (best-effort atomicity, see module doc)."""
+
+    atomic = False
+    name = "st2_datastore"
+
+    def __init__(self, service, prefix=DATASTORE_PREFIX, clock=time.time):
+        if service is None:
+            raise StoreError("the st2 datastore backend needs the action or sensor service")
+        self._service = service
+        self._prefix = prefix
+        self._clock = clock
+
+    def _name(self, key):
+        return self._prefix + key
+
+    def _read(self, key):
+        try:
+            raw = self._service.get_value(self._name(key), local=False)
+        except Exception as exc:  # the service talks to the st2 API over HTTP
+            raise StoreError("st2 datastore read of %r failed: %s" % (key, exc))
+        if raw is None:
+            return None
+        try:
+            envelope = json.loads(raw)
+        except ValueError:
+            raise StoreError("st2 datastore key %r does not hold synthralos JSON" % self._name(key))
+        expires_at = envelope.get("exp")
+        if expires_at is not None and self._clock() >= expires_at:
+            self.delete(key)
+            return None
+        return envelope
+
+    def _write(self, key, value, expires_at):
+        envelope = {"v": value, "exp": expires_at}
+        ttl = None
+        if expires_at is not None:
+            ttl = max(1, int(math.ceil(expires_at - self._clock())))
+        try:
+            self._service.set_value(self._name(key), json.dumps(envelope), ttl=ttl, local=False)
+        except Exception as exc:
+            raise StoreError("st2 datastore write of %r failed: %s" % (key, exc))
+
+    def _expiry(self, ttl):
+        return None if ttl is None else self._clock() + float(ttl)
+
+    def get(self, key, default=None):
+        envelope = self._read(key)
+        return default if envelope is None else envelope["v"]
+
+    def set(self, key, value, ttl=None):
+        self._write(key, value, self._expiry(ttl))
+
+    def delete(self, key):
+        try:
+            self._service.delete_value(self._name(key), local=False)
+        except Exception as exc:
+            raise StoreError("st2 datastore delete of %r failed: %s" % (key, exc))
+
+    def incr(self, key, amount=1, ttl=None):
+        envelope = self._read(key)
+        if envelope is None:
+            value, expires_at = int(amount), self._expiry(ttl)
+        else:
+            value, expires_at = int(envelope["v"]) + int(amount), envelope.get("exp")
+        self._write(key, value, expires_at)
+        return value
+
+    def acquire_lock(self, name, ttl):
+        key = "lock." + name
+        if self._read(key) is not None:
+            return None
+        token = uuid.uuid4().hex
+        self._write(key, token, self._expiry(ttl))
+        # Read back: if a racer wrote after us, its token is what we see.
+        envelope = self._read(key)
+        return token if envelope is not None and envelope["v"] == token else None
+
+    def release_lock(self, name, token):
+        key = "lock." + name
+        envelope = self._read(key)
+        if envelope is None or envelope["v"] != token:
+            return False
+        self.delete(key)
+        return True
+
+    def list_push(self, key, value, max_len, ttl=None):
+        envelope = self._read(key)
+        items = [] if envelope is None else list(envelope["v"])
+        items.insert(0, value)
+        self._write(key, items[: max(1, int(max_len))], self._expiry(ttl))
+
+    def list_range(self, key, start=0, stop=-1):
+        items = self.get(key, default=[])
+        return _lrange(items, start, stop)
+
+
+def _lrange(items, start, stop):
+    stop = len(items) + stop if stop < 0 else stop
+    return items[start : stop + 1]
+
+
+# Redis scripts, so each operation is one atomic step.
+# Increment, and give the counter an expiry only if it has none yet.
+_INCR_WITH_TTL = """
+local value = redis.call('incrby', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > 0 and redis.call('pttl', KEYS[1]) == -1 then
+  redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return value
+"""
+
+# Compare-and-delete, so only the lock's owner releases it.
+_RELEASE_LOCK = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+_redis_clients = {}
+
+
+def redis_client(url):
+    """One redis-py client per URL per process (they pool connections)."""
+    import redis  # imported lazily: the datastore backend must not need it
+
+    if url not in _redis_clients:
+        _redis_clients[url] = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
+    return _redis_clients[url]
+
+
+class RedisStore(Store):
+    """Redis backend; every operation is atomic."""
+
+    atomic = True
+    name = "redis"
+
+    def __init__(self, url, key_prefix="synthralos:"):
+        self.url = url
+        self.prefix = key_prefix
+        self.client = redis_client(url)
+
+    def key(self, key):
+        """The full Redis key for a store key (used by modules that need raw Redis, e.g. the outbox)."""
+        return self.prefix + key
+
+    def _call(self, what, fn, *args, **kwargs):
+        import redis
+
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise StoreError("redis %s failed: %s" % (what, exc))
+
+    def get(self, key, default=None):
+        raw = self._call("GET", self.client.get, self.key(key))
+        return default if raw is None else json.loads(raw)
+
+    def set(self, key, value, ttl=None):
+        px = None if ttl is None else max(1, int(float(ttl) * 1000))
+        self._call("SET", self.client.set, self.key(key), json.dumps(value), px=px)
+
+    def delete(self, key):
+        self._call("DEL", self.client.delete, self.key(key))
+
+    def incr(self, key, amount=1, ttl=None):
+        ttl_ms = 0 if ttl is None else max(1, int(float(ttl) * 1000))
+        return int(self._call("EVAL", self.client.eval, _INCR_WITH_TTL, 1, self.key(key), int(amount), ttl_ms))
+
+    def acquire_lock(self, name, ttl):
+        token = uuid.uuid4().hex
+        ok = self._call(
+            "SET NX", self.client.set, self.key("lock." + name), token, nx=True, px=max(1, int(float(ttl) * 1000))
+        )
+        return token if ok else None
+
+    def release_lock(self, name, token):
+        released = self._call("EVAL", self.client.eval, _RELEASE_LOCK, 1, self.key("lock." + name), token)
+        return bool(released)
+
+    def list_push(self, key, value, max_len, ttl=None):
+        full = self.key(key)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.lpush(full, json.dumps(value))
+        pipe.ltrim(full, 0, max(1, int(max_len)) - 1)
+        if ttl is not None:
+            pipe.pexpire(full, max(1, int(float(ttl) * 1000)))
+        self._call("LPUSH", pipe.execute)
+
+    def list_range(self, key, start=0, stop=-1):
+        return [json.loads(item) for item in self._call("LRANGE", self.client.lrange, self.key(key), start, stop)]
+
+
+def get_store(config, service):
+    """The store for this process: Redis when `redis.url` is set, else the st2 datastore.
+
+    `config` is a `PackConfig`; `service` is the action or sensor service.
+    """
+    if config.redis_url:
+        return RedisStore(config.redis_url, config.section("redis").get("key_prefix") or "synthralos:")
+    return DatastoreStore(service)
