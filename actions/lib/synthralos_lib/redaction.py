@@ -5,7 +5,8 @@ REDACTED = "***"
 
 def scrub(value, secrets):
     """Return `value` (str, dict, list or scalar) with every secret string replaced by ***."""
-    secrets = [s for s in secrets if s]
+    # Longest first, so a secret that contains another is replaced whole.
+    secrets = sorted((s for s in secrets if s), key=len, reverse=True)
     if not secrets:
         return value
     if isinstance(value, str):
