@@ -1,0 +1,160 @@
+"""Circuit breakers and cooldowns per LLM target, shared through the Store.
+
+Every st2 action is its own process, so a breaker is state in the pack's
+store (Redis when configured, else the st2 datastore), keyed by target name:
+
+* `breaker.<target>`          the open circuit: {opened_at, open_until, cooldown_s, reason}; absent = closed
+* `breaker.<target>.outcomes` recent outcomes {t, failed}, newest first (bounded list, expires after the window)
+* `breaker.<target>.cool`     a short cooldown after 429/overloaded: {until, reason}, expires by itself
+* lock `breaker.<target>.probe.<opened_at>`  the one half-open probe of an open period
+
+Life of a circuit:
+
+    closed --(failure rate >= threshold over >= min_requests in window_s,
+              or the last min_requests outcomes all failed,
+              or one quota_exhausted / auth_config)--> open
+    open   --(cooldown over)--> half-open: exactly one caller wins the probe lock
+    probe ok --> closed (window cleared);  probe failed --> open, cooldown doubled (<= max_cooldown_s)
+
+quota_exhausted and auth_config open the circuit at once for `max_cooldown_s`:
+they need a human (billing, keys), not a few seconds. A cooled target (429,
+overloaded) is skipped by requests choosing a new target, while the request
+that was told to wait it out may still retry it.
+
+What counts against a target: transient, rate_limited, overloaded,
+quota_exhausted, auth_config, invalid_output. context_overflow,
+content_policy and bad_request are about the request, not the target, and
+count as the target answering.
+
+On Redis the window append and the probe claim are atomic (LPUSH+LTRIM in
+MULTI, SET NX); on the st2 datastore they are best-effort (see store.py).
+"""
+
+import time
+
+from synthralos_lib import llm_errors as E
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half_open"
+
+FAILURE_CLASSES = frozenset([E.TRANSIENT, E.RATE_LIMITED, E.OVERLOADED, E.QUOTA_EXHAUSTED, E.AUTH_CONFIG,
+                             E.INVALID_OUTPUT])
+OPEN_AT_ONCE = frozenset([E.QUOTA_EXHAUSTED, E.AUTH_CONFIG])
+COOL_CLASSES = frozenset([E.RATE_LIMITED, E.OVERLOADED])
+WINDOW_MAX_LEN = 200  # outcomes kept per target; the window is also bounded by time
+DEFAULTS = {"window_s": 60, "min_requests": 5, "failure_rate_threshold": 0.5, "cooldown_s": 30,
+            "max_cooldown_s": 600}
+
+
+class Breakers(object):
+    """The breakers of every target, over one store. `clock` is wall time (shared across processes)."""
+
+    def __init__(self, store, settings=None, clock=time.time, probe_ttl_s=120):
+        self.store = store
+        self.settings = dict(DEFAULTS)
+        self.settings.update(settings or {})
+        self.clock = clock
+        self.probe_ttl_s = probe_ttl_s
+
+    # -- reading ----------------------------------------------------------
+    def status(self, target):
+        """A JSON-able view of one target's breaker (no side effects)."""
+        now = self.clock()
+        opened = self.store.get(self._key(target))
+        cool = self.store.get(self._key(target, "cool"))
+        window = self._window(target, now)
+        failures = sum(1 for item in window if item.get("failed"))
+        if opened is None:
+            state = CLOSED
+        elif now < opened["open_until"]:
+            state = OPEN
+        else:
+            state = HALF_OPEN
+        return {
+            "target": target,
+            "state": state,
+            "reason": opened.get("reason") if opened else None,
+            "open_for_s": round(max(0.0, opened["open_until"] - now), 3) if opened else 0.0,
+            "cooldown_s": opened.get("cooldown_s") if opened else None,
+            "cooling_for_s": round(max(0.0, cool["until"] - now), 3) if cool and cool["until"] > now else 0.0,
+            "window_requests": len(window),
+            "window_failures": failures,
+            "failure_rate": round(failures / float(len(window)), 4) if window else 0.0,
+        }
+
+    # -- using a target ---------------------------------------------------
+    def try_acquire(self, target, retrying=False):
+        """(allowed, why). Claims the half-open probe when the cooldown is over.
+
+        `retrying`: the caller already called this target and was told to wait;
+        a cooldown (429/overloaded) does not stop it, an open circuit does.
+        """
+        now = self.clock()
+        opened = self.store.get(self._key(target))
+        if opened is not None:
+            if now < opened["open_until"]:
+                return False, "circuit open (%s) for %.1fs more" % (opened.get("reason"), opened["open_until"] - now)
+            probe = "probe.%d" % int(opened["opened_at"] * 1000)
+            if self.store.acquire_lock(self._key(target, probe), self.probe_ttl_s) is None:
+                return False, "circuit half-open and another caller holds the probe"
+            return True, "half-open probe"
+        if not retrying:
+            cool = self.store.get(self._key(target, "cool"))
+            if cool is not None and now < cool["until"]:
+                return False, "cooling down (%s) for %.1fs more" % (cool.get("reason"), cool["until"] - now)
+        return True, "closed"
+
+    def record(self, target, ok, error_class=None, cool_s=None):
+        """Record one outcome; returns the breaker's status afterwards."""
+        now = self.clock()
+        failed = (not ok) and error_class in FAILURE_CLASSES
+        cfg = self.settings
+        opened = self.store.get(self._key(target))
+
+        if opened is not None and now >= opened["open_until"]:
+            # The half-open probe's outcome decides for the whole circuit.
+            if failed and error_class in OPEN_AT_ONCE:
+                self._open(target, now, cfg["max_cooldown_s"], error_class)
+            elif failed:
+                cooldown = min(cfg["max_cooldown_s"], int(opened.get("cooldown_s") or cfg["cooldown_s"]) * 2)
+                self._open(target, now, cooldown, error_class)
+            else:
+                self.reset(target)
+        else:
+            self.store.list_push(self._key(target, "outcomes"), {"t": now, "failed": failed}, WINDOW_MAX_LEN,
+                                 ttl=cfg["window_s"])
+            if failed and error_class in OPEN_AT_ONCE:
+                self._open(target, now, cfg["max_cooldown_s"], error_class)
+            elif opened is None and failed:
+                window = self._window(target, now)
+                failures = sum(1 for item in window if item.get("failed"))
+                latest = window[: cfg["min_requests"]]
+                if len(window) >= cfg["min_requests"] and failures >= cfg["failure_rate_threshold"] * len(window):
+                    self._open(target, now, cfg["cooldown_s"], "failure rate %d/%d" % (failures, len(window)))
+                elif len(latest) == cfg["min_requests"] and all(item.get("failed") for item in latest):
+                    # A sudden outage after a healthy stretch: the rate over the whole
+                    # window lags, but min_requests failures in a row are clear enough.
+                    self._open(target, now, cfg["cooldown_s"], "%d failures in a row" % len(latest))
+        if failed and error_class in COOL_CLASSES and cool_s:
+            self.store.set(self._key(target, "cool"), {"until": now + float(cool_s), "reason": error_class},
+                           ttl=float(cool_s))
+        return self.status(target)
+
+    def reset(self, target):
+        """Close the circuit and forget its window and cooldown."""
+        for key in (self._key(target), self._key(target, "outcomes"), self._key(target, "cool")):
+            self.store.delete(key)
+
+    # -- internals --------------------------------------------------------
+    def _open(self, target, now, cooldown_s, reason):
+        self.store.set(self._key(target), {"opened_at": now, "open_until": now + cooldown_s,
+                                           "cooldown_s": int(cooldown_s), "reason": reason})
+
+    def _window(self, target, now):
+        since = now - self.settings["window_s"]
+        return [item for item in self.store.list_range(self._key(target, "outcomes")) if item.get("t", 0) > since]
+
+    @staticmethod
+    def _key(target, part=None):
+        return "breaker.%s" % target if part is None else "breaker.%s.%s" % (target, part)

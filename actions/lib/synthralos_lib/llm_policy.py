@@ -1,0 +1,211 @@
+"""What to do after an LLM call: the one decision function, and its backoff.
+
+`decide(history, outcome, policy, chain, skip, rand)` is pure: given the
+attempts made so far for one request, the outcome of the latest one (a
+`call_llm` dict), the retry policy, the ordered chain of target names, the
+targets that may not be used now (open circuits) and a random number for the
+jitter, it answers one of
+
+* `done`        the call succeeded;
+* `retry`       call the same target again after `delay_s`;
+* `next_target` call `target` (the next usable one in the chain) now;
+* `give_up`     nothing left to try (or the request itself is bad).
+
+Per class (DESIGN.md's table):
+
+| class            | same target                                  | then            |
+|------------------|----------------------------------------------|-----------------|
+| transient        | backoff, up to max_attempts                  | next target     |
+| rate_limited     | wait Retry-After if <= retry_after_cap_s,    | next target     |
+|                  | else backoff; up to max_attempts             |                 |
+| overloaded       | backoff, up to overloaded_max_attempts       | next target     |
+| quota_exhausted  | never                                        | next target     |
+| auth_config      | never                                        | next target     |
+| context_overflow | never (a larger-context model may fit)       | next target     |
+| content_policy   | never                                        | next target     |
+| bad_request      | never                                        | give up         |
+| invalid_output   | regenerate at once, up to invalid_output_... | next target     |
+
+A Retry-After above the cap moves on to the next target; with none left we
+back off instead (DESIGN: "else backoff"). Backoff is exponential
+(`base_delay_s * 2^(n-1)` for the n-th failure on a target), capped at
+`max_delay_s`, with full, equal or no jitter. Every delay is >= 0, backoff
+delays are <= max_delay_s, Retry-After delays are <= retry_after_cap_s.
+"""
+
+import math
+import random
+
+from synthralos_lib import llm_errors as E
+
+DONE = "done"
+RETRY = "retry"
+NEXT_TARGET = "next_target"
+GIVE_UP = "give_up"
+
+DEFAULT_POLICY = {
+    "max_attempts": 3,
+    "base_delay_s": 1.0,
+    "max_delay_s": 60.0,
+    "jitter": "full",
+    "retry_after_cap_s": 120.0,
+    "max_targets": 5,
+    "overloaded_max_attempts": 2,
+    "invalid_output_max_attempts": 2,
+}
+
+_INT_KEYS = ("max_attempts", "max_targets", "overloaded_max_attempts", "invalid_output_max_attempts")
+_FLOAT_KEYS = ("base_delay_s", "max_delay_s", "retry_after_cap_s")
+JITTERS = ("full", "equal", "none")
+
+# Classes that never retry the same target, and where they go instead.
+_SWITCH_AT_ONCE = frozenset([E.QUOTA_EXHAUSTED, E.AUTH_CONFIG, E.CONTEXT_OVERFLOW, E.CONTENT_POLICY])
+_GIVE_UP_AT_ONCE = frozenset([E.BAD_REQUEST])
+# Classes operators should hear about: they need a human (billing, keys, config).
+ALERT_CLASSES = frozenset([E.QUOTA_EXHAUSTED, E.AUTH_CONFIG])
+
+
+class PolicyError(ValueError):
+    """A policy override is unknown or out of range."""
+
+
+def make_policy(retry_section=None, reroute_section=None, overrides=None):
+    """The effective policy: defaults, then the pack config's `retry`/`reroute`, then per-request overrides."""
+    policy = dict(DEFAULT_POLICY)
+    for key, value in (retry_section or {}).items():
+        if key in policy:
+            policy[key] = value
+    if reroute_section and "max_targets" in reroute_section:
+        policy["max_targets"] = reroute_section["max_targets"]
+    unknown = sorted(set(overrides or {}) - set(DEFAULT_POLICY))
+    if unknown:
+        raise PolicyError("unknown policy keys: %s (known: %s)" % (", ".join(unknown), ", ".join(sorted(DEFAULT_POLICY))))
+    policy.update(overrides or {})
+    return validate_policy(policy)
+
+
+def validate_policy(policy):
+    out = dict(policy)
+    for key in _INT_KEYS:
+        value = out[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PolicyError("policy.%s must be an integer >= 1" % key)
+    for key in _FLOAT_KEYS:
+        value = out[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
+            raise PolicyError("policy.%s must be a number >= 0" % key)
+        out[key] = float(value)
+    if out["jitter"] not in JITTERS:
+        raise PolicyError("policy.jitter must be one of %s" % ", ".join(JITTERS))
+    return out
+
+
+def backoff_delay(failures, policy, rand):
+    """Delay before the retry that follows the `failures`-th failure on a target (1-based)."""
+    base, cap = policy["base_delay_s"], policy["max_delay_s"]
+    exponent = min(max(failures, 1) - 1, 64)  # 2**64 * any base is past any cap
+    ceiling = min(cap, base * (2.0 ** exponent))
+    rand = min(max(float(rand), 0.0), 1.0)
+    if policy["jitter"] == "full":
+        delay = ceiling * rand
+    elif policy["jitter"] == "equal":
+        delay = ceiling / 2.0 + (ceiling / 2.0) * rand
+    else:
+        delay = ceiling
+    return min(max(delay, 0.0), cap)
+
+
+def whole_seconds(delay_s):
+    """An Orquesta `delay:` is whole seconds: round up, so we never call before a Retry-After ends."""
+    return int(math.ceil(max(0.0, delay_s)))
+
+
+def _decision(action, target, delay_s, reason, outcome, alert=False):
+    return {
+        "action": action,
+        "target": target,
+        "delay_s": delay_s,
+        "wait_s": whole_seconds(delay_s),
+        "reason": reason,
+        "error_class": outcome.get("error_class") if outcome else None,
+        "alert": bool(alert),
+    }
+
+
+def next_target(history, current, chain, skip, policy):
+    """The first target after `current` in `chain` not tried yet and not skipped, or None."""
+    tried = [a.get("target") for a in history]
+    if current is not None:
+        tried.append(current)
+    distinct = len(set(tried))
+    if distinct >= policy["max_targets"]:
+        return None
+    start = chain.index(current) + 1 if current in chain else 0
+    for name in chain[start:]:
+        if name not in tried and name not in skip:
+            return name
+    return None
+
+
+def decide(history, outcome, policy, chain, skip=(), rand=None):
+    """The decision after `outcome` (None before the first call). See the module doc.
+
+    `history` lists earlier attempts of this request (dicts with at least
+    `target`), not including `outcome`. `skip` names targets that may not be
+    called now (open circuits). `rand` in [0, 1] drives the jitter.
+    """
+    if rand is None:
+        rand = random.random()
+    skip = set(skip)
+    if outcome is None:
+        first = next_target(history, None, chain, skip, policy)
+        if first is None:
+            return _decision(GIVE_UP, None, 0.0, "no usable target (all skipped or none configured)", None)
+        return _decision(NEXT_TARGET, first, 0.0, "first attempt", None)
+
+    current = outcome.get("target")
+    if outcome.get("ok"):
+        return _decision(DONE, current, 0.0, "served by %s" % current, outcome)
+
+    klass = outcome.get("error_class") or E.TRANSIENT
+    alert = klass in ALERT_CLASSES
+    failures = 1 + sum(1 for a in history if a.get("target") == current)
+
+    def switch(reason):
+        target = next_target(history, current, chain, skip, policy)
+        if target is None:
+            return _decision(GIVE_UP, None, 0.0, reason + "; no target left", outcome, alert)
+        return _decision(NEXT_TARGET, target, 0.0, reason + "; next target " + target, outcome, alert)
+
+    if klass in _GIVE_UP_AT_ONCE:
+        return _decision(GIVE_UP, None, 0.0, "%s: the request itself is invalid" % klass, outcome, alert)
+    if klass in _SWITCH_AT_ONCE:
+        return switch("%s on %s" % (klass, current))
+
+    if klass == E.OVERLOADED:
+        limit = min(policy["max_attempts"], policy["overloaded_max_attempts"])
+    elif klass == E.INVALID_OUTPUT:
+        limit = min(policy["max_attempts"], policy["invalid_output_max_attempts"])
+    else:
+        limit = policy["max_attempts"]
+    if failures >= limit:
+        return switch("%s on %s, %d of %d attempts used" % (klass, current, failures, limit))
+    if current in skip:
+        return switch("%s on %s and its circuit is open" % (klass, current))
+
+    if klass == E.INVALID_OUTPUT:
+        return _decision(RETRY, current, 0.0, "invalid_output: regenerate (%d of %d)" % (failures + 1, limit),
+                         outcome, alert)
+
+    retry_after = outcome.get("retry_after_s")
+    if retry_after is not None and retry_after >= 0:
+        if retry_after <= policy["retry_after_cap_s"]:
+            return _decision(RETRY, current, float(retry_after),
+                             "%s: provider asked to wait %gs" % (klass, retry_after), outcome, alert)
+        other = next_target(history, current, chain, skip, policy)
+        if other is not None:
+            return _decision(NEXT_TARGET, other, 0.0, "%s: Retry-After %gs is over the %gs cap; next target %s"
+                             % (klass, retry_after, policy["retry_after_cap_s"], other), outcome, alert)
+    delay = backoff_delay(failures, policy, rand)
+    return _decision(RETRY, current, delay, "%s: backoff %.3fs (attempt %d of %d)" % (klass, delay, failures + 1, limit),
+                     outcome, alert)

@@ -1,0 +1,18 @@
+from synthralos_lib.action_base import SynthralosAction
+from synthralos_lib.llm_routing import make_policy, next_step, resolve_chain
+
+
+class LLMDecide(SynthralosAction):
+    """Record the outcome in the breaker and decide the next step of an LLM request."""
+
+    def run(self, targets=None, outcome=None, history=None, policy=None, one_attempt_per_target=False, record=True):
+        chain = resolve_chain(self.settings, targets)
+        effective = make_policy(self.settings, policy, one_attempt_per_target)
+        decision = self.scrub(next_step(self.settings, self.store, chain, outcome or None, history or [], effective,
+                                        record=record))
+        self.logger.info(
+            "[Retry] decision=%s target=%s wait=%ss attempts=%d reason=%s"
+            % (decision["action"], decision["target"], decision["wait_s"], decision["attempts"], decision["reason"]))
+        for skipped in decision["skipped"]:
+            self.logger.info("[Retry] skipped target=%s: %s" % (skipped["target"], skipped["why"]))
+        return decision

@@ -1,0 +1,212 @@
+"""The LLM actions (llm_call, llm_decide, llm_breaker_status, llm_breaker_reset)
+against the fault-injecting provider, on both store backends where state matters."""
+
+import json
+import unittest
+
+from synthralos_tests.base import SynthralosActionTestCase
+from synthralos_tests.llm_provider import LLMProviderServer
+
+from llm_breaker_reset import LLMBreakerReset
+from llm_breaker_status import LLMBreakerStatus
+from llm_call import LLMCall
+from llm_decide import LLMDecide
+from synthralos_lib.config import ConfigError
+from synthralos_lib.llm_breaker import Breakers
+from synthralos_lib.llm_policy import PolicyError
+
+KEYS = {"oa": "sk-oa-key-1111aaaa", "an": "sk-ant-key-2222bbbb", "oa2": "sk-oa2-key-3333cccc"}
+AGENT_KEY = "agent-api-secret-4444dddd"
+USER = [{"role": "user", "content": "Say hello"}]
+
+
+class ProviderMixin(object):
+    """A provider server for the class, three targets in the config: oa (priority 1), an (2), oa2 (3)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super(ProviderMixin, cls).setUpClass()
+        cls.server = LLMProviderServer()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.close()
+        super(ProviderMixin, cls).tearDownClass()
+
+    def setUp(self):
+        super(ProviderMixin, self).setUp()
+        self.server.reset()
+        self.server.add_endpoint("oa", "openai", KEYS["oa"], region="us")
+        self.server.add_endpoint("an", "anthropic", KEYS["an"], region="eu")
+        self.server.add_endpoint("oa2", "openai", KEYS["oa2"], region="ap")
+        self.base_config = {
+            "llm_targets": [
+                dict(self.server.target("an"), priority=2),
+                dict(self.server.target("oa"), priority=1),
+                dict(self.server.target("oa2"), priority=3),
+            ],
+            "agent_api": {"api_key": AGENT_KEY},
+            "retry": {"base_delay_s": 2, "max_delay_s": 10, "jitter": "none"},
+            "circuit_breaker": {"min_requests": 3, "cooldown_s": 30, "max_cooldown_s": 300},
+        }
+
+
+class LLMCallTest(ProviderMixin, SynthralosActionTestCase):
+    action_cls = LLMCall
+
+    def test_success(self):
+        out = self.action().run(target="oa", messages=USER, max_tokens=32)
+        self.assertEqual({k: out[k] for k in ("ok", "content", "status", "error_class", "target", "provider",
+                                              "model", "region")},
+                         {"ok": True, "content": "Reply from oa (gpt-4o-mini).", "status": 200, "error_class": None,
+                          "target": "oa", "provider": "openai", "model": "gpt-4o-mini", "region": "us"})
+
+    def test_provider_error_is_a_result_not_a_failure(self):
+        self.server.script("an", [{"fault": "rate_limit", "retry_after": 4}])
+        out = self.action().run(target="an", messages=USER)
+        self.assertEqual((out["ok"], out["status"], out["error_class"], out["retry_after_s"]),
+                         (False, 429, "rate_limited", 4.0))
+
+    def test_fail_on_error(self):
+        self.server.script("oa", ["server_error"])
+        ok, out = self.action().run(target="oa", messages=USER, fail_on_error=True)
+        self.assertEqual((ok, out["error_class"]), (False, "transient"))
+
+    def test_unknown_target_fails_clearly(self):
+        with self.assertRaises(ConfigError) as ctx:
+            self.action().run(target="nope", messages=USER)
+        self.assertEqual(str(ctx.exception), "no llm_targets entry named 'nope'")
+
+    def test_no_secret_in_result_or_log(self):
+        # The model echoes the agent API key; a wrong key is echoed by the provider's 401.
+        self.server.script("oa", [{"fault": "ok", "content": "leak %s and %s" % (AGENT_KEY, KEYS["an"])}])
+        action = self.action()
+        with self.assertLogs(action.logger, level="INFO") as logs:
+            out = action.run(target="oa", messages=USER)
+        self.assertEqual(out["content"], "leak *** and ***")
+        config = self.make_config()
+        config["llm_targets"][1]["api_key"] = "sk-wrong-5555eeee"
+        wrong = self.get_action_instance(config=config)
+        with self.assertLogs(wrong.logger, level="INFO") as more:
+            out2 = wrong.run(target="oa", messages=USER)
+        self.assertEqual(out2["error_class"], "auth_config")
+        text = json.dumps([out, out2]) + "\n".join(logs.output + more.output)
+        for secret in list(KEYS.values()) + [AGENT_KEY, "sk-wrong-5555eeee"]:
+            self.assertNotIn(secret, text)
+        self.assertEqual([r.getMessage() for r in logs.records],
+                         ["[Retry] llm_call target=oa model=gpt-4o-mini ok=True status=200 class=None latency=%.3fs"
+                          % out["latency_s"]])
+
+
+class LLMDecideContract(ProviderMixin):
+    action_cls = LLMDecide
+
+    def outcome(self, target, fault):
+        self.server.script(target, [fault])
+        call = LLMCall(config=self.make_config(), action_service=self.action_service)
+        return call.run(target=target, messages=USER)
+
+    def test_first_step_follows_priority(self):
+        d = self.action().run()
+        self.assertEqual((d["action"], d["target"], d["wait_s"], d["chain"], d["history"], d["attempts"]),
+                         ("next_target", "oa", 0, ["oa", "an", "oa2"], [], 0))
+
+    def test_explicit_chain_and_bad_input(self):
+        self.assertEqual(self.action().run(targets=["oa2", "an"])["target"], "oa2")
+        with self.assertRaises(ConfigError) as ctx:
+            self.action().run(targets=["oa", "ghost"])
+        self.assertEqual(str(ctx.exception), "unknown llm target(s): ghost (configured: oa, an, oa2)")
+        with self.assertRaises(PolicyError):
+            self.action().run(policy={"max_attempts": 0})
+        with self.assertRaises(ConfigError):
+            self.action(llm_targets=[]).run()
+
+    def test_backoff_then_fallback_with_history(self):
+        action = self.action()
+        d = action.run()
+        waits = []
+        for _ in range(3):
+            d = action.run(outcome=self.outcome(d["target"], "unavailable"), history=d["history"])
+            waits.append((d["action"], d["target"], d["wait_s"]))
+        self.assertEqual(waits, [("retry", "oa", 2), ("retry", "oa", 4), ("next_target", "an", 0)])
+        self.assertEqual(d["total_delay_s"], 6)
+        self.assertEqual([(a["target"], a["status"], a["error_class"], a["wait_after_s"]) for a in d["history"]],
+                         [("oa", 503, "transient", 2), ("oa", 503, "transient", 4), ("oa", 503, "transient", 0)])
+        d = action.run(outcome=self.outcome("an", "ok"), history=d["history"])
+        self.assertEqual((d["action"], d["target"], d["attempts"], d["reason"]), ("done", "an", 4, "served by an"))
+
+    def test_retry_after_wins_and_cools_the_target(self):
+        out = self.outcome("oa", {"fault": "rate_limit", "retry_after": 7, "retry_after_ms": 6500})
+        d = self.action().run(outcome=out)
+        self.assertEqual((d["action"], d["target"], d["delay_s"], d["wait_s"]), ("retry", "oa", 6.5, 7))
+        self.assertEqual(d["breaker"]["cooling_for_s"] > 6, True)
+        # A new request does not start on the cooled target.
+        self.assertEqual(self.action().run()["target"], "an")
+
+    def test_quota_opens_the_circuit_and_alerts(self):
+        d = self.action().run(outcome=self.outcome("oa", "quota"))
+        self.assertEqual((d["action"], d["target"], d["alert"], d["error_class"]),
+                         ("next_target", "an", True, "quota_exhausted"))
+        self.assertEqual((d["breaker"]["state"], d["breaker"]["reason"]), ("open", "quota_exhausted"))
+        fresh = self.action().run()
+        self.assertEqual((fresh["target"], fresh["skipped"][0]["target"]), ("an", "oa"))
+        self.assertTrue(fresh["skipped"][0]["why"].startswith("circuit open (quota_exhausted) for "))
+
+    def test_open_circuit_is_skipped_when_falling_back(self):
+        Breakers(self.make_store(), {}).record("an", False, "auth_config")
+        d = self.action().run(outcome=self.outcome("oa", "auth"))
+        self.assertEqual((d["action"], d["target"]), ("next_target", "oa2"))
+        self.assertEqual([s["target"] for s in d["skipped"]], ["an"])
+
+    def test_all_targets_cooling_waits_for_the_first_to_cool_down(self):
+        breakers = Breakers(self.make_store(), {})
+        for name, cool_s in (("oa", 50), ("an", 30), ("oa2", 80)):
+            breakers.record(name, False, "rate_limited", cool_s=cool_s)
+        d = self.action().run()
+        self.assertEqual((d["action"], d["target"], d["wait_s"]), ("next_target", "an", 30))
+        self.assertRegex(d["reason"], r"^first attempt; every usable target is cooling down, waiting (29\.\d|30\.0)s for an$")
+        # An open circuit is not waited for.
+        breakers.record("an", False, "quota_exhausted")
+        self.assertEqual((self.action().run()["target"]), "oa")
+
+    def test_reroute_disabled_uses_the_primary_only(self):
+        action = self.action(features={"enable_reroute": False})
+        d = action.run(outcome=self.outcome("oa", "quota"))
+        self.assertEqual((d["action"], d["chain"], d["reason"]),
+                         ("give_up", ["oa"], "quota_exhausted on oa; no target left"))
+
+    def test_one_attempt_per_target(self):
+        d = self.action().run(outcome=self.outcome("oa", "server_error"), one_attempt_per_target=True)
+        self.assertEqual((d["action"], d["target"]), ("next_target", "an"))
+
+    def test_bad_request_gives_up(self):
+        d = self.action().run(outcome=self.outcome("oa", "bad_request"))
+        self.assertEqual((d["action"], d["target"]), ("give_up", None))
+
+
+class LLMDecideDatastoreTest(LLMDecideContract, SynthralosActionTestCase):
+    backend = "datastore"
+
+
+class LLMDecideRedisTest(LLMDecideContract, SynthralosActionTestCase):
+    backend = "redis"
+
+
+class BreakerActionsTest(ProviderMixin, SynthralosActionTestCase):
+    action_cls = LLMBreakerStatus
+    backend = "redis"
+
+    def test_status_and_reset(self):
+        Breakers(self.make_store(), {}).record("an", False, "quota_exhausted")
+        status = self.action().run()
+        self.assertEqual(status["store"], "redis")
+        self.assertEqual([(t["target"], t["state"]) for t in status["targets"]],
+                         [("oa", "closed"), ("an", "open"), ("oa2", "closed")])
+        reset = LLMBreakerReset(config=self.make_config(), action_service=self.action_service).run(target="an")
+        self.assertEqual((reset["before"]["state"], reset["after"]["state"]), ("open", "closed"))
+        with self.assertRaises(ConfigError):
+            self.action().run(targets=["ghost"])
+
+
+if __name__ == "__main__":
+    unittest.main()

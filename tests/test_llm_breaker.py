@@ -1,0 +1,157 @@
+"""Circuit breakers on the pack's store, run against both backends."""
+
+import threading
+import unittest
+
+from synthralos_tests.base import StoreBackendMixin
+
+from synthralos_lib import llm_errors as E
+from synthralos_lib.llm_breaker import Breakers
+
+SETTINGS = {"window_s": 60, "min_requests": 4, "failure_rate_threshold": 0.5, "cooldown_s": 30, "max_cooldown_s": 100}
+
+
+class Clock(object):
+    def __init__(self, now=1000000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+class BreakerContract(StoreBackendMixin):
+    def setUp(self):
+        super(BreakerContract, self).setUp()
+        self.clock = Clock()
+        self.breakers = Breakers(self.make_store(), SETTINGS, clock=self.clock)
+
+    def other_process(self):
+        """A second Breakers over a fresh store object: shares state only through the backend."""
+        return Breakers(self.make_store(), SETTINGS, clock=self.clock)
+
+    def test_closed_until_the_failure_rate_crosses_the_threshold(self):
+        b = self.breakers
+        self.assertEqual(b.record("a", True)["state"], "closed")
+        self.assertEqual(b.record("a", False, E.TRANSIENT)["state"], "closed")
+        self.assertEqual(b.record("a", True)["state"], "closed")  # 1/3, under min_requests
+        status = b.record("a", False, E.TRANSIENT)  # 2/4 = 0.5 >= 0.5
+        self.assertEqual(status, {"target": "a", "state": "open", "reason": "failure rate 2/4", "open_for_s": 30.0,
+                                  "cooldown_s": 30, "cooling_for_s": 0.0, "window_requests": 4,
+                                  "window_failures": 2, "failure_rate": 0.5})
+        self.assertEqual(b.try_acquire("a"), (False, "circuit open (failure rate 2/4) for 30.0s more"))
+        # Shared: another process sees the open circuit.
+        self.assertEqual(self.other_process().try_acquire("a")[0], False)
+
+    def test_a_run_of_failures_opens_even_after_a_healthy_stretch(self):
+        b = self.breakers
+        for _ in range(20):
+            b.record("a", True)
+        for _ in range(3):
+            self.assertEqual(b.record("a", False, E.TRANSIENT)["state"], "closed")  # 3/23, 3 in a row
+        status = b.record("a", False, E.TRANSIENT)
+        self.assertEqual((status["state"], status["reason"], status["failure_rate"]),
+                         ("open", "4 failures in a row", 0.1667))
+
+    def test_request_errors_do_not_count_against_the_target(self):
+        b = self.breakers
+        for klass in (E.BAD_REQUEST, E.CONTEXT_OVERFLOW, E.CONTENT_POLICY, E.BAD_REQUEST):
+            b.record("a", False, klass)
+        status = b.status("a")
+        self.assertEqual((status["state"], status["window_requests"], status["window_failures"]), ("closed", 4, 0))
+
+    def test_old_outcomes_leave_the_window(self):
+        b = self.breakers
+        for _ in range(3):
+            b.record("a", False, E.TRANSIENT)
+        self.clock.now += 61
+        self.assertEqual(b.record("a", False, E.TRANSIENT)["state"], "closed")  # only 1 in the window now
+        self.assertEqual(b.status("a")["window_requests"], 1)
+
+    def test_quota_and_auth_open_at_once_for_max_cooldown(self):
+        for klass in (E.QUOTA_EXHAUSTED, E.AUTH_CONFIG):
+            status = self.breakers.record("t-" + klass, False, klass)
+            self.assertEqual((status["state"], status["reason"], status["cooldown_s"], status["open_for_s"]),
+                             ("open", klass, 100, 100.0))
+
+    def test_half_open_allows_exactly_one_probe(self):
+        b = self.breakers
+        b.record("a", False, E.AUTH_CONFIG)
+        self.clock.now += 100
+        self.assertEqual(b.status("a")["state"], "half_open")
+        self.assertEqual(b.try_acquire("a"), (True, "half-open probe"))
+        self.assertEqual(self.other_process().try_acquire("a"),
+                         (False, "circuit half-open and another caller holds the probe"))
+        self.assertEqual(b.try_acquire("a")[0], False)
+
+    def test_probe_success_closes_and_clears(self):
+        b = self.breakers
+        for _ in range(4):
+            b.record("a", False, E.TRANSIENT)
+        self.clock.now += 30
+        self.assertEqual(b.try_acquire("a"), (True, "half-open probe"))
+        status = b.record("a", True)
+        self.assertEqual((status["state"], status["window_requests"]), ("closed", 0))
+        self.assertEqual(b.try_acquire("a"), (True, "closed"))
+
+    def test_probe_failure_reopens_with_doubled_capped_cooldown(self):
+        b = self.breakers
+        for _ in range(4):
+            b.record("a", False, E.TRANSIENT)
+        cooldowns = []
+        for _ in range(4):
+            self.clock.now += b.status("a")["open_for_s"]
+            self.assertTrue(b.try_acquire("a")[0])
+            cooldowns.append(b.record("a", False, E.OVERLOADED)["cooldown_s"])
+        self.assertEqual(cooldowns, [60, 100, 100, 100])
+
+    def test_cooldown_after_rate_limit_skips_new_requests_but_not_the_waiting_one(self):
+        b = self.breakers
+        status = b.record("a", False, E.RATE_LIMITED, cool_s=7)
+        self.assertEqual((status["state"], status["cooling_for_s"]), ("closed", 7.0))
+        self.assertEqual(b.try_acquire("a"), (False, "cooling down (rate_limited) for 7.0s more"))
+        self.assertEqual(b.try_acquire("a", retrying=True), (True, "closed"))
+        self.clock.now += 7
+        self.assertEqual(b.try_acquire("a"), (True, "closed"))
+
+    def test_targets_are_independent_and_reset_closes(self):
+        b = self.breakers
+        b.record("a", False, E.QUOTA_EXHAUSTED)
+        self.assertEqual(b.status("b")["state"], "closed")
+        b.reset("a")
+        self.assertEqual(b.status("a")["state"], "closed")
+
+    def test_concurrent_half_open_probes(self):
+        self.breakers.record("a", False, E.AUTH_CONFIG)
+        self.clock.now += 100
+        wins = []
+        processes = [self.other_process() for _ in range(8)]
+
+        def probe(breakers):
+            wins.append(breakers.try_acquire("a")[0])
+
+        threads = [threading.Thread(target=probe, args=(p,)) for p in processes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if self.backend == "redis":
+            self.assertEqual(sorted(wins), [False] * 7 + [True])  # SET NX: exactly one
+        else:
+            self.assertGreaterEqual(wins.count(True), 1)  # datastore: best-effort, at least one
+
+
+class DatastoreBreakerTest(BreakerContract, unittest.TestCase):
+    backend = "datastore"
+
+
+class RedisBreakerTest(BreakerContract, unittest.TestCase):
+    backend = "redis"
+
+    def test_state_lives_in_redis_under_the_prefix(self):
+        self.breakers.record("a", False, E.QUOTA_EXHAUSTED)
+        self.assertEqual(sorted(self.redis.client().keys("synthralos:breaker.*")),
+                         ["synthralos:breaker.a", "synthralos:breaker.a.outcomes"])
+
+
+if __name__ == "__main__":
+    unittest.main()
