@@ -45,6 +45,7 @@ library only).
 """
 
 import json
+import math
 import random
 import threading
 import time
@@ -412,8 +413,9 @@ def _plain(status, text):
 
 
 def _seconds_header(seconds):
-    seconds = float(seconds)
-    return "%d" % seconds if seconds == int(seconds) else "%.3f" % seconds
+    # RFC 9110 delay-seconds is a whole number; providers round up (the precise
+    # value goes in OpenAI's retry-after-ms).
+    return "%d" % math.ceil(float(seconds))
 
 
 def _success(ep, body, text, stop):
