@@ -3,7 +3,11 @@ real llm_decide / llm_call actions calling the fault-injecting provider and the
 breakers in a real store."""
 
 import json
+import os
 import unittest
+
+import jsonschema
+import yaml
 
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.llm_provider import LLMProviderServer
@@ -106,6 +110,20 @@ class LLMRetryContract(WorkflowMixin):
         self.assertEqual(self.attempts(run), [("oa", 503, "transient", 2), ("oa", 503, "transient", 0),
                                               ("an", 200, None, 0)])
 
+    def test_overloaded_gets_short_retries_then_switches(self):
+        self.server.set_default("an", "overloaded")
+        run = self.run_wf("llm_retry", {"targets": ["an", "oa"], "policy": dict(NO_JITTER, max_attempts=4)})
+        self.assertEqual(run.status, "succeeded", run)
+        self.assertEqual(run.delays_for("call"), [0, 2, 0])
+        self.assertEqual(self.attempts(run), [("an", 529, "overloaded", 2), ("an", 529, "overloaded", 0),
+                                              ("oa", 200, None, 0)])
+
+    def test_invalid_output_is_regenerated_at_once(self):
+        self.server.script("oa", ["malformed", "ok"])
+        run = self.run_wf("llm_retry", {"policy": NO_JITTER})
+        self.assertEqual(run.delays_for("call"), [0, 0])
+        self.assertEqual(self.attempts(run), [("oa", 200, "invalid_output", 0), ("oa", 200, None, 0)])
+
     def test_quota_exhausted_switches_at_once_and_alerts(self):
         self.server.script("oa", ["quota"])
         run = self.run_wf("llm_retry", {"policy": NO_JITTER})
@@ -114,6 +132,9 @@ class LLMRetryContract(WorkflowMixin):
         self.assertEqual(self.attempts(run), [("oa", 429, "quota_exhausted", 0), ("an", 200, None, 0)])
         self.assertEqual(len(run.injected_triggers), 1)
         trigger = run.injected_triggers[0]
+        with open(os.path.join(os.path.dirname(ACTIONS_DIR), "triggers", "llm_target_alert.yaml")) as handle:
+            schema = yaml.safe_load(handle)["payload_schema"]
+        jsonschema.Draft4Validator(schema).validate(trigger["payload"])  # what st2 checks on dispatch
         self.assertEqual((trigger["trigger"], trigger["trace_tag"]), ("synthralos.llm_target_alert", "oa"))
         breaker = trigger["payload"].pop("breaker")
         self.assertEqual(trigger["payload"], {
