@@ -5,11 +5,12 @@ from synthralos_lib.llm_routing import make_policy, next_step, resolve_chain
 class LLMDecide(SynthralosAction):
     """Record the outcome in the breaker and decide the next step of an LLM request."""
 
-    def run(self, targets=None, outcome=None, history=None, policy=None, one_attempt_per_target=False, record=True):
+    def run(self, targets=None, outcome=None, history=None, policy=None, one_attempt_per_target=False, record=True,
+            total_delay_s=0):
         chain = resolve_chain(self.settings, targets)
         effective = make_policy(self.settings, policy, one_attempt_per_target)
         decision = self.scrub(next_step(self.settings, self.store, chain, outcome or None, history or [], effective,
-                                        record=record))
+                                        record=record, total_delay_s=total_delay_s))
         self.logger.info(
             "[Retry] decision=%s target=%s wait=%ss attempts=%d reason=%s"
             % (decision["action"], decision["target"], decision["wait_s"], decision["attempts"], decision["reason"]))

@@ -126,7 +126,8 @@ class LLMDecideContract(ProviderMixin):
         d = action.run()
         waits = []
         for _ in range(3):
-            d = action.run(outcome=self.outcome(d["target"], "unavailable"), history=d["history"])
+            d = action.run(outcome=self.outcome(d["target"], "unavailable"), history=d["history"],
+                           total_delay_s=d["total_delay_s"])
             waits.append((d["action"], d["target"], d["wait_s"]))
         self.assertEqual(waits, [("retry", "oa", 2), ("retry", "oa", 4), ("next_target", "an", 0)])
         self.assertEqual(d["total_delay_s"], 6)
@@ -163,7 +164,7 @@ class LLMDecideContract(ProviderMixin):
         for name, cool_s in (("oa", 50), ("an", 30), ("oa2", 80)):
             breakers.record(name, False, "rate_limited", cool_s=cool_s)
         d = self.action().run()
-        self.assertEqual((d["action"], d["target"], d["wait_s"]), ("next_target", "an", 30))
+        self.assertEqual((d["action"], d["target"], d["wait_s"], d["total_delay_s"]), ("next_target", "an", 30, 30))
         self.assertRegex(d["reason"], r"^first attempt; every usable target is cooling down, waiting (29\.\d|30\.0)s for an$")
         # An open circuit is not waited for.
         breakers.record("an", False, "quota_exhausted")

@@ -173,6 +173,15 @@ class LLMRetryContract(WorkflowMixin):
         self.assertEqual(run.output["served_by"], "oa2")
         self.assertEqual(self.server.faults_served("an"), [])
 
+    def test_every_target_cooling_waits_instead_of_failing(self):
+        breakers = Breakers(self.make_store(), {})
+        for name, cool_s in (("oa", 40), ("an", 20), ("oa2", 60)):
+            breakers.record(name, False, "rate_limited", cool_s=cool_s)
+        run = self.run_wf("llm_retry", {})
+        self.assertEqual(run.status, "succeeded", run)
+        self.assertEqual(run.delays_for("call"), [20])
+        self.assertEqual((run.output["served_by"], run.output["total_delay_s"]), ("an", 20))
+
     def test_exhaustion_ends_failed(self):
         for name in ("oa", "an", "oa2"):
             self.server.set_default(name, "quota")

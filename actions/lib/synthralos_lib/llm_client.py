@@ -114,7 +114,7 @@ def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None
 def _failed(outcome, error_class, message, api_key):
     outcome["ok"] = False
     outcome["error_class"] = error_class
-    outcome["error_message"] = scrub(message[:_MESSAGE_LIMIT], [api_key])
+    outcome["error_message"] = scrub(message, [api_key])[:_MESSAGE_LIMIT]  # scrub first: never cut a key in half
     return outcome
 
 

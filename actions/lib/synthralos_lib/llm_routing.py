@@ -49,12 +49,14 @@ def make_policy(settings, overrides=None, one_attempt_per_target=False):
     return llm_policy.make_policy(settings.section("retry"), settings.section("reroute"), overrides)
 
 
-def next_step(settings, store, chain, outcome=None, history=None, policy=None, record=True, rand=None, clock=None):
+def next_step(settings, store, chain, outcome=None, history=None, policy=None, record=True, rand=None, clock=None,
+              total_delay_s=0):
     """The decision after `outcome` (None before the first call), with breakers applied.
 
     Returns the decision dict of `llm_policy.decide` plus `history` (with this
     outcome and the wait that follows it appended), `attempts`,
-    `total_delay_s`, `chain`, `skipped` ([{target, why}]) and `breaker` (the
+    `total_delay_s` (the `total_delay_s` given, from the previous step, plus
+    this step's wait), `chain`, `skipped` ([{target, why}]) and `breaker` (the
     status of the outcome's target after recording, or None).
     """
     history = [dict(a) for a in history or []]
@@ -88,12 +90,12 @@ def next_step(settings, store, chain, outcome=None, history=None, policy=None, r
 
     if outcome is not None:
         entry = {field: outcome.get(field) for field in HISTORY_FIELDS}
-        entry["wait_after_s"] = decision["wait_s"] if decision["action"] == llm_policy.RETRY else 0
+        entry["wait_after_s"] = decision["wait_s"]
         history.append(entry)
     decision.update({
         "history": history,
         "attempts": len(history),
-        "total_delay_s": sum(a.get("wait_after_s") or 0 for a in history),
+        "total_delay_s": (total_delay_s or 0) + decision["wait_s"],
         "chain": chain,
         "skipped": skipped,
         "breaker": breaker,
