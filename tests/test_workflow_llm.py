@@ -71,7 +71,7 @@ class LLMRetryContract(WorkflowMixin):
         self.server.script("oa", ["unavailable", "server_error", "bad_gateway", "gateway_timeout", "ok"])
         run = self.run_wf("llm_retry", {"policy": dict(NO_JITTER, max_attempts=5)})
         self.assertEqual(run.status, "succeeded", run)
-        self.assertEqual(run.task_sequence, ["start"] + ["decide", "call"] * 5 + ["decide"])
+        self.assertEqual(run.task_sequence, ["start"] + ["decide", "route", "call"] * 5 + ["decide", "route"])
         self.assertEqual(run.delays_for("call"), [0, 2, 4, 5, 5])
         self.assertEqual(run.output["content"], "Reply from oa (gpt-4o-mini).")
         self.assertEqual((run.output["served_by"], run.output["provider"], run.output["region"]),
@@ -187,9 +187,11 @@ class LLMRetryContract(WorkflowMixin):
             self.server.set_default(name, "quota")
         run = self.run_wf("llm_retry", {})
         self.assertEqual(run.status, "failed")
-        self.assertEqual(run.task_sequence, ["start", "decide", "call", "decide", "alert", "call", "decide", "alert",
-                                             "call", "decide", "alert"])
-        self.assertEqual(run.state_sequence[-2:], ["fail", "alert"])  # the alert branch runs alongside
+        self.assertEqual(run.task_sequence, ["start", "decide", "route", "call"]
+                         + ["decide", "route", "alert", "call"] * 2 + ["decide", "route", "alert"])
+        self.assertEqual(run.state_sequence[-1], "fail")
+        self.assertEqual(run.output["result"], "give_up")
+        self.assertEqual([a["target"] for a in run.output["attempts"]], ["oa", "an", "oa2"])
         last = run.task("decide").result["result"]
         self.assertEqual((last["action"], last["reason"]), ("give_up", "quota_exhausted on oa2; no target left"))
         self.assertEqual([t["payload"]["target"] for t in run.injected_triggers], ["oa", "an", "oa2"])
@@ -198,12 +200,16 @@ class LLMRetryContract(WorkflowMixin):
         self.server.script("oa", ["bad_request"])
         run = self.run_wf("llm_retry", {})
         self.assertEqual(run.status, "failed")
-        self.assertEqual(run.task_sequence, ["start", "decide", "call", "decide"])
+        self.assertEqual(run.task_sequence, ["start", "decide", "route", "call", "decide", "route"])
+        self.assertEqual((run.output["result"], run.output["reason"]),
+                         ("give_up", "bad_request: the request itself is invalid"))
 
     def test_invalid_input_fails_the_workflow(self):
         run = self.run_wf("llm_retry", {"policy": {"max_attempts": 0}})
         self.assertEqual(run.status, "failed")
         self.assertEqual(run.task_sequence, ["start", "decide"])
+        self.assertEqual(run.output["attempts"], [])  # output still renders, without errors of its own
+        self.assertEqual([e.get("task_id") for e in run.errors], ["decide", "fail"])  # no output-rendering errors
         self.assertIn("policy.max_attempts must be an integer >= 1", run.task("decide").result["stderr"])
 
 
@@ -236,7 +242,7 @@ class RerouteContract(WorkflowMixin):
         run = self.run_wf("reroute_request", {}, features={"enable_reroute": False})
         self.assertEqual(run.status, "failed")
         sub = run.task("reroute").subrun
-        self.assertEqual(sub.task_sequence, ["start", "decide", "call", "decide"])
+        self.assertEqual(sub.task_sequence, ["start", "decide", "route", "call", "decide", "route"])
         self.assertEqual(self.server.faults_served(), ["server_error"])
 
     def test_all_targets_exhausted_ends_failed(self):
