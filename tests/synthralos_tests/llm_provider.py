@@ -35,6 +35,11 @@ drop (close the connection without answering). A fault is a name or a dict
 `{"fault": name, "retry_after": s, "retry_after_ms": ms, "delay_s": s,
 "content": text, "then": fault}`.
 
+A 429's `retry-after` is whole seconds (rounded up, as RFC 9110 and the
+providers send it); OpenAI endpoints add the precise `retry-after-ms`. An
+exhausted quota is OpenAI's 429 `insufficient_quota` and Anthropic's 400
+"Your credit balance is too low".
+
 Deliberate worst case: a wrong API key is echoed verbatim in the 401 message
 (OpenAI masks most of it), so tests prove the client scrubs it.
 
