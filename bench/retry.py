@@ -269,11 +269,14 @@ def run_one(strategy_cls, scenario, requests_n, rate, redis_url):
         done = [r for r in results if r is not None]
         successes = sum(1 for ok, _ in done if ok)
         calls = len(server.requests())
-        return {
+        served_by_primary = sum(1 for c in server.calls("p") if c["status"] == 200)
+        metrics = {
             "success_rate": round(successes / float(requests_n), 4),
             "p95_latency_s": round(p95([lat for _, lat in done]), 3),
             "wasted_calls": calls - successes,
         }
+        # Printed, not in the JSON: how much of the traffic the primary still served.
+        return metrics, round(served_by_primary / float(max(successes, 1)), 3)
     finally:
         server.close()
 
@@ -317,15 +320,16 @@ def main(argv=None):
     chosen = [s for s in SCENARIOS if not args.only or s[0] in args.only.split(",")]
 
     redis_proc, redis_url = start_redis()
-    results = {}
+    results, shares = {}, {}
     began = time.monotonic()
     try:
         for name, scenario in chosen:
             results[name] = {}
             for strategy_cls in STRATEGIES:
-                results[name][strategy_cls.name] = run_one(strategy_cls, scenario, requests_n, args.rate, redis_url)
-                print("  %-24s %-15s %s" % (name, strategy_cls.name, results[name][strategy_cls.name]),
-                      file=sys.stderr)
+                metrics, share = run_one(strategy_cls, scenario, requests_n, args.rate, redis_url)
+                results[name][strategy_cls.name] = metrics
+                shares[(name, strategy_cls.name)] = share
+                print("  %-24s %-15s %s" % (name, strategy_cls.name, metrics), file=sys.stderr)
     finally:
         redis_proc.kill()
         redis_proc.wait()
@@ -333,14 +337,15 @@ def main(argv=None):
 
     print("LLM retry/reroute benchmark: %d requests per cell at %.0f/s, real time (delays scaled down), %.0fs total"
           % (requests_n, args.rate, elapsed))
-    header = "%-24s | %-15s | %12s | %13s | %12s" % ("scenario", "strategy", "success_rate", "p95_latency_s",
-                                                     "wasted_calls")
+    header = "%-24s | %-15s | %12s | %13s | %12s | %16s" % ("scenario", "strategy", "success_rate",
+                                                             "p95_latency_s", "wasted_calls", "served_by_primary")
     print(header)
     print("-" * len(header))
     for name in results:
         for strategy, row in results[name].items():
-            print("%-24s | %-15s | %12.3f | %13.3f | %12d" % (name, strategy, row["success_rate"],
-                                                              row["p95_latency_s"], row["wasted_calls"]))
+            print("%-24s | %-15s | %12.3f | %13.3f | %12d | %16.3f" % (
+                name, strategy, row["success_rate"], row["p95_latency_s"], row["wasted_calls"],
+                shares[(name, strategy)]))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump(results, handle, indent=2, sort_keys=False)
