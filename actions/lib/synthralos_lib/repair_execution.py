@@ -148,4 +148,16 @@ def _done(outcome, error, started, clock):
     now = clock()
     outcome["duration_s"] = round(now - started, 3)
     outcome["finished_at"] = now
+    # The compact record agent_recovery keeps per attempt (the full execution stays in this result).
+    outcome["attempt_record"] = {
+        "attempt": outcome["attempt"],
+        "action": outcome["action"],
+        "params": outcome["step"]["params"],
+        "repaired": outcome["repaired"],
+        "new_execution_id": outcome["new_execution_id"],
+        "error_class": (outcome["error"] or {}).get("class"),
+        "error_message": (outcome["error"] or {}).get("message"),
+        "failure_type": (outcome["failure"] or {}).get("failure_type"),
+        "duration_s": outcome["duration_s"],
+    }
     return outcome

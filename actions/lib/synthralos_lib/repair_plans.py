@@ -121,9 +121,10 @@ def rule_plan(failure, targets=(), retry_after_cap_s=120):
     failure_type = failure.get("failure_type")
     if failure_type is None:
         return []
-    builders = _RULES[failure_type]
     if failure_type == "llm_error":
         builders = _LLM_RULES.get(failure.get("llm_error_class"), _LLM_RULES[None])
+    else:
+        builders = _RULES[failure_type]
     steps = []
     for builder in builders:
         for action, params, reason in builder(failure, targets, retry_after_cap_s):
@@ -263,6 +264,8 @@ def extract_json(text):
         raise PlanRejected("the answer is %d characters long (limit %d)" % (len(text), MAX_ANSWER_CHARS))
     if not text.strip():
         raise PlanRejected("the answer is empty")
+    if "{" not in text:
+        raise PlanRejected("the answer contains no JSON object")
     problem = None
     for candidate in _candidates(text):
         try:
