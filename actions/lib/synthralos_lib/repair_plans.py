@@ -320,7 +320,16 @@ def _schema_check(schema, value, where):
     if errors:
         error = errors[0]
         path = where + "".join("[%d]" % p if isinstance(p, int) else ".%s" % p for p in error.path)
-        raise PlanRejected("%s: %s" % (path, _short(error.message, 200)))
+        raise PlanRejected("%s: %s" % (path, _describe(error)))
+
+
+def _describe(error):
+    # Sizes in our own words: jsonschema's messages quote the whole value and vary by version.
+    if error.validator in ("minItems", "maxItems"):
+        return "%d item(s), a plan has %d to %d steps" % (len(error.instance), 1, MAX_STEPS)
+    if error.validator == "maxLength":
+        return "%d characters, limit %d" % (len(error.instance), error.validator_value)
+    return _short(error.message, 200)
 
 
 def _clean_step(raw, where):
