@@ -1,6 +1,7 @@
 """A local agent platform that implements docs/agent_api.md, for tests.
 
     server = AgentPlatformServer(api_key="k", agents=["agent-1"]).start()
+    base_url = server.base_url                   # server.url + "/api"
     server.add_execution("agent-1", {"id": "exec-1", "status": "failed", "input": "..."})
     # How re-runs end, chosen by what the request asks for (first match wins):
     server.on_rerun({"overrides": {"max_iterations": 5}}, {"status": "timeout", "timed_out": True})
@@ -18,6 +19,7 @@ asynchronous runs (202 + polling) when an outcome says `"async_polls": N`.
 import copy
 import itertools
 import threading
+from urllib.parse import unquote
 
 from synthralos_tests.http_server import Reply, StubHTTPServer
 
@@ -42,7 +44,12 @@ class AgentPlatformServer(StubHTTPServer):
     EXECUTIONS = r"/agents/(?P<agent>[^/]+)/executions"
     TOOL_RETRIES = r"/agents/(?P<agent>[^/]+)/executions/(?P<execution>[^/]+)/tool-retries"
 
-    def __init__(self, api_key="agent-api-test-key", agents=("agent-1",), **kwargs):
+    def __init__(self, api_key="agent-api-test-key", agents=("agent-1",), prefix="/api", **kwargs):
+        # Route regexes under the base path (configure agent_api.base_url as server.url + prefix).
+        self.prefix = prefix
+        self.EXECUTION = prefix + AgentPlatformServer.EXECUTION
+        self.EXECUTIONS = prefix + AgentPlatformServer.EXECUTIONS
+        self.TOOL_RETRIES = prefix + AgentPlatformServer.TOOL_RETRIES
         self.api_key = api_key
         self.agents = set(agents)
         self.executions = {}
@@ -53,6 +60,10 @@ class AgentPlatformServer(StubHTTPServer):
         self._polls_left = {}
         self._state = threading.RLock()
         super(AgentPlatformServer, self).__init__(**kwargs)
+
+    @property
+    def base_url(self):
+        return self.url + self.prefix
 
     # -- test controls ------------------------------------------------------
 
@@ -86,14 +97,16 @@ class AgentPlatformServer(StubHTTPServer):
                 {"error": {"code": "unauthorized", "message": "missing or invalid bearer token"}},
                 {"WWW-Authenticate": 'Bearer realm="agents"'},
             )
-        agent = request.params["agent"]
+        # Path segments arrive percent-encoded, as a web framework would see them.
+        agent = unquote(request.params["agent"])
         if agent not in self.agents:
             return None, _error(404, "agent_not_found", "no agent %s" % agent)
         if not with_execution:
             return None, None
-        execution = self.executions.get(request.params["execution"])
+        execution_id = unquote(request.params["execution"])
+        execution = self.executions.get(execution_id)
         if execution is None or execution["agent_id"] != agent:
-            return None, _error(404, "execution_not_found", "no execution %s" % request.params["execution"])
+            return None, _error(404, "execution_not_found", "no execution %s" % execution_id)
         return execution, None
 
     def _get_execution(self, request):
@@ -123,7 +136,7 @@ class AgentPlatformServer(StubHTTPServer):
             if problem:
                 return problem
             original = self.executions.get(body.get("retry_of"))
-            if original is None or original["agent_id"] != request.params["agent"]:
+            if original is None or original["agent_id"] != unquote(request.params["agent"]):
                 return _error(422, "invalid_retry_of", "retry_of must name an execution of this agent")
             if "input" in body and not isinstance(body["input"], str):
                 return _error(422, "invalid_input", "input must be a string")

@@ -33,6 +33,8 @@ import time
 
 import requests
 
+from synthralos_lib.redaction import scrub
+
 LOG = logging.getLogger(__name__)
 
 AUTH = "auth"
@@ -67,10 +69,11 @@ class ApiResult(dict):
 class AgentApiClient(object):
     """One client per action execution; `section` is the `agent_api` config section."""
 
-    def __init__(self, section, session=None, clock=time.time, sleep=time.sleep):
+    def __init__(self, section, session=None, poll_s=2.0, clock=time.time, sleep=time.sleep):
         self.base_url = (section.get("base_url") or "").rstrip("/")
         self.timeout_s = float(section.get("timeout_s") or 30)
         self.verify_tls = section.get("verify_tls", True)
+        self.poll_s = poll_s
         self._api_key = section.get("api_key") or ""
         self._session = session or requests.Session()
         self._clock = clock
@@ -98,12 +101,12 @@ class AgentApiClient(object):
         path = "/agents/%s/executions/%s/tool-retries" % (_seg(agent_id), _seg(execution_id))
         return self._request("POST", path, body, idempotency_key)
 
-    def wait_for(self, agent_id, started, wait_s, poll_s=2.0):
+    def wait_for(self, agent_id, started, wait_s):
         """Poll a re-execution the platform accepted with 202 until it is terminal or `wait_s` passes."""
         result = started
         deadline = self._clock() + wait_s
         while result.ok and not is_terminal(result.body) and self._clock() < deadline:
-            self._sleep(min(poll_s, max(0.0, deadline - self._clock())))
+            self._sleep(min(self.poll_s, max(0.0, deadline - self._clock())))
             result = self.get_execution(agent_id, result.body.get("id"))
         return result
 
@@ -134,7 +137,7 @@ class AgentApiClient(object):
             if parse_error:
                 return self._failed(outcome, MALFORMED_RESPONSE, parse_error, started)
             outcome.update(ok=True, body=payload, latency_s=round(self._clock() - started, 3))
-            return outcome
+            return ApiResult(scrub(outcome, [self._api_key]))
         outcome["body"] = payload if isinstance(payload, dict) else None
         if response.status_code == 429:
             outcome["retry_after_s"] = _retry_after(response.headers.get("Retry-After"))
@@ -142,9 +145,10 @@ class AgentApiClient(object):
         return self._failed(outcome, classify_status(response.status_code), message, started)
 
     def _failed(self, outcome, error_class, message, started):
-        message = _short(message.replace(self._api_key, "***") if self._api_key else message)
         outcome.update(error_class=error_class, error_message=message, latency_s=round(self._clock() - started, 3))
-        LOG.warning("[Self-Healing] agent API %s %s failed: %s", outcome["method"], outcome["path"], message)
+        outcome = ApiResult(scrub(outcome, [self._api_key]))
+        outcome["error_message"] = _short(outcome["error_message"])
+        LOG.warning("[Self-Healing] agent API %s %s failed: %s", outcome["method"], outcome["path"], outcome["error_message"])
         return outcome
 
 
@@ -204,6 +208,6 @@ def _seg(value):
     return requests.utils.quote(text, safe="")
 
 
-def _short(text):
+def _short(text, limit=_MESSAGE_LIMIT):
     text = str(text)
-    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
