@@ -289,3 +289,42 @@ class DatastoreAgentRecoveryTest(AgentRecoveryContract, unittest.TestCase):
 @skip_unless_orquesta
 class RedisAgentRecoveryTest(AgentRecoveryContract, unittest.TestCase):
     backend = "redis"
+
+
+@skip_unless_orquesta
+class WebhookRuleTest(StoreBackendMixin, unittest.TestCase):
+    """rules/agent_failure_webhook.yaml: a posted body becomes agent_recovery parameters."""
+
+    def render_rule(self, body):
+        import jinja2
+        import yaml
+
+        from synthralos_tests.orquesta_runner import PACK_ROOT
+
+        with open(PACK_ROOT + "/rules/agent_failure_webhook.yaml") as handle:
+            rule = yaml.safe_load(handle)
+        self.assertEqual(rule["trigger"], {"type": "core.st2.webhook", "parameters": {"url": "synthralos_agent_failure"}})
+        self.assertEqual(rule["action"]["ref"], "synthralos.agent_recovery")
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+        context = {"trigger": {"body": body}}
+        return {name: env.from_string(value).render(context) for name, value in rule["action"]["parameters"].items()}
+
+    def test_posted_failure_runs_a_dry_run_recovery(self):
+        server = AgentPlatformServer(api_key=KEY).start()
+        self.addCleanup(server.stop)
+        body = {"agent_id": "agent-1", "execution_id": "exec-1", "result": TIMED_OUT, "dry_run": True}
+        params = self.render_rule(body)
+        self.assertEqual(params["trace_context"], "{}")
+        config = self.make_config(agent_api={"base_url": server.base_url, "api_key": KEY}, llm_targets=TARGETS)
+        actions = {
+            "synthralos.%s" % name: python_action(cls, config, self.action_service)
+            for name, cls in (("detect_failure", DetectFailureAction), ("generate_repair_plan", GenerateRepairPlanAction),
+                              ("execute_repair_step", ExecuteRepairStepAction), ("record_failure", RecordFailureAction))
+        }
+        # run_workflow casts the rendered strings to the declared types, as st2 does.
+        run = run_workflow("agent_recovery", params, actions=actions, action_meta_dir=ACTIONS_DIR)
+        self.assertEqual(run.parameters["result"], TIMED_OUT)
+        self.assertIs(run.parameters["dry_run"], True)
+        self.assertEqual(run.task_sequence, ["detect", "plan"])
+        self.assertEqual(run.output["plan"]["steps"], PLAN_STEPS)
+        self.assertEqual(server.requests(), [])
