@@ -245,7 +245,7 @@ class AllowListPropertyTest(unittest.TestCase):
     def test_arbitrary_json_in_prose(self, value, before, after):
         self.check(before + json.dumps(value) + after)
 
-    @settings(max_examples=500, deadline=None)
+    @settings(max_examples=250, deadline=None)
     @given(_plan_like)
     def test_plan_shaped_json(self, plan):
         self.check(json.dumps(plan))
