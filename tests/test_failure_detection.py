@@ -130,6 +130,21 @@ class DetectFailureTableTest(unittest.TestCase):
         self.assertEqual(found["input"], "Summarise ticket 1")
         self.assertEqual(found["summary"], "llm_error: slow down")
 
+    def test_raw_provider_errors_are_classified_with_the_shared_table(self):
+        def class_of(llm_error):
+            return detect_failure({"status": "failed", "llm_error": llm_error})["llm_error_class"]
+
+        self.assertEqual(class_of({"status": 429, "type": "requests", "code": "rate_limit_exceeded", "message": "Rate limit reached"}), "rate_limited")
+        self.assertEqual(class_of({"status": 429, "type": "insufficient_quota", "code": "insufficient_quota", "message": "quota"}), "quota_exhausted")
+        self.assertEqual(class_of({"status": 400, "code": "context_length_exceeded", "message": "maximum context length"}), "context_overflow")
+        self.assertEqual(class_of({"status": 529, "type": "overloaded_error", "message": "Overloaded"}), "overloaded")
+        self.assertEqual(class_of({"status": 401, "message": "invalid x-api-key"}), "auth_config")
+        self.assertEqual(class_of({"status": 502, "message": "Bad gateway"}), "transient")
+        # The platform's own class wins; no status and no class: unknown.
+        self.assertEqual(class_of({"status": 500, "error_class": "quota_exhausted"}), "quota_exhausted")
+        self.assertIsNone(class_of({"message": "something"}))
+        self.assertIsNone(class_of("a plain string"))
+
     def test_unknown_llm_error_class_is_ignored(self):
         found = detect_failure({"llm_error": {"error_class": "rm -rf /", "message": "x"}})
         self.assertEqual(found["failure_type"], "llm_error")

@@ -218,12 +218,23 @@ def failed_tools(result):
 
 
 def llm_error_class(result):
-    """The design's LLM error class reported with the failure, or None when the platform gave none."""
+    """The design's LLM error class of the failure, or None when nothing tells.
+
+    The platform's own `error_class` wins; otherwise an `llm_error` that carries
+    the provider's HTTP `status` (and type/code/message) is classified by
+    llm_errors, the one classification table the retry and reroute parts use too.
+    """
     for source in (result.get("llm_error"), result.get("error")):
         if isinstance(source, dict):
             value = str(source.get("error_class") or source.get("class") or "").strip().lower()
             if value in LLM_ERROR_CLASSES:
                 return value
+    llm_error = result.get("llm_error")
+    if isinstance(llm_error, dict) and isinstance(llm_error.get("status"), int) and not isinstance(llm_error["status"], bool):
+        from synthralos_lib import llm_errors
+
+        body = {"error": {key: llm_error.get(key) for key in ("type", "code", "message")}}
+        return llm_errors.classify_http(llm_error["status"], body)
     return None
 
 
