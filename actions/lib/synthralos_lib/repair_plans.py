@@ -333,20 +333,13 @@ def _describe(error):
 
 
 def _clean_step(raw, where):
-    """Rebuild a schema-valid step from known keys with exact Python types (defence in depth)."""
+    """Rebuild a schema-valid step from its known keys, re-checking the value types (defence in depth)."""
     params = {}
     for key, value in raw["params"].items():
         if isinstance(value, bool) or not isinstance(value, (int, str)):
-            # jsonschema may accept 5.0 as an integer; the agent API must get an int.
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise PlanRejected("%s.params.%s: %r is not an integer or a string" % (where, key, _short(repr(value), 40)))
+            raise PlanRejected("%s.params.%s: %s is not an integer or a string" % (where, key, type(value).__name__))
         params[key] = value
-    priority = raw["priority"]
-    if isinstance(priority, float):
-        priority = int(priority)
-    return {"action": raw["action"], "priority": priority, "params": params, "reason": raw["reason"].strip()}
+    return {"action": raw["action"], "priority": int(raw["priority"]), "params": params, "reason": raw["reason"].strip()}
 
 
 def _semantic_check(step, failure, targets, where):
