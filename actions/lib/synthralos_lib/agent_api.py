@@ -1,0 +1,213 @@
+"""HTTP client for the agent platform API the repairs act on (docs/agent_api.md).
+
+Three calls, all JSON, all with `Authorization: Bearer <agent_api.api_key>`:
+
+* `get_execution(agent_id, execution_id)`  GET  /agents/{agent}/executions/{id}
+* `reexecute(agent_id, execution_id, input=None, overrides=None, reason=None)`
+                                            POST /agents/{agent}/executions
+* `retry_tool(agent_id, execution_id, tool, tool_call_id=None, reason=None)`
+                                            POST /agents/{agent}/executions/{id}/tool-retries
+
+A call never raises for HTTP or network trouble; it returns an `ApiResult`
+whose `error_class` says what went wrong:
+
+| error_class        | cause                                                    |
+|--------------------|----------------------------------------------------------|
+| (None)             | 2xx with a JSON object body                              |
+| auth               | 401, 403                                                 |
+| not_found          | 404 (unknown agent or execution)                         |
+| conflict           | 409 (e.g. the agent is already running a repair)         |
+| rejected           | 400, 422 and other 4xx (the request itself is wrong)     |
+| rate_limited       | 429 (`retry_after_s` from Retry-After)                   |
+| server_error       | 5xx                                                      |
+| timeout            | no response within `agent_api.timeout_s`                 |
+| unreachable        | connection refused, DNS, TLS, reset                      |
+| malformed_response | 2xx whose body is not a JSON object                      |
+
+The API key is sent only in the Authorization header and scrubbed from any
+text the client returns.
+"""
+
+import logging
+import time
+
+import requests
+
+from synthralos_lib.redaction import scrub
+
+LOG = logging.getLogger(__name__)
+
+AUTH = "auth"
+NOT_FOUND = "not_found"
+CONFLICT = "conflict"
+REJECTED = "rejected"
+RATE_LIMITED = "rate_limited"
+SERVER_ERROR = "server_error"
+TIMEOUT = "timeout"
+UNREACHABLE = "unreachable"
+MALFORMED_RESPONSE = "malformed_response"
+
+TERMINAL_STATUSES = frozenset(
+    ["succeeded", "success", "completed", "failed", "error", "timeout", "timed_out", "cancelled", "canceled"]
+)
+_MESSAGE_LIMIT = 300
+_USER_AGENT = "synthralos-stackstorm-pack"
+
+
+class ApiResult(dict):
+    """`{"ok", "status", "error_class", "error_message", "body", "retry_after_s", "latency_s", "method", "path"}`."""
+
+    @property
+    def ok(self):
+        return self["ok"]
+
+    @property
+    def body(self):
+        return self["body"]
+
+
+class AgentApiClient(object):
+    """One client per action execution; `section` is the `agent_api` config section."""
+
+    def __init__(self, section, session=None, poll_s=2.0, clock=time.time, sleep=time.sleep):
+        self.base_url = (section.get("base_url") or "").rstrip("/")
+        self.timeout_s = float(section.get("timeout_s") or 30)
+        self.verify_tls = section.get("verify_tls", True)
+        self.poll_s = poll_s
+        self._api_key = section.get("api_key") or ""
+        self._session = session or requests.Session()
+        self._clock = clock
+        self._sleep = sleep
+
+    # -- the three calls ----------------------------------------------------
+
+    def get_execution(self, agent_id, execution_id):
+        return self._request("GET", "/agents/%s/executions/%s" % (_seg(agent_id), _seg(execution_id)))
+
+    def reexecute(self, agent_id, execution_id, input=None, overrides=None, reason=None, idempotency_key=None):
+        body = {"retry_of": execution_id, "overrides": dict(overrides or {}), "wait": True}
+        if input is not None:
+            body["input"] = input
+        if reason:
+            body["reason"] = reason
+        return self._request("POST", "/agents/%s/executions" % _seg(agent_id), body, idempotency_key)
+
+    def retry_tool(self, agent_id, execution_id, tool, tool_call_id=None, reason=None, idempotency_key=None):
+        body = {"tool": tool, "wait": True}
+        if tool_call_id:
+            body["tool_call_id"] = tool_call_id
+        if reason:
+            body["reason"] = reason
+        path = "/agents/%s/executions/%s/tool-retries" % (_seg(agent_id), _seg(execution_id))
+        return self._request("POST", path, body, idempotency_key)
+
+    def wait_for(self, agent_id, started, wait_s):
+        """Poll a re-execution the platform accepted with 202 until it is terminal or `wait_s` passes."""
+        result = started
+        deadline = self._clock() + wait_s
+        while result.ok and not is_terminal(result.body) and self._clock() < deadline:
+            self._sleep(min(self.poll_s, max(0.0, deadline - self._clock())))
+            result = self.get_execution(agent_id, result.body.get("id"))
+        return result
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _request(self, method, path, body=None, idempotency_key=None):
+        headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
+        if self._api_key:
+            headers["Authorization"] = "Bearer " + self._api_key
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        started = self._clock()
+        outcome = ApiResult(
+            ok=False, status=None, error_class=None, error_message=None, body=None, retry_after_s=None,
+            latency_s=None, method=method, path=path,
+        )
+        try:
+            response = self._session.request(
+                method, self.base_url + path, json=body, headers=headers, timeout=self.timeout_s, verify=self.verify_tls
+            )
+        except requests.Timeout:
+            return self._failed(outcome, TIMEOUT, "no response within %s s" % self.timeout_s, started)
+        except requests.RequestException as exc:
+            return self._failed(outcome, UNREACHABLE, "%s: %s" % (type(exc).__name__, exc), started)
+        outcome["status"] = response.status_code
+        payload, parse_error = _parse(response)
+        if 200 <= response.status_code < 300:
+            if parse_error:
+                return self._failed(outcome, MALFORMED_RESPONSE, parse_error, started)
+            outcome.update(ok=True, body=payload, latency_s=round(self._clock() - started, 3))
+            return ApiResult(scrub(outcome, [self._api_key]))
+        outcome["body"] = payload if isinstance(payload, dict) else None
+        if response.status_code == 429:
+            outcome["retry_after_s"] = _retry_after(response.headers.get("Retry-After"))
+        message = "HTTP %d: %s" % (response.status_code, _error_message(payload, response))
+        return self._failed(outcome, classify_status(response.status_code), message, started)
+
+    def _failed(self, outcome, error_class, message, started):
+        outcome.update(error_class=error_class, error_message=message, latency_s=round(self._clock() - started, 3))
+        outcome = ApiResult(scrub(outcome, [self._api_key]))
+        outcome["error_message"] = _short(outcome["error_message"])
+        LOG.warning("[Self-Healing] agent API %s %s failed: %s", outcome["method"], outcome["path"], outcome["error_message"])
+        return outcome
+
+
+def classify_status(status):
+    """The error class of a non-2xx HTTP status."""
+    if status in (401, 403):
+        return AUTH
+    if status == 404:
+        return NOT_FOUND
+    if status == 409:
+        return CONFLICT
+    if status == 429:
+        return RATE_LIMITED
+    if status >= 500:
+        return SERVER_ERROR
+    return REJECTED
+
+
+def is_terminal(execution):
+    return str((execution or {}).get("status") or "").lower() in TERMINAL_STATUSES
+
+
+def _parse(response):
+    try:
+        payload = response.json()
+    except ValueError:
+        return None, "the body is not JSON (%s)" % _short(response.text or "empty", 80)
+    if not isinstance(payload, dict):
+        return payload, "the body is JSON %s, not an object" % type(payload).__name__
+    return payload, None
+
+
+def _error_message(payload, response):
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict):
+            error = error.get("message") or error.get("code")
+        if error:
+            return str(error)
+        if payload.get("message"):
+            return str(payload["message"])
+    return response.reason or "no detail"
+
+
+def _retry_after(value):
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _seg(value):
+    """One URL path segment; ids with slashes or dots could otherwise address another resource."""
+    text = str(value)
+    if not text or text in (".", "..") or "/" in text:
+        raise ValueError("invalid id %r for the agent API" % _short(text))
+    return requests.utils.quote(text, safe="")
+
+
+def _short(text, limit=_MESSAGE_LIMIT):
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

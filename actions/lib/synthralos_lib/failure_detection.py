@@ -1,0 +1,319 @@
+"""Failure detection: did an agent execution fail, how, and what says so.
+
+Input is an agent execution as the agent platform reports it (the execution
+object of docs/agent_api.md): `status`, `error`, `output`, `duration_ms`,
+`timeout_ms`, `timed_out`, `tool_results`, `llm_error`, `max_iterations`,
+`provider`, `model`. Every field is optional, so a partial result posted by
+a webhook can still be judged.
+
+The checks run in a fixed order and the first that matches decides the
+failure type; every check that matches adds evidence, so an operator sees
+e.g. that a timeout also left a failed tool behind. The order goes from the
+most specific cause to the most generic symptom:
+
+| order | type           | decided by                                                          |
+|-------|----------------|---------------------------------------------------------------------|
+| 1     | timeout        | status timeout/timed_out, `timed_out` true, duration >= timeout,     |
+|       |                | or an error message that says the run timed out                     |
+| 2     | llm_error      | an `llm_error` object/string, or an error whose type/code names the |
+|       |                | LLM call (llm_error, rate_limit_error, context_length_exceeded, ...) |
+| 3     | tool_failure   | a tool result with status failed/error/timeout or an `error`        |
+| 4     | error          | status failed/error/cancelled, or any `error`                       |
+| 5     | invalid_output | a run that claims success with empty output, or output that carries |
+|       |                | an error marker (Traceback, "Error:", {"error": ...}, ...)          |
+
+Pure: no I/O, no clock.
+"""
+
+import re
+
+TIMEOUT = "timeout"
+ERROR = "error"
+INVALID_OUTPUT = "invalid_output"
+TOOL_FAILURE = "tool_failure"
+LLM_ERROR = "llm_error"
+FAILURE_TYPES = (TIMEOUT, ERROR, INVALID_OUTPUT, TOOL_FAILURE, LLM_ERROR)
+
+# The design's LLM error classes (llm_errors.py names them); a platform may
+# report one as llm_error.error_class, and the planner uses it.
+LLM_ERROR_CLASSES = (
+    "transient",
+    "rate_limited",
+    "overloaded",
+    "quota_exhausted",
+    "auth_config",
+    "context_overflow",
+    "content_policy",
+    "bad_request",
+    "invalid_output",
+)
+
+TIMEOUT_STATUSES = frozenset(["timeout", "timed_out", "timedout", "deadline_exceeded"])
+FAILED_STATUSES = frozenset(["failed", "failure", "error", "errored", "cancelled", "canceled", "aborted", "abandoned"])
+SUCCESS_STATUSES = frozenset(["succeeded", "success", "successful", "completed", "complete", "ok", "done"])
+TOOL_FAILED_STATUSES = frozenset(["failed", "failure", "error", "errored", "timeout", "timed_out"])
+
+_TIMEOUT_TEXT = re.compile(
+    r"timed?[ _-]?out|timeout|deadline exceeded|ETIMEDOUT|ESOCKETTIMEDOUT|took too long|time limit", re.I
+)
+# Error types/codes that mean the LLM call itself failed (OpenAI and Anthropic spellings).
+_LLM_ERROR_TYPES = frozenset(
+    [
+        "llm_error",
+        "llm",
+        "provider_error",
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        "insufficient_quota",
+        "context_length_exceeded",
+        "overloaded_error",
+        "content_filter",
+        "content_policy_violation",
+        "model_not_found",
+        "invalid_api_key",
+        "authentication_error",
+        "api_error",
+        "api_connection_error",
+    ]
+)
+_LLM_ERROR_TEXT = re.compile(
+    r"\b(openai|anthropic|llm|language model|chat completion|rate limit|insufficient_quota|"
+    r"context[_ ]length|maximum context|overloaded)\b",
+    re.I,
+)
+# Markers that turn an apparently successful output into an invalid one.
+_OUTPUT_ERROR_TEXT = re.compile(
+    r"^\s*(error|exception|fatal|failed|failure)\s*[:!-]|"
+    r"Traceback \(most recent call last\)|"
+    r"\[(ERROR|FATAL)\]|"
+    r"^\s*(undefined|null|none|nan|\[object Object\])\s*$",
+    re.I,
+)
+_OUTPUT_ERROR_KEYS = ("error", "errors", "exception", "traceback")
+_EVIDENCE_TEXT_LIMIT = 300
+
+
+def detect_failure(result):
+    """Judge one agent execution result.
+
+    Returns `{"failed", "failure_type", "evidence", "summary", "llm_error_class",
+    "failed_tools", "provider", "model", "max_iterations", "input"}`;
+    `failure_type` is None when nothing failed. `evidence` is a list of
+    `{"check", "field", "detail"}` in check order.
+    """
+    if not isinstance(result, dict):
+        raise ValueError("an agent execution result must be a JSON object, got %s" % type(result).__name__)
+    evidence = []
+    found = []
+    for failure_type, check in _CHECKS:
+        hits = check(result)
+        if hits:
+            found.append(failure_type)
+            evidence.extend({"check": failure_type, "field": field, "detail": _short(detail)} for field, detail in hits)
+    failure_type = found[0] if found else None
+    return {
+        "failed": failure_type is not None,
+        "failure_type": failure_type,
+        "evidence": evidence,
+        "summary": _summary(failure_type, evidence),
+        "llm_error_class": llm_error_class(result) if failure_type == LLM_ERROR else None,
+        "failed_tools": failed_tools(result),
+        "provider": _str_or_none(result.get("provider")),
+        "model": _str_or_none(result.get("model")),
+        "max_iterations": _int_or_none(result.get("max_iterations")),
+        "input": result.get("input") if isinstance(result.get("input"), str) else None,
+        "retry_after_s": _retry_after(result),
+    }
+
+
+def _check_timeout(result):
+    hits = []
+    status = _status(result)
+    if status in TIMEOUT_STATUSES:
+        hits.append(("status", "status is %r" % status))
+    if result.get("timed_out") is True:
+        hits.append(("timed_out", "timed_out is true"))
+    duration, limit = _number(result.get("duration_ms")), _number(result.get("timeout_ms"))
+    if duration is not None and limit is not None and limit > 0 and duration >= limit:
+        hits.append(("duration_ms", "ran %d ms, limit %d ms" % (duration, limit)))
+    message = _error_text(result.get("error"))
+    if message and _TIMEOUT_TEXT.search(message):
+        hits.append(("error", message))
+    return hits
+
+
+def _check_llm_error(result):
+    hits = []
+    llm_error = result.get("llm_error")
+    if llm_error:
+        hits.append(("llm_error", _error_text(llm_error) or "llm_error is set"))
+    error = result.get("error")
+    kind = _error_kind(error)
+    if kind in _LLM_ERROR_TYPES:
+        hits.append(("error", "error type %r: %s" % (kind, _error_text(error))))
+    elif error and not hits and _LLM_ERROR_TEXT.search(_error_text(error)):
+        hits.append(("error", _error_text(error)))
+    return hits
+
+
+def _check_tool_failure(result):
+    hits = []
+    for tool in failed_tools(result):
+        hits.append(("tool_results", "tool %r %s" % (tool["tool"], tool["error"] or tool["status"])))
+    return hits
+
+
+def _check_error(result):
+    hits = []
+    status = _status(result)
+    if status in FAILED_STATUSES:
+        hits.append(("status", "status is %r" % status))
+    if result.get("error"):
+        hits.append(("error", _error_text(result.get("error")) or "error is set"))
+    return hits
+
+
+def _check_invalid_output(result):
+    status = _status(result)
+    if status and status not in SUCCESS_STATUSES:
+        return []  # only a run that claims success can have invalid output
+    if "output" not in result and not status:
+        return []  # nothing to judge
+    output = result.get("output")
+    if _is_empty(output):
+        return [("output", "output is empty")]
+    marker = _error_marker(output)
+    return [("output", marker)] if marker else []
+
+
+_CHECKS = (
+    (TIMEOUT, _check_timeout),
+    (LLM_ERROR, _check_llm_error),
+    (TOOL_FAILURE, _check_tool_failure),
+    (ERROR, _check_error),
+    (INVALID_OUTPUT, _check_invalid_output),
+)
+
+
+def failed_tools(result):
+    """`[{"tool", "status", "error", "tool_call_id"}]` for every failed tool result."""
+    failed = []
+    tools = result.get("tool_results")
+    if not isinstance(tools, list):
+        return failed
+    for item in tools:
+        if not isinstance(item, dict):
+            continue
+        status = str(item.get("status") or "").strip().lower()
+        if status in TOOL_FAILED_STATUSES or item.get("error"):
+            failed.append(
+                {
+                    "tool": _str_or_none(item.get("tool") or item.get("name")) or "unknown",
+                    "status": status or "failed",
+                    "error": _short(_error_text(item.get("error"))) or None,
+                    "tool_call_id": _str_or_none(item.get("tool_call_id") or item.get("id")),
+                }
+            )
+    return failed
+
+
+def llm_error_class(result):
+    """The design's LLM error class of the failure, or None when nothing tells.
+
+    The platform's own `error_class` wins; otherwise an `llm_error` that carries
+    the provider's HTTP `status` (and type/code/message) is classified by
+    llm_errors, the one classification table the retry and reroute parts use too.
+    """
+    for source in (result.get("llm_error"), result.get("error")):
+        if isinstance(source, dict):
+            value = str(source.get("error_class") or source.get("class") or "").strip().lower()
+            if value in LLM_ERROR_CLASSES:
+                return value
+    llm_error = result.get("llm_error")
+    if isinstance(llm_error, dict) and isinstance(llm_error.get("status"), int) and not isinstance(llm_error["status"], bool):
+        from synthralos_lib import llm_errors
+
+        body = {"error": {key: llm_error.get(key) for key in ("type", "code", "message")}}
+        return llm_errors.classify_http(llm_error["status"], body)
+    return None
+
+
+def _retry_after(result):
+    for source in (result.get("llm_error"), result.get("error")):
+        if isinstance(source, dict):
+            value = _number(source.get("retry_after_s"))
+            if value is not None and value >= 0:
+                return value
+    return None
+
+
+def _error_marker(output):
+    if isinstance(output, dict):
+        for key in _OUTPUT_ERROR_KEYS:
+            if output.get(key):
+                return "output carries %r: %s" % (key, _error_text(output.get(key)))
+        return None
+    if isinstance(output, str) and _OUTPUT_ERROR_TEXT.search(output):
+        return "output carries an error marker: %s" % output.strip()
+    return None
+
+
+def _is_empty(output):
+    if output is None:
+        return True
+    if isinstance(output, str):
+        return not output.strip()
+    if isinstance(output, (list, dict)):
+        return not output
+    return False
+
+
+def _status(result):
+    return str(result.get("status") or "").strip().lower()
+
+
+def _error_kind(error):
+    if isinstance(error, dict):
+        for key in ("type", "code", "kind"):
+            value = error.get(key)
+            if isinstance(value, str) and value:
+                return value.strip().lower()
+    return None
+
+
+def _error_text(error):
+    if error is None or error is False:
+        return ""
+    if isinstance(error, dict):
+        for key in ("message", "error", "detail", "type", "code"):
+            value = error.get(key)
+            if value:
+                return _error_text(value)
+        return str(error)
+    return str(error)
+
+
+def _summary(failure_type, evidence):
+    if failure_type is None:
+        return "no failure detected"
+    first = next(item for item in evidence if item["check"] == failure_type)
+    return "%s: %s" % (failure_type, first["detail"])
+
+
+def _short(text):
+    text = "" if text is None else str(text)
+    return text if len(text) <= _EVIDENCE_TEXT_LIMIT else text[: _EVIDENCE_TEXT_LIMIT - 3] + "..."
+
+
+def _number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _int_or_none(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_or_none(value):
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,330 @@
+"""agent_recovery through the real Orquesta conductor, with the real actions, a real
+local agent platform (docs/agent_api.md) and the real store (st2 datastore and Redis)."""
+
+import unittest
+
+from synthralos_tests.agent_api_server import AgentPlatformServer
+from synthralos_tests.base import StoreBackendMixin
+from synthralos_tests.http_server import Reply
+from synthralos_tests.orquesta_runner import ACTIONS_DIR, ActionParameterError, python_action, run_workflow, skip_unless_orquesta
+
+from detect_failure import DetectFailureAction
+from execute_repair_step import ExecuteRepairStepAction
+from generate_repair_plan import GenerateRepairPlanAction
+from record_failure import RecordFailureAction
+from synthralos_lib.failure_history import get_failure_history
+
+KEY = "agent-key-wf-0c91"
+QUERY = "Summarise ticket 1234 for the customer and draft a reply."
+# A run that timed out: the rule plan is reduce_max_iterations -> simplify_query -> switch_provider.
+TIMED_OUT = {
+    "id": "exec-1",
+    "status": "timeout",
+    "input": QUERY,
+    "duration_ms": 300000,
+    "timeout_ms": 300000,
+    "max_iterations": 10,
+    "provider": "openai",
+    "model": "gpt-4o",
+}
+TARGETS = [
+    {"name": "openai-us", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "gpt-4o", "priority": 1},
+    {"name": "claude", "kind": "anthropic", "base_url": "http://127.0.0.1:9/v1", "model": "claude-3-5-sonnet", "priority": 2},
+]
+PLAN_STEPS = [
+    {"action": "reduce_max_iterations", "priority": 1, "params": {"max_iterations": 5},
+     "reason": "cap the agent at 5 iterations so it finishes in time"},
+    {"action": "simplify_query", "priority": 2, "params": {"max_chars": 1000},
+     "reason": "re-run with a shorter, simplified query"},
+    {"action": "switch_provider", "priority": 3, "params": {"provider": "anthropic", "model": "claude-3-5-sonnet"},
+     "reason": "switch to anthropic/claude-3-5-sonnet (target claude)"},
+]
+
+
+def without_durations(attempts):
+    return [{k: v for k, v in a.items() if k != "duration_s"} for a in attempts]
+
+
+def attempt(number, action, params, repaired, new_id, failure_type=None, error_class=None, error_message=None):
+    return {
+        "attempt": number,
+        "action": action,
+        "params": params,
+        "repaired": repaired,
+        "new_execution_id": new_id,
+        "error_class": error_class,
+        "error_message": error_message,
+        "failure_type": failure_type,
+    }
+
+
+class AgentRecoveryContract(StoreBackendMixin):
+    maxDiff = None
+
+    def setUp(self):
+        super(AgentRecoveryContract, self).setUp()
+        self.server = AgentPlatformServer(api_key=KEY, agents=["agent-1"]).start()
+        self.addCleanup(self.server.stop)
+        self.server.add_execution("agent-1", TIMED_OUT)
+
+    def recover(self, result=TIMED_OUT, step_config=None, **inputs):
+        config = self.make_config(
+            agent_api={"base_url": self.server.base_url, "api_key": KEY, "timeout_s": 2}, llm_targets=TARGETS
+        )
+        actions = {
+            "synthralos.%s" % name: python_action(cls, config, self.action_service)
+            for name, cls in (
+                ("detect_failure", DetectFailureAction),
+                ("generate_repair_plan", GenerateRepairPlanAction),
+                ("execute_repair_step", ExecuteRepairStepAction),
+                ("record_failure", RecordFailureAction),
+            )
+        }
+        if step_config is not None:
+            actions["synthralos.execute_repair_step"] = python_action(ExecuteRepairStepAction, step_config, self.action_service)
+        params = {"agent_id": "agent-1", "execution_id": "exec-1", "result": result, "trace_context": {"trace_id": "tr-9"}}
+        params.update(inputs)
+        return run_workflow("agent_recovery", params, actions=actions, action_meta_dir=ACTIONS_DIR)
+
+    def history(self):
+        return get_failure_history(self.make_store(), "agent-1")
+
+    def test_first_step_repairs(self):
+        run = self.recover()
+        self.assertEqual(run.status, "succeeded", run)
+        self.assertEqual(run.task_sequence, ["detect", "plan", "execute_step", "record_repaired"])
+        output = run.output
+        self.assertEqual(
+            {k: output[k] for k in ("outcome", "repaired", "repaired_by", "attempts")},
+            {"outcome": "repaired", "repaired": True, "repaired_by": "reduce_max_iterations", "attempts": 1},
+        )
+        self.assertEqual(
+            without_durations(output["attempt_log"]),
+            [attempt(1, "reduce_max_iterations", {"max_iterations": 5}, True, "exec-r1")],
+        )
+        self.assertIsInstance(output["duration_s"], float)
+        self.assertTrue(0 <= output["duration_s"] < 60)
+        self.assertEqual(output["plan"]["source"], "rules")
+        self.assertEqual(output["plan"]["steps"], PLAN_STEPS)
+        self.assertEqual(output["failure"]["failure_type"], "timeout")
+        self.assertEqual(output["failure"]["summary"], "timeout: status is 'timeout'")
+        # Exactly one run was started on the platform, with the override.
+        runs = self.server.runs()
+        self.assertEqual(len(runs), 1)
+        self.assertEqual(runs[0].json["overrides"], {"max_iterations": 5})
+        self.assertEqual(run.delays_for("execute_step"), [0])
+        self.assertEqual(run.injected_triggers, [])
+        history = self.history()
+        self.assertEqual(len(history), 1)
+        self.assertEqual(
+            {k: history[0][k] for k in ("agent_id", "execution_id", "failure_type", "outcome", "repaired_by", "plan_source", "trace_context")},
+            {
+                "agent_id": "agent-1",
+                "execution_id": "exec-1",
+                "failure_type": "timeout",
+                "outcome": "repaired",
+                "repaired_by": "reduce_max_iterations",
+                "plan_source": "rules",
+                "trace_context": {"trace_id": "tr-9"},
+            },
+        )
+        self.assertEqual(history[0]["duration_s"], output["duration_s"])
+
+    def test_first_step_fails_second_repairs(self):
+        self.server.on_rerun({"overrides": {"max_iterations": 5}}, {"status": "timeout", "timed_out": True})
+        run = self.recover()
+        self.assertEqual(run.status, "succeeded", run)
+        self.assertEqual(run.task_sequence, ["detect", "plan", "execute_step", "execute_step", "record_repaired"])
+        self.assertEqual((run.output["repaired_by"], run.output["attempts"]), ("simplify_query", 2))
+        self.assertEqual(
+            without_durations(run.output["attempt_log"]),
+            [
+                attempt(1, "reduce_max_iterations", {"max_iterations": 5}, False, "exec-r1", failure_type="timeout"),
+                attempt(2, "simplify_query", {"max_chars": 1000}, True, "exec-r2"),
+            ],
+        )
+        self.assertEqual([p["step"]["action"] for p in run.parameters_for("execute_step")], ["reduce_max_iterations", "simplify_query"])
+        self.assertEqual([p["attempt"] for p in run.parameters_for("execute_step")], [1, 2])
+        self.assertEqual(self.server.runs()[1].json["input"], QUERY)
+        self.assertEqual([h["outcome"] for h in self.history()], ["repaired"])
+
+    def test_all_steps_fail_escalates_and_fails(self):
+        self.server.on_rerun({}, {"status": "failed", "error": "still broken"})
+        self.server.script("POST", self.server.EXECUTIONS, Reply(503, {"error": "maintenance"}))
+        run = self.recover()
+        self.assertEqual(run.status, "failed", run)
+        self.assertEqual(
+            run.task_sequence,
+            ["detect", "plan", "execute_step", "execute_step", "execute_step", "record_escalation", "escalate"],
+        )
+        expected_attempts = [
+            attempt(1, "reduce_max_iterations", {"max_iterations": 5}, False, None,
+                    error_class="server_error", error_message="HTTP 503: maintenance"),
+            attempt(2, "simplify_query", {"max_chars": 1000}, False, "exec-r1", failure_type="error"),
+            attempt(3, "switch_provider", {"provider": "anthropic", "model": "claude-3-5-sonnet"}, False, "exec-r2",
+                    failure_type="error"),
+        ]
+        self.assertEqual(len(run.injected_triggers), 1)
+        trigger = run.injected_triggers[0]
+        payload = dict(trigger["payload"])
+        self.assertEqual(without_durations(payload.pop("attempts")), expected_attempts)
+        duration = payload.pop("duration_s")
+        self.assertIsInstance(duration, float)
+        self.assertEqual(
+            {"trigger": trigger["trigger"], "trace_tag": trigger["trace_tag"], "payload": payload},
+            {
+                "trigger": "synthralos.recovery_escalated",
+                "trace_tag": "tr-9",
+                "payload": {
+                    "agent_id": "agent-1",
+                    "execution_id": "exec-1",
+                    "failure_type": "timeout",
+                    "summary": "timeout: status is 'timeout'",
+                    "reason": "every repair step failed",
+                    "plan_source": "rules",
+                    "steps_tried": ["reduce_max_iterations", "simplify_query", "switch_provider"],
+                    "trace_context": {"trace_id": "tr-9"},
+                },
+            },
+        )
+        self.assertEqual(run.state_sequence[-1], "fail")
+        self.assertEqual(
+            {k: run.output[k] for k in ("outcome", "repaired", "repaired_by", "attempts")},
+            {"outcome": "escalated", "repaired": False, "repaired_by": None, "attempts": 3},
+        )
+        self.assertEqual(run.output["duration_s"], duration)
+        history = self.history()
+        self.assertEqual([h["outcome"] for h in history], ["escalated"])
+        self.assertEqual(without_durations(history[0]["attempts"]), expected_attempts)
+        self.assertEqual(history[0]["duration_s"], duration)
+
+    def test_a_crashing_step_action_counts_as_a_failed_attempt(self):
+        # A broken agent_api config makes execute_repair_step itself fail (ConfigError).
+        run = self.recover(step_config=self.make_config(agent_api={"timeout_s": 0}))
+        self.assertEqual(run.status, "failed", run)
+        self.assertEqual(
+            run.task_sequence,
+            ["detect", "plan", "execute_step", "execute_step", "execute_step", "record_escalation", "escalate"],
+        )
+        crashed = [
+            {"attempt": n, "action": step["action"], "repaired": False, "error_class": "action_failed"}
+            for n, step in enumerate(PLAN_STEPS, 1)
+        ]
+        self.assertEqual(run.injected_triggers[0]["payload"]["attempts"], crashed)
+        self.assertEqual(self.server.requests(), [])
+
+    def test_no_failure_does_nothing(self):
+        run = self.recover(result={"id": "exec-1", "status": "succeeded", "output": "All good."})
+        self.assertEqual(run.status, "succeeded", run)
+        self.assertEqual(run.task_sequence, ["detect"])
+        self.assertEqual(
+            {k: run.output[k] for k in ("outcome", "repaired", "repaired_by", "attempts", "attempt_log", "duration_s", "plan")},
+            {"outcome": "no_failure", "repaired": False, "repaired_by": None, "attempts": 0, "attempt_log": [],
+             "duration_s": 0, "plan": None},
+        )
+        self.assertEqual(run.output["failure"]["failed"], False)
+        self.assertEqual(self.server.requests(), [])
+        self.assertEqual(self.history(), [])
+
+    def test_dry_run_returns_the_plan_and_acts_on_nothing(self):
+        run = self.recover(dry_run=True)
+        self.assertEqual(run.status, "succeeded", run)
+        self.assertEqual(run.task_sequence, ["detect", "plan"])
+        self.assertEqual((run.output["outcome"], run.output["repaired"], run.output["attempts"]), ("planned", False, 0))
+        self.assertEqual(run.output["plan"]["steps"], PLAN_STEPS)
+        self.assertEqual(run.output["plan"]["delays"], [0, 0, 0])
+        self.assertTrue(0 <= run.output["duration_s"] < 60)
+        self.assertEqual(self.server.requests(), [])
+        self.assertEqual(run.injected_triggers, [])
+        self.assertEqual(self.history(), [])
+
+    def test_backoff_step_waits_with_a_task_delay(self):
+        rate_limited = {
+            "id": "exec-1", "status": "failed", "input": QUERY, "provider": "openai", "model": "gpt-4o",
+            "llm_error": {"status": 429, "message": "Rate limit reached", "error_class": "rate_limited", "retry_after_s": 12},
+        }
+        self.server.add_execution("agent-1", rate_limited)
+        self.server.default_outcome = {"status": "failed", "llm_error": {"message": "Rate limit reached"}}
+        self.server.on_rerun({"overrides": {"provider": "anthropic"}}, {"status": "succeeded", "output": "Done."})
+        run = self.recover(result=rate_limited)
+        self.assertEqual(run.status, "succeeded", run)
+        self.assertEqual(run.task_sequence, ["detect", "plan", "execute_step", "execute_step", "record_repaired"])
+        self.assertEqual(run.delays_for("execute_step"), [12, 0])
+        self.assertEqual(run.output["repaired_by"], "switch_provider")
+        self.assertEqual(self.server.runs()[1].json["overrides"], {"provider": "anthropic", "model": "claude-3-5-sonnet"})
+
+    def test_nothing_to_try_escalates_at_once(self):
+        quota = {"id": "exec-1", "status": "failed", "provider": "anthropic", "model": "claude-3-5-sonnet",
+                 "llm_error": {"error_class": "quota_exhausted", "message": "credit balance too low"}}
+        config_targets = [TARGETS[1]]
+        self.server.add_execution("agent-1", quota)
+        config = self.make_config(agent_api={"base_url": self.server.base_url, "api_key": KEY}, llm_targets=config_targets)
+        actions = {
+            "synthralos.%s" % name: python_action(cls, config, self.action_service)
+            for name, cls in (("detect_failure", DetectFailureAction), ("generate_repair_plan", GenerateRepairPlanAction),
+                              ("execute_repair_step", ExecuteRepairStepAction), ("record_failure", RecordFailureAction))
+        }
+        run = run_workflow("agent_recovery", {"agent_id": "agent-1", "execution_id": "exec-1", "result": quota},
+                           actions=actions, action_meta_dir=ACTIONS_DIR)
+        self.assertEqual(run.status, "failed", run)
+        self.assertEqual(run.task_sequence, ["detect", "plan", "record_escalation", "escalate"])
+        payload = run.injected_triggers[0]["payload"]
+        self.assertEqual((payload["reason"], payload["steps_tried"], payload["attempts"]),
+                         ("no repair step applies to this failure", [], []))
+        self.assertEqual(run.injected_triggers[0]["trace_tag"], "exec-1")
+        self.assertEqual(self.server.requests(), [])
+
+    def test_a_result_that_is_not_an_object_is_refused(self):
+        with self.assertRaises(ActionParameterError) as caught:
+            self.recover(result=["failed"])
+        self.assertIn("is not of type 'object'", str(caught.exception))
+        self.assertEqual(self.server.requests(), [])
+
+
+@skip_unless_orquesta
+class DatastoreAgentRecoveryTest(AgentRecoveryContract, unittest.TestCase):
+    backend = "datastore"
+
+
+@skip_unless_orquesta
+class RedisAgentRecoveryTest(AgentRecoveryContract, unittest.TestCase):
+    backend = "redis"
+
+
+@skip_unless_orquesta
+class WebhookRuleTest(StoreBackendMixin, unittest.TestCase):
+    """rules/agent_failure_webhook.yaml: a posted body becomes agent_recovery parameters."""
+
+    def render_rule(self, body):
+        import jinja2
+        import yaml
+
+        from synthralos_tests.orquesta_runner import PACK_ROOT
+
+        with open(PACK_ROOT + "/rules/agent_failure_webhook.yaml") as handle:
+            rule = yaml.safe_load(handle)
+        self.assertEqual(rule["trigger"], {"type": "core.st2.webhook", "parameters": {"url": "synthralos_agent_failure"}})
+        self.assertEqual(rule["action"]["ref"], "synthralos.agent_recovery")
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+        context = {"trigger": {"body": body}}
+        return {name: env.from_string(value).render(context) for name, value in rule["action"]["parameters"].items()}
+
+    def test_posted_failure_runs_a_dry_run_recovery(self):
+        server = AgentPlatformServer(api_key=KEY).start()
+        self.addCleanup(server.stop)
+        body = {"agent_id": "agent-1", "execution_id": "exec-1", "result": TIMED_OUT, "dry_run": True}
+        params = self.render_rule(body)
+        self.assertEqual(params["trace_context"], "{}")
+        config = self.make_config(agent_api={"base_url": server.base_url, "api_key": KEY}, llm_targets=TARGETS)
+        actions = {
+            "synthralos.%s" % name: python_action(cls, config, self.action_service)
+            for name, cls in (("detect_failure", DetectFailureAction), ("generate_repair_plan", GenerateRepairPlanAction),
+                              ("execute_repair_step", ExecuteRepairStepAction), ("record_failure", RecordFailureAction))
+        }
+        # run_workflow casts the rendered strings to the declared types, as st2 does.
+        run = run_workflow("agent_recovery", params, actions=actions, action_meta_dir=ACTIONS_DIR)
+        self.assertEqual(run.parameters["result"], TIMED_OUT)
+        self.assertIs(run.parameters["dry_run"], True)
+        self.assertEqual(run.task_sequence, ["detect", "plan"])
+        self.assertEqual(run.output["plan"]["steps"], PLAN_STEPS)
+        self.assertEqual(server.requests(), [])
