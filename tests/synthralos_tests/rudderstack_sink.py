@@ -28,7 +28,9 @@ import gzip
 import json
 import threading
 import time
+import socket
 import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_REQUEST_BYTES = 4000 * 1024
 DEFAULT_WRITE_KEY = "test-write-key"
@@ -185,3 +187,65 @@ def _identifiable(event):
         if value is not None and str(value).strip():
             return True
     return False
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _serve(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        gateway = self.server.gateway
+        if self.path.split("?", 1)[0] != "/v1/batch":
+            status, text = 404, "404 page not found\n"
+        else:
+            try:
+                status, text = gateway.handle(self.command, dict(self.headers.items()), body)
+            except DropConnection:
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+        data = text.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_POST = _serve
+    do_GET = _serve
+    do_PUT = _serve
+
+
+class RudderStackSink(RudderStackGateway):
+    """The gateway above behind a real local HTTP server: `start()`, `.url`, `stop()`."""
+
+    def __init__(self, **kwargs):
+        super(RudderStackSink, self).__init__(**kwargs)
+        self._server = None
+
+    def start(self):
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.gateway = self
+        threading.Thread(target=self._server.serve_forever, name="rudderstack-sink", daemon=True).start()
+        return self
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self._server.server_address[1]
+
+    def stop(self):
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

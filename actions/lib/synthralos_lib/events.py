@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from synthralos_lib import pricing, similarity
 
 MAX_EVENT_BYTES = 32 * 1024
+MIN_TRIM_CHARS = 256  # ids and short fields are never trimmed
 TEXT_LIMIT = 1000  # prompt and flagged content in similarity events
 LIBRARY = {"name": "synthralos-stackstorm", "version": "0.1.0"}
 # Fixed namespace so every installation derives the same ids from the same source.
@@ -155,7 +156,6 @@ def build_event(event_name, properties, correlation, timestamp=None, discriminat
         raise EventError("properties must be an object")
     props = copy.deepcopy(properties)
     props.update(correlation.properties())
-    _check_json(props)
     ts = iso_timestamp(timestamp)
     source = source_id or correlation.values["st2_execution_id"] or _content_digest(event_name, props, ts)
     event = {"type": "track", "event": event_name}
@@ -173,15 +173,11 @@ def build_event(event_name, properties, correlation, timestamp=None, discriminat
     return enforce_size(event)
 
 
-def _check_json(value):
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise EventError("properties are not JSON-serialisable: %s" % exc)
-
-
 def event_size(event):
-    return len(json.dumps(event, separators=(",", ":")).encode("utf-8"))
+    try:
+        return len(json.dumps(event, separators=(",", ":"), allow_nan=False).encode("utf-8"))
+    except (TypeError, ValueError) as exc:
+        raise EventError("event properties are not JSON-serialisable: %s" % exc)
 
 
 def enforce_size(event, limit=MAX_EVENT_BYTES):
@@ -192,7 +188,8 @@ def enforce_size(event, limit=MAX_EVENT_BYTES):
     event = copy.deepcopy(event)
     trimmed = []
     # Longest strings first: they are free text (outputs, errors) and carry the least per byte.
-    for path, text in sorted(_strings(event["properties"], ()), key=lambda item: -len(item[1].encode("utf-8"))):
+    texts = [(path, text) for path, text in _strings(event["properties"], ()) if len(text) > MIN_TRIM_CHARS]
+    for path, text in sorted(texts, key=lambda item: -len(item[1].encode("utf-8"))):
         excess = event_size(event) - limit
         if excess <= 0:
             break

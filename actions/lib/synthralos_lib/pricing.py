@@ -92,11 +92,11 @@ def resolve_rates(model, prices, input_price_per_1k=None, output_price_per_1k=No
     config_table = prices.get("model_prices") or {}
     found = lookup(model, price_table(config_table))
     if found:
-        in_config = found[2] in config_table
-        for i in (0, 1):
+        entry = config_table.get(found[2]) or {}
+        for i, key in ((0, "input_per_1k"), (1, "output_per_1k")):
             if rates[i] is None and found[i] is not None:
                 rates[i] = found[i]
-                sources[i] = ("model_prices:%s" if in_config else "builtin:%s") % found[2]
+                sources[i] = ("model_prices:%s" if key in entry else "builtin:%s") % found[2]
     for i, rate in enumerate(rates):
         if rate is not None and (not isinstance(rate, (int, float)) or rate < 0):
             raise PricingError("price per 1k tokens must be a number >= 0")
