@@ -21,7 +21,9 @@ its own process:
 Ours uses the pack defaults except batch_size 100 (the SDK's default upload
 size, so both send equally large requests), retry_delay_ms 200 and a 1 s
 reclaim timeout (a real deployment derives ~2 min from its timeouts; the
-bench only waits less). rudder_sdk uses the SDK's defaults; the SDK with
+bench only waits less). Two flusher processes drain the outbox at nice 10
+(background work should not take CPU from producers on this 2-core box;
+BENCH_FLUSHERS / BENCH_NICE change that). rudder_sdk uses the SDK's defaults; the SDK with
 upload_size 20 is reported in the table and in bench/results/events_detail.json.
 
     /work/venvs/bench-events/bin/python bench/events.py --quick
@@ -46,6 +48,8 @@ sys.path[:0] = [os.path.join(ROOT, "actions", "lib"), os.path.join(ROOT, "tests"
 
 WRITE_KEY = "bench-write-key"
 RESULTS = os.path.join(HERE, "results")
+FLUSHERS = int(os.environ.get("BENCH_FLUSHERS", "2"))
+NICE = int(os.environ.get("BENCH_NICE", "10"))  # flushers are background work: lower CPU priority
 
 
 # ---------------------------------------------------------------------------
@@ -107,6 +111,8 @@ def role_ours_flusher(args):
     rudder = _rudder(args.sink)
     outbox = RedisOutbox(client, "bench:", rudder, reclaim_idle_ms=1000)
     rs = RudderStackClient.from_settings(rudder)
+    if NICE:
+        os.nice(NICE)
     deadline = time.time() + args.seconds
     while time.time() < deadline:
         report = outbox.flush(rs, force=True, max_batches=10)
@@ -223,7 +229,7 @@ def throughput(system, sink, redis, count, tmp, upload_size=None):
     latency_file = os.path.join(tmp, run + ".json")
     flushers = []
     if system == "ours":
-        flushers = [spawn("ours-flusher", sink.url, redis.url, run, "--seconds", 120) for _ in range(2)]
+        flushers = [spawn("ours-flusher", sink.url, redis.url, run, "--seconds", 120) for _ in range(FLUSHERS)]
         time.sleep(1.0)  # let the flushers start, as the SDK's consumer thread starts in Client()
         producer = spawn("ours-producer", sink.url, redis.url, run, "--count", count, "--latency-file", latency_file)
     else:
@@ -264,7 +270,7 @@ def lost_on_kill(system, sink, redis, count, kill_after, upload_size=None):
     flushers = []
     extra = ["--count", count, "--report-each", "--pace", 0.0005]
     if system == "ours":
-        flushers = [spawn("ours-flusher", sink.url, redis.url, run, "--seconds", 120) for _ in range(2)]
+        flushers = [spawn("ours-flusher", sink.url, redis.url, run, "--seconds", 120) for _ in range(FLUSHERS)]
         producer = spawn("ours-producer", sink.url, redis.url, run, *extra, stdout=subprocess.PIPE)
     else:
         if upload_size:
@@ -301,7 +307,7 @@ def lost_on_503(system, sink, redis, count, window_s, upload_size=None):
     flushers = []
     extra = ["--count", count, "--report-each", "--pace", 0.002]
     if system == "ours":
-        flushers = [spawn("ours-flusher", sink.url, redis.url, run, "--seconds", 120) for _ in range(2)]
+        flushers = [spawn("ours-flusher", sink.url, redis.url, run, "--seconds", 120) for _ in range(FLUSHERS)]
         producer = spawn("ours-producer", sink.url, redis.url, run, *extra, stdout=subprocess.PIPE)
     else:
         if upload_size:
