@@ -31,6 +31,8 @@ def forward(settings, store, event, client=None, inline_flush=True):
     if client is None:
         return dict(base, status="skipped", forwarded=False, reason=NO_WRITE_KEY)
     if settings.redis_url:
+        import redis  # only needed, and only installed-for-sure, when Redis is configured
+
         try:
             outbox = open_outbox(settings, store)
             queued = outbox.enqueue(event)
@@ -41,7 +43,7 @@ def forward(settings, store, event, client=None, inline_flush=True):
             if inline_flush and outbox.due():
                 result["flush"] = outbox.flush(client, force=False, max_batches=5)
             return result
-        except Exception as exc:  # Redis down or misbehaving: do not lose the event if we can help it
+        except redis.RedisError as exc:  # Redis down or misbehaving: do not lose the event if we can help it
             LOG.warning("[RudderStack] outbox unavailable (%s); sending the event directly", type(exc).__name__)
             report = _direct(store, client, event, store_dead_letters=False)
             return dict(base, mode="direct_fallback", outbox_error=type(exc).__name__, **report)
