@@ -223,9 +223,17 @@ def redis_client(url):
     import redis  # imported lazily: the datastore backend must not need it
 
     if url not in _redis_clients:
-        _redis_clients[url] = redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
-        )
+        options = dict(decode_responses=True, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+        try:
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            # redis-py >= 6 retries with growing backoff by default; one quick retry
+            # rides out a dropped connection without stalling an action when Redis is down.
+            options["retry"] = Retry(NoBackoff(), 1)
+        except ImportError:  # redis-py < 4.1 has no retry objects
+            pass
+        _redis_clients[url] = redis.Redis.from_url(url, **options)
     return _redis_clients[url]
 
 
