@@ -86,7 +86,7 @@ class EventActionsContract(StoreBackendMixin):
         ok, result = self.forward(traceparent="garbage")
         self.assertFalse(ok)
         self.assertIn("traceparent", result["error"])
-        self.assertEqual(self.sink.requests, [])
+        self.assertEqual(self.sink.request_log, [])
 
     def test_telemetry_down_never_fails_the_action(self):
         self.sink.outage(503)
@@ -178,7 +178,7 @@ class EventActionsContract(StoreBackendMixin):
             self.run_action(LogLlmCost, provider="openai", model="gpt-4o", input_tokens=-5, output_tokens=1),
             (False, {"error": "input_tokens must be an integer >= 0"}),
         )
-        self.assertEqual(self.sink.requests, [])
+        self.assertEqual(self.sink.request_log, [])
 
     def test_log_prompt_similarity(self):
         result = self.run_action(LogPromptSimilarity, threshold=0.8, method="euclidean", vector_a=[0, 0], vector_b=[0, 0.25],

@@ -79,11 +79,11 @@ class ClientTest(SinkTestCase):
         result = self.client().send(events)
         self.assertEqual(result.summary()["delivered"], 3)
         self.assertEqual(self.sink.message_ids(), [e["messageId"] for e in events])
-        self.assertEqual(self.sink.requests, [{"status": 200, "events": 3, "gzip": True}])
+        self.assertEqual(self.sink.request_log, [{"status": 200, "events": 3, "gzip": True}])
 
     def test_plain_json_when_gzip_is_off(self):
         self.client(use_gzip=False).send(make_events(1))
-        self.assertEqual(self.sink.requests, [{"status": 200, "events": 1, "gzip": False}])
+        self.assertEqual(self.sink.request_log, [{"status": 200, "events": 1, "gzip": False}])
 
     def test_retries_429_and_5xx_with_jittered_backoff(self):
         self.sink.fail_next(503)
@@ -149,7 +149,7 @@ class ClientTest(SinkTestCase):
             event["properties"]["blob"] = "y" * (1500 * 1024)
         result = self.client(use_gzip=False).send(events)
         self.assertEqual(result.summary()["delivered"], 4)
-        self.assertEqual([r["events"] for r in self.sink.requests], [2, 2])
+        self.assertEqual([r["events"] for r in self.sink.request_log], [2, 2])
 
     def test_write_key_travels_only_in_basic_auth(self):
         session = requests.Session()

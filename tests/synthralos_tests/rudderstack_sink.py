@@ -19,21 +19,22 @@ It answers `POST /v1/batch` the way rudder-server's gateway does
 * Success is 200 "OK".
 
 On top, tests script failures: `fail_next(status, times)`, an outage window
-(`outage(status)` / `recover()`), and `drop_next(times)` (the connection is
-closed without an answer). Accepted events are recorded for exact assertions.
+(`outage(status)` / `recover()`), `drop_next(times)` (the connection is closed
+without an answer) and `delay_next(seconds)` (events accepted, answer held).
+Accepted events are recorded for exact assertions (`accepted`,
+`message_ids()`, `events(name)`), and every exchange in `request_log`.
+
+Built on `synthralos_tests.http_server.StubHTTPServer`; importable from bench/
+with `tests/` on sys.path.
 """
 
-import base64
-import gzip
-import json
 import threading
-import time
-import socket
-import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from synthralos_tests.http_server import Reply, StubHTTPServer, drop
 
 MAX_REQUEST_BYTES = 4000 * 1024
 DEFAULT_WRITE_KEY = "test-write-key"
+BATCH_PATH = r"/v1/batch"
 
 OK = "OK"
 NO_WRITE_KEY = "Failed to read writeKey from header"
@@ -45,139 +46,106 @@ EMPTY_BATCH = "Empty batch payload"
 NON_IDENTIFIABLE = "Request neither has anonymousId nor userId"
 TOO_LARGE = "Request size exceeds max limit"
 BODY_READ_FAILED = "Failed to read body from request"
+SCRIPTED = "scripted failure"
 
 
-class DropConnection(Exception):
-    """Raised by `handle` when the scripted behaviour is to close the connection unanswered."""
-
-
-class RudderStackGateway(object):
-    """The gateway's request validation and the sink's records; transport-independent."""
+class RudderStackSink(StubHTTPServer):
+    """`POST /v1/batch` answered like rudder-server's gateway; see the module doc."""
 
     def __init__(self, write_keys=(DEFAULT_WRITE_KEY,), disabled_write_keys=(), max_request_bytes=MAX_REQUEST_BYTES):
         self.write_keys = set(write_keys)
         self.disabled_write_keys = set(disabled_write_keys)
         self.max_request_bytes = max_request_bytes
-        self._lock = threading.Lock()
+        self._sink_lock = threading.Lock()
         self.accepted = []  # events, in acceptance order
-        self.requests = []  # one dict per request: status, events, gzip
-        self._scripted = []  # statuses for the next requests
-        self._drops = 0
+        self.request_log = []  # {"status", "events", "gzip"} per answered request
         self._outage = None
-        self._delays = []
+        super(RudderStackSink, self).__init__()
+
+    def setup_routes(self):
+        self.add_route("POST", BATCH_PATH, self._batch)
+
+    def handle_unmatched(self, request):
+        return Reply(404, "404 page not found\n")  # Go's default mux answer
 
     # -- scripting -----------------------------------------------------------
 
     def fail_next(self, status, times=1):
-        with self._lock:
-            self._scripted.extend([status] * times)
+        self.script("POST", BATCH_PATH, *[lambda req, s=status: self._answer(req, s, SCRIPTED, 0) for _ in range(times)])
+
+    def drop_next(self, times=1):
+        self.script("POST", BATCH_PATH, *[drop() for _ in range(times)])
 
     def delay_next(self, seconds, times=1):
         """Accept and record the next requests' events, but answer only after `seconds`
         (a client killed meanwhile never sees the 200: its resend is a duplicate)."""
-        with self._lock:
-            self._delays.extend([seconds] * times)
 
-    def drop_next(self, times=1):
-        with self._lock:
-            self._drops += times
+        def delayed(request):
+            reply = self._batch(request)
+            reply.delay = float(seconds)
+            return reply
+
+        self.script("POST", BATCH_PATH, *[delayed for _ in range(times)])
 
     def outage(self, status=503):
         """Answer every request with `status` until `recover()`."""
-        with self._lock:
-            self._outage = status
+        self._outage = status
 
     def recover(self):
-        with self._lock:
-            self._outage = None
-
-    def reset(self):
-        with self._lock:
-            self.accepted = []
-            self.requests = []
-            self._scripted = []
-            self._drops = 0
-            self._outage = None
-            self._delays = []
+        self._outage = None
 
     # -- records ---------------------------------------------------------------
 
     def message_ids(self):
-        with self._lock:
+        with self._sink_lock:
             return [e.get("messageId") for e in self.accepted]
 
     def events(self, name=None):
-        with self._lock:
+        with self._sink_lock:
             return [e for e in self.accepted if name is None or e.get("event") == name]
 
     def statuses(self):
-        with self._lock:
-            return [r["status"] for r in self.requests]
+        """Status of every request to /v1/batch in arrival order (None: dropped unanswered)."""
+        return [r.status for r in self.requests("POST", BATCH_PATH)]
 
     # -- the gateway -------------------------------------------------------------
 
-    def handle(self, method, headers, body):
-        """Answer one request to /v1/batch: returns (status, text body)."""
-        headers = {k.lower(): v for k, v in headers.items()}
-        with self._lock:
-            if self._drops:
-                self._drops -= 1
-                self.requests.append({"status": None, "events": 0, "gzip": None})
-                raise DropConnection()
-            scripted = self._scripted.pop(0) if self._scripted else self._outage
-        if scripted is not None:
-            return self._answer(scripted, "scripted failure", 0, headers)
-        if method != "POST":
-            return self._answer(400, "Invalid HTTP Request Method", 0, headers)
-        write_key = _basic_auth_user(headers.get("authorization"))
+    def _batch(self, request):
+        if self._outage is not None:
+            return self._answer(request, self._outage, SCRIPTED, 0)
+        auth = request.basic_auth()
+        write_key = auth[0] if auth else None
         if not write_key:
-            return self._answer(401, NO_WRITE_KEY, 0, headers)
+            return self._answer(request, 401, NO_WRITE_KEY, 0)
         if write_key in self.disabled_write_keys:
-            return self._answer(404, SOURCE_DISABLED, 0, headers)
+            return self._answer(request, 404, SOURCE_DISABLED, 0)
         if write_key not in self.write_keys:
-            return self._answer(401, INVALID_WRITE_KEY, 0, headers)
-        if headers.get("content-encoding", "").lower() == "gzip":
-            try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError, zlib.error):
-                return self._answer(400, BODY_READ_FAILED, 0, headers)
-        if len(body) > self.max_request_bytes:
-            return self._answer(413, TOO_LARGE, 0, headers)
-        try:
-            payload = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            return self._answer(400, INVALID_JSON, 0, headers)
+            return self._answer(request, 401, INVALID_WRITE_KEY, 0)
+        if request.decode_error:
+            return self._answer(request, 400, BODY_READ_FAILED, 0)
+        if len(request.body) > self.max_request_bytes:  # the gateway measures the decompressed body
+            return self._answer(request, 413, TOO_LARGE, 0)
+        if request.json_error is not None or not request.body:
+            return self._answer(request, 400, INVALID_JSON, 0)
+        payload = request.json
         batch = payload.get("batch") if isinstance(payload, dict) else None
         if not isinstance(batch, list) or not all(isinstance(e, dict) for e in batch):
-            return self._answer(400, NOT_RUDDER_EVENT, 0, headers)
+            return self._answer(request, 400, NOT_RUDDER_EVENT, 0)
         if not batch:
-            return self._answer(400, EMPTY_BATCH, 0, headers)
-        for event in batch:
-            if not _identifiable(event):
-                return self._answer(400, NON_IDENTIFIABLE, len(batch), headers)
-        with self._lock:
+            return self._answer(request, 400, EMPTY_BATCH, 0)
+        if not all(_identifiable(event) for event in batch):
+            return self._answer(request, 400, NON_IDENTIFIABLE, len(batch))  # the whole request is refused
+        with self._sink_lock:
             self.accepted.extend(batch)
-            delay = self._delays.pop(0) if self._delays else 0
-        if delay:
-            time.sleep(delay)
-        return self._answer(200, OK, len(batch), headers)
+        return self._answer(request, 200, OK, len(batch))
 
-    def _answer(self, status, message, events, headers):
-        with self._lock:
-            self.requests.append(
-                {"status": status, "events": events, "gzip": headers.get("content-encoding", "").lower() == "gzip"}
+    def _answer(self, request, status, message, events):
+        with self._sink_lock:
+            self.request_log.append(
+                {"status": status, "events": events, "gzip": request.header("content-encoding", "").lower() == "gzip"}
             )
-        return status, message if status == 200 else message + "\n"
-
-
-def _basic_auth_user(value):
-    if not value or not value.lower().startswith("basic "):
-        return None
-    try:
-        decoded = base64.b64decode(value.split(None, 1)[1].strip(), validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return decoded.split(":", 1)[0] or None
+        # Go's http.Error: text/plain with a trailing newline; success is the bare "OK".
+        return Reply(status, message if status == 200 else message + "\n")
 
 
 def _identifiable(event):
@@ -187,65 +155,3 @@ def _identifiable(event):
         if value is not None and str(value).strip():
             return True
     return False
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def _serve(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        gateway = self.server.gateway
-        if self.path.split("?", 1)[0] != "/v1/batch":
-            status, text = 404, "404 page not found\n"
-        else:
-            try:
-                status, text = gateway.handle(self.command, dict(self.headers.items()), body)
-            except DropConnection:
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
-        data = text.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_POST = _serve
-    do_GET = _serve
-    do_PUT = _serve
-
-
-class RudderStackSink(RudderStackGateway):
-    """The gateway above behind a real local HTTP server: `start()`, `.url`, `stop()`."""
-
-    def __init__(self, **kwargs):
-        super(RudderStackSink, self).__init__(**kwargs)
-        self._server = None
-
-    def start(self):
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
-        self._server.gateway = self
-        threading.Thread(target=self._server.serve_forever, name="rudderstack-sink", daemon=True).start()
-        return self
-
-    @property
-    def url(self):
-        return "http://127.0.0.1:%d" % self._server.server_address[1]
-
-    def stop(self):
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
