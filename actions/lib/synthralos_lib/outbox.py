@@ -302,10 +302,13 @@ class RedisOutbox(object):
         consumer = consumer or consumer_name()
         report = FlushReport()
         try:
+            claiming = True
             for _ in range(max_batches):
-                entries = self.claim_stale(consumer, self.batch_size)
+                # Stale entries first; once none is left, skip that round trip for the rest of this flush.
+                entries = self.claim_stale(consumer, self.batch_size) if claiming else []
                 report.reclaimed += len(entries)
                 if not entries:
+                    claiming = False
                     if not force and not self.due():
                         break
                     entries = self.read_new(consumer, self.batch_size)
