@@ -7,7 +7,7 @@ import unittest
 import redis
 
 from synthralos_tests.base import StoreBackendMixin
-from synthralos_tests.orquesta_runner import python_action, run_workflow, skip_unless_orquesta
+from synthralos_tests.orquesta_runner import ACTIONS_DIR, python_action, run_workflow, skip_unless_orquesta
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
 from flush_events import FlushEvents
@@ -42,6 +42,7 @@ class FlushWorkflowTest(StoreBackendMixin, unittest.TestCase):
             WORKFLOW,
             {"force": True, "max_batches": 50},
             actions={"synthralos.flush_events": python_action(FlushEvents, config, self.action_service)},
+            action_meta_dir=ACTIONS_DIR,  # parameters checked, cast and defaulted as st2 does
         )
 
     def test_healthy_flush_succeeds_without_a_trigger(self):
