@@ -2,13 +2,19 @@
 parameters use only what st2's core.st2.generic.actiontrigger carries."""
 
 import glob
+import json
 import os
 import re
 import unittest
 
 import yaml
 
+from synthralos_tests.base import StoreBackendMixin
+from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
+
+from forward_event import ForwardEvent
 from synthralos_lib.config import PACK_ROOT
+from synthralos_lib.events import message_id
 
 # st2common/constants/triggers.py ACTION_TRIGGER_TYPE plus what st2actions' notifier puts in the payload.
 ACTIONTRIGGER_FIELDS = {"execution_id", "status", "start_timestamp", "action_name", "action_ref", "runner_ref",
@@ -77,3 +83,83 @@ class ForwardingRulesTest(unittest.TestCase):
     def test_all_event_rules_are_listed(self):
         names = {os.path.basename(p)[:-5] for p in glob.glob(os.path.join(PACK_ROOT, "rules", "*.yaml"))}
         self.assertLessEqual(set(FORWARD_RULES) | {"flush_events_timer"}, names)
+
+
+try:
+    import jinja2
+except ImportError:  # installed with orquesta (the Python 3.8 test environment)
+    jinja2 = None
+
+
+@unittest.skipIf(jinja2 is None, "jinja2 is not installed (it comes with orquesta in the Python 3.8 environment)")
+class RuleToEventTest(StoreBackendMixin, unittest.TestCase):
+    """Render each forwarding rule's parameters from a real-shaped actiontrigger payload the way
+    st2's rules engine does (Jinja with StrictUndefined, then casts by the action's parameter types),
+    run forward_event with them, and check what reaches the sink."""
+
+    backend = "datastore"
+
+    PAYLOAD = {
+        "execution_id": "6790f0c1e1b2a3c4d5e6f708",
+        "status": "failed",
+        "start_timestamp": "2026-11-28 12:00:00.250000+00:00",
+        "action_name": "synthralos.agent_recovery",
+        "action_ref": "synthralos.agent_recovery",
+        "runner_ref": "orquesta",
+        "parameters": {"agent_id": "agent-42", "dry_run": False},
+        "result": {"output": {"plan": ["retry_execution"]}, "errors": [{"message": "all steps failed <exhausted>"}]},
+    }
+
+    def setUp(self):
+        super(RuleToEventTest, self).setUp()
+        self.sink = RudderStackSink().start()
+        self.addCleanup(self.sink.stop)
+        with open(os.path.join(PACK_ROOT, "actions", "forward_event.yaml")) as handle:
+            self.schema = yaml.safe_load(handle)["parameters"]
+
+    def render(self, rule, payload):
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+
+        def render_value(value):
+            if isinstance(value, dict):
+                return {k: render_value(v) for k, v in value.items()}
+            if isinstance(value, str) and "{{" in value:
+                return env.from_string(value).render(trigger=payload)
+            return value
+
+        params = {k: render_value(v) for k, v in rule["action"]["parameters"].items()}
+        for name, value in params.items():  # st2common/util/casts.py: object params given as strings are JSON
+            if self.schema[name]["type"] == "object" and isinstance(value, str):
+                params[name] = json.loads(value)
+        return params
+
+    def test_failed_recovery_becomes_execution_and_failure_events(self):
+        config = self.make_config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": self.sink.url})
+        for name in ("forward_workflow_executions", "forward_agent_failures"):
+            rule = load_rule(name)
+            self.assertTrue(matches(rule, self.PAYLOAD), name)
+            result = ForwardEvent(config=config, action_service=self.action_service).run(**self.render(rule, self.PAYLOAD))
+            self.assertEqual(result["status"], "delivered", result)
+        self.assertFalse(matches(load_rule("forward_agent_repairs"), self.PAYLOAD))
+        events = self.sink.accepted
+        self.assertEqual([e["event"] for e in events], ["agent_execution", "agent_failure"])
+        self.assertEqual([e["messageId"] for e in events],
+                         [message_id(self.PAYLOAD["execution_id"], n, "") for n in ("agent_execution", "agent_failure")])
+        props = events[1]["properties"]
+        self.assertEqual(
+            {k: props[k] for k in ("status", "agent_id", "workflow", "result", "st2_execution_id", "started_at", "trace_id")},
+            {"status": "failed", "agent_id": "agent-42", "workflow": "synthralos.agent_recovery",
+             "result": self.PAYLOAD["result"], "st2_execution_id": "6790f0c1e1b2a3c4d5e6f708",
+             "started_at": "2026-11-28T12:00:00.250Z", "trace_id": None},
+        )
+        self.assertEqual(events[1]["anonymousId"], "agent:agent-42")
+
+    def test_workflow_without_agent_parameters_still_forwards(self):
+        payload = dict(self.PAYLOAD, action_name="synthralos.llm_retry", status="succeeded", parameters={"messages": []},
+                       result={"output": {"text": "hi"}})
+        config = self.make_config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": self.sink.url})
+        params = self.render(load_rule("forward_workflow_executions"), payload)
+        self.assertEqual((params["agent_id"], params["trace_id"]), ("", ""))
+        result = ForwardEvent(config=config, action_service=self.action_service).run(**params)
+        self.assertEqual(result["status"], "delivered")
+        self.assertEqual(self.sink.accepted[0]["anonymousId"], "synthralos")
