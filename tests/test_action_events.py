@@ -233,6 +233,18 @@ class RedisEventActionsTest(EventActionsContract, unittest.TestCase):
         self.assertEqual(results[2]["flush"]["delivered"], 3)
         self.assertEqual(len(self.sink.accepted), 3)
 
+    def test_inline_flush_does_not_wait_out_retries(self):
+        config = self.config(batch_size=2, max_retries=3, retry_delay_ms=2000)
+        self.sink.outage(503)
+        self.forward(config=config, source_execution_id="a")
+        result = self.forward(config=config, source_execution_id="b")
+        self.assertEqual(
+            {k: result["flush"][k] for k in ("status", "requests", "retries", "retry_later")},
+            {"status": "retrying", "requests": 1, "retries": 0, "retry_later": 2},
+        )
+        self.sink.recover()
+        self.assertEqual(self.flush(config=config)["delivered"], 2)  # the timer's flush picks them up at once
+
     def test_same_source_twice_is_sent_with_the_same_message_id(self):
         first = self.forward()
         second = self.forward()

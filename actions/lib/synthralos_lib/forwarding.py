@@ -1,7 +1,8 @@
 """The one place that decides how an event leaves an action.
 
 With Redis: enqueue into the outbox, then flush inline only when a full batch
-(or an overdue one) is waiting, so the agent-facing action stays fast. If
+(or an overdue one) is waiting, with one attempt per batch and a short
+timeout, so the agent-facing action stays fast. If
 Redis itself is unreachable, the event is sent directly instead. Without
 Redis: sent directly. In every case telemetry problems are reported in the
 result and never raised: a dead data plane must not fail an agent workflow.
@@ -14,6 +15,7 @@ from synthralos_lib.outbox import DirectOutbox, RedisOutbox, make_client
 
 LOG = logging.getLogger(__name__)
 NO_WRITE_KEY = "rudderstack.write_key is not set; events are not sent"
+INLINE_TIMEOUT_S = 5.0
 
 
 def open_outbox(settings, store, reclaim_idle_ms=None):
@@ -41,13 +43,23 @@ def forward(settings, store, event, client=None, inline_flush=True):
                 return dict(result, status="rejected", reason=queued["reason"])
             result.update(status="queued", outbox_id=queued["id"])
             if inline_flush and outbox.due():
-                result["flush"] = outbox.flush(client, force=False, max_batches=5)
+                result["flush"] = outbox.flush(inline_client(rudder), force=False, max_batches=5)
             return result
         except redis.RedisError as exc:  # Redis down or misbehaving: do not lose the event if we can help it
             LOG.warning("[RudderStack] outbox unavailable (%s); sending the event directly", type(exc).__name__)
             report = _direct(store, client, event, store_dead_letters=False)
             return dict(base, mode="direct_fallback", outbox_error=type(exc).__name__, **report)
     return dict(base, mode="direct", **_direct(store, client, event))
+
+
+def inline_client(rudder):
+    """The client for flushes inside forward_event: one attempt per batch, short timeout.
+
+    The agent-facing action must not wait out retries; a batch that fails here
+    is handed back at once and the timer's flush retries it with the full rules.
+    """
+    timeout = min(float(rudder.get("request_timeout_s", 10)), INLINE_TIMEOUT_S)
+    return make_client(dict(rudder, max_retries=0, request_timeout_s=timeout))
 
 
 def _direct(store, client, event, store_dead_letters=True):
