@@ -115,6 +115,20 @@ class FlusherKilledTest(OutboxTestCase):
         self.assertEqual((report["delivered"], report["reclaimed"]), (0, 0))
         self.assertEqual(outbox.stats()["pending"], 5)
 
+    def test_stale_entries_behind_many_live_ones_are_found(self):
+        outbox = self.outbox(reclaim_idle_ms=300, batch_size=2)
+        self.enqueue(outbox, 60, prefix="live")
+        self.enqueue(outbox, 3, prefix="stale")
+        outbox.ensure_group()
+        live = [entry_id for entry_id, _ in outbox.read_new("live-flusher", 60)]
+        outbox.read_new("dead-flusher", 3)
+        time.sleep(0.35)
+        self.redis.xclaim(outbox.stream, "flushers", "live-flusher", 0, live, justid=True)  # still busy: idle 0
+        # XAUTOCLAIM COUNT 2 scans 20 pending entries per call: the stale ones sit on the 4th page.
+        claimed = outbox.claim_stale("me", 2)
+        self.assertEqual(len(claimed), 2)
+        self.assertEqual(sorted(e["properties"]["st2_execution_id"] for _, e in claimed), ["stale-0", "stale-1"])
+
     def test_xpending_fallback_claims_only_stale_entries(self):
         outbox = self.outbox(reclaim_idle_ms=200)
         self.enqueue(outbox, 3)
@@ -215,6 +229,17 @@ class DeadLetterTest(OutboxTestCase):
         self.assertEqual(sorted(self.sink.message_ids()), sorted(e["messageId"] for e in events))
         stats = outbox.stats()
         self.assertEqual((stats["dead_letters"], stats["replayed"], stats["delivered"]), (0, 4, 4))
+
+
+    def test_unreadable_outbox_entry_is_dead_lettered_with_its_content(self):
+        outbox = self.outbox()
+        events = self.enqueue(outbox, 2)
+        self.redis.xadd(outbox.stream, {"e": "{not json", "m": ""})
+        report = outbox.flush(self.client())
+        self.assertEqual((report["delivered"], report["dead_lettered"]), (2, 1))
+        letter = outbox.dead_letters()[0]
+        self.assertEqual((letter["reason"], letter["event"]), ("unreadable outbox entry (not event JSON)", {"unreadable_entry": "{not json"}))
+        self.assertEqual(sorted(self.sink.message_ids()), sorted(e["messageId"] for e in events))
 
 
 class OverflowTest(OutboxTestCase):

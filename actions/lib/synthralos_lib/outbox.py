@@ -41,6 +41,9 @@ from synthralos_lib.rudderstack_client import RudderStackClient
 LOG = logging.getLogger(__name__)
 
 GROUP = "flushers"
+CLAIM_PAGES = 5
+UNREADABLE = "unreadable_entry"
+MAX_UNREADABLE_CHARS = 32768
 CONFIG_ALERT_WINDOW_S = 900
 DIRECT_DEAD_LETTER_KEY = "events.dead_letters"
 DIRECT_DEAD_LETTER_MAX = 1000
@@ -202,7 +205,7 @@ class RedisOutbox(object):
                 try:
                     event = json.loads(fields["e"])
                 except ValueError:
-                    event = None
+                    event = {UNREADABLE: fields["e"][:MAX_UNREADABLE_CHARS]}  # kept for the dead letter
             out.append((entry_id, event))
         return out
 
@@ -210,18 +213,24 @@ class RedisOutbox(object):
         """Take over up to `count` entries idle for reclaim_idle_ms on other (dead) flushers."""
         import redis
 
-        try:
-            reply = self.redis.execute_command(
-                "XAUTOCLAIM", self.stream, GROUP, consumer, self.reclaim_idle_ms, "0-0", "COUNT", count
-            )
-            entries = self._parse(reply[1])
+        cursor, entries = "0-0", []
+        # XAUTOCLAIM examines a bounded slice of the pending list per call; follow
+        # its cursor (a few pages) so stale entries behind live ones are found too.
+        for _ in range(CLAIM_PAGES):
+            try:
+                reply = self.redis.execute_command(
+                    "XAUTOCLAIM", self.stream, GROUP, consumer, self.reclaim_idle_ms, cursor, "COUNT", count
+                )
+            except redis.ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                return self._claim_with_xpending(consumer, count)  # Redis < 6.2
+            cursor, entries = reply[0], self._parse(reply[1])
             gone = list(reply[2]) if len(reply) > 2 else []
-        except redis.ResponseError as exc:
-            if "unknown command" not in str(exc).lower():
-                raise
-            entries, gone = self._claim_with_xpending(consumer, count), []
-        if gone:  # trimmed while pending (drop_oldest): nothing left to deliver
-            self.redis.xack(self.stream, GROUP, *gone)
+            if gone:  # trimmed while pending (drop_oldest): nothing left to deliver
+                self.redis.xack(self.stream, GROUP, *gone)
+            if entries or cursor == "0-0":
+                break
         return entries
 
     def _claim_with_xpending(self, consumer, count):
@@ -330,8 +339,12 @@ class RedisOutbox(object):
 
     def _deliver(self, client, consumer, entries, report):
         """Send one batch of entries; returns whether flushing may continue."""
-        broken = [(entry_id, {"raw_entry": entry_id}, "unreadable outbox entry") for entry_id, e in entries if not isinstance(e, dict)]
-        entries = [(entry_id, e) for entry_id, e in entries if isinstance(e, dict)]
+        broken = [
+            (entry_id, e if isinstance(e, dict) else {UNREADABLE: None}, "unreadable outbox entry (not event JSON)")
+            for entry_id, e in entries
+            if not isinstance(e, dict) or UNREADABLE in e
+        ]
+        entries = [(entry_id, e) for entry_id, e in entries if isinstance(e, dict) and UNREADABLE not in e]
         self.dead_letter(broken)
         report.dead_lettered += len(broken)
         if not entries:
