@@ -28,9 +28,10 @@ bench only waits less). Two flusher processes drain the outbox at nice 10
 BENCH_FLUSHERS / BENCH_NICE change that). rudder_sdk uses the SDK's defaults; the SDK with
 upload_size 20 is reported in the table and in bench/results/events_detail.json.
 
-    /work/venvs/bench-events/bin/python bench/events.py --quick
+    python bench/events.py --quick      # under 2 minutes; without --quick: larger runs
 
-Needs redis-server on PATH and bench/requirements-events.txt installed.
+Needs redis-server on PATH, and requirements.txt + bench/requirements-events.txt
+installed in the Python that runs it (its own venv, not the test venvs).
 """
 
 import argparse
