@@ -2,6 +2,7 @@
 parameters use only what st2's core.st2.generic.actiontrigger carries."""
 
 import glob
+from datetime import datetime, timezone
 import json
 import os
 import re
@@ -153,6 +154,9 @@ class RuleToEventTest(StoreBackendMixin, unittest.TestCase):
              "started_at": "2026-11-28T12:00:00.250Z", "trace_id": None},
         )
         self.assertEqual(events[1]["anonymousId"], "agent:agent-42")
+        # no end time in the actiontrigger: stamped when forwarded, not at the start
+        stamped = datetime.strptime(events[1]["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        self.assertLess(abs((datetime.now(timezone.utc) - stamped).total_seconds()), 60)
 
     def test_workflow_without_agent_parameters_still_forwards(self):
         payload = dict(self.PAYLOAD, action_name="synthralos.llm_retry", status="succeeded", parameters={"messages": []},

@@ -257,7 +257,9 @@ def agent_event(event_name, correlation, status, started_at=None, ended_at=None,
         "duration_ms": _duration_ms(started_at, ended_at),
     }
     properties.update(details or {})
-    return build_event(event_name, properties, correlation, timestamp=ended_at or started_at, discriminator=discriminator)
+    # The event happens when the execution ends; without an end time (st2's actiontrigger
+    # carries none) it is stamped now, right after the completion that fired the rule.
+    return build_event(event_name, properties, correlation, timestamp=ended_at, discriminator=discriminator)
 
 
 def llm_cost_event(correlation, provider, model, input_tokens, output_tokens, prices, node_id=None,
