@@ -2,11 +2,11 @@
 parameters use only what st2's core.st2.generic.actiontrigger carries."""
 
 import glob
-from datetime import datetime, timezone
 import json
 import os
 import re
 import unittest
+from datetime import datetime, timezone
 
 import yaml
 
