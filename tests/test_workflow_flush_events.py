@@ -4,8 +4,6 @@ action against real Redis and the sink: a config error dispatches the alert trig
 import os
 import unittest
 
-import redis
-
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.orquesta_runner import ACTIONS_DIR, python_action, run_workflow, skip_unless_orquesta
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
