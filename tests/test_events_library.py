@@ -7,6 +7,7 @@ import uuid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import synthralos_tests  # noqa: F401  (puts actions/lib on sys.path when run by nose)
 from synthralos_lib import pricing, similarity
 from synthralos_lib.events import (
     MAX_EVENT_BYTES,

@@ -7,9 +7,10 @@ import unittest
 
 import requests
 
+from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
+
 from synthralos_lib.events import Correlation, agent_event
 from synthralos_lib.rudderstack_client import RudderStackClient, backoff_delay
-from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
 
 def make_events(count, prefix="exec"):
