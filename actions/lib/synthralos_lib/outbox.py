@@ -1,0 +1,544 @@
+"""Where events wait for delivery, and the flusher that drains them.
+
+Two implementations of one small interface (`enqueue`, `flush`, `stats`,
+`dead_letters`, `replay`):
+
+`RedisOutbox` (when `redis.url` is configured): a durable Redis Stream with a
+consumer group, at-least-once:
+
+* `enqueue` is one Lua script: XADD bounded by `max_queue_length`. When the
+  stream is full, `reject_new` refuses the event and `drop_oldest` trims the
+  oldest entries; either way a counter says how many, and the caller's result
+  says so too. Nothing is dropped silently.
+* A flusher takes entries with XREADGROUP (each flush is its own consumer),
+  POSTs them, and only after a 2xx does XACK + XDEL. Entries left pending by a
+  flusher that died (kill -9, node loss) are reclaimed by the next flusher once
+  they have been idle for `reclaim_idle_ms` (XAUTOCLAIM on Redis >= 6.2,
+  XPENDING + XCLAIM before). A resend carries the same messageId, so
+  RudderStack deduplicates it.
+* Entries that the data plane could not take after all retries (429/5xx/
+  network) are handed back at once (XCLAIM with a large IDLE), so the next
+  flush retries them without waiting for the reclaim timeout; this flush stops.
+* Poison events (isolated by splitting on 400/413) and batches refused with
+  401/404 move to a dead-letter stream in the same MULTI that acks them.
+  `replay` moves dead letters back into the outbox.
+
+`DirectOutbox` (no Redis): each event is sent synchronously with the same
+retry rules. Events that cannot be delivered go to a bounded dead-letter list
+in the st2 datastore (through the pack's Store) so `replay_dead_letters` can
+resend them. It never raises into the caller: failures are reported.
+"""
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+
+from synthralos_lib.rudderstack_client import RudderStackClient
+
+LOG = logging.getLogger(__name__)
+
+GROUP = "flushers"
+CLAIM_PAGES = 5
+UNREADABLE = "unreadable_entry"
+MAX_UNREADABLE_CHARS = 32768
+CONFIG_ALERT_WINDOW_S = 900
+DIRECT_DEAD_LETTER_KEY = "events.dead_letters"
+DIRECT_DEAD_LETTER_MAX = 1000
+COUNTERS = (
+    "enqueued",
+    "delivered",
+    "retries",
+    "requests",
+    "dead_lettered",
+    "overflow_rejected",
+    "overflow_dropped",
+    "reclaimed",
+    "replayed",
+    "config_errors",
+)
+
+# KEYS: stream, stats. ARGV: max_len, policy, event json, messageId.
+# Returns {queued (0/1), stream id, entries dropped}.
+_ENQUEUE = """
+local len = redis.call('XLEN', KEYS[1])
+local maxlen = tonumber(ARGV[1])
+if len >= maxlen and ARGV[2] == 'reject_new' then
+  redis.call('HINCRBY', KEYS[2], 'overflow_rejected', 1)
+  return {0, '', 0}
+end
+local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[3], 'm', ARGV[4])
+local dropped = 0
+if len + 1 > maxlen then
+  dropped = redis.call('XTRIM', KEYS[1], 'MAXLEN', maxlen)
+  redis.call('HINCRBY', KEYS[2], 'overflow_dropped', dropped)
+end
+redis.call('HINCRBY', KEYS[2], 'enqueued', 1)
+return {1, id, dropped}
+"""
+
+
+def default_reclaim_idle_ms(rudder):
+    """How long an entry may sit with a flusher before another flusher takes it.
+
+    Longer than one flush can legitimately hold a batch (every retry timing
+    out, plus backoff), so a live flusher is never robbed; at least 30 s.
+    """
+    attempts = int(rudder.get("max_retries", 3)) + 1
+    worst = attempts * float(rudder.get("request_timeout_s", 10)) + attempts * 30.0
+    return int(max(30.0, worst) * 1000)
+
+
+def consumer_name():
+    return "%s-%d-%s" % (socket.gethostname(), os.getpid(), uuid.uuid4().hex[:8])
+
+
+def _ms_from_id(stream_id):
+    return int(stream_id.split("-", 1)[0])
+
+
+class FlushReport(object):
+    def __init__(self):
+        self.delivered = 0
+        self.dead_lettered = 0
+        self.retry_later = 0
+        self.reclaimed = 0
+        self.requests = 0
+        self.retries = 0
+        self.batches = 0
+        self.config_error = None
+        self.last_error = None
+        self.dead = []  # [{"message_id", "event", "reason"}]
+
+    def add(self, delivery):
+        self.delivered += len(delivery.delivered)
+        self.dead_lettered += len(delivery.dead)
+        self.retry_later += len(delivery.retry_later)
+        self.requests += delivery.requests
+        self.retries += delivery.retries
+        self.config_error = self.config_error or delivery.config_error
+        self.last_error = delivery.last_error or self.last_error
+        for event, reason in delivery.dead:
+            self.dead.append({"message_id": event.get("messageId"), "event": event.get("event"), "reason": reason})
+
+    def as_dict(self):
+        if self.config_error:
+            status = "config_error"
+        elif self.retry_later:
+            status = "retrying"
+        else:
+            status = "ok"
+        return {
+            "status": status,
+            "delivered": self.delivered,
+            "dead_lettered": self.dead_lettered,
+            "retry_later": self.retry_later,
+            "reclaimed": self.reclaimed,
+            "batches": self.batches,
+            "requests": self.requests,
+            "retries": self.retries,
+            "config_error": self.config_error,
+            "last_error": self.last_error,
+            "dead_letters": self.dead[:50],
+        }
+
+
+class RedisOutbox(object):
+    def __init__(self, client, key_prefix, rudder, reclaim_idle_ms=None, clock=time.time):
+        """`client`: redis-py client (decode_responses=True); `rudder`: the rudderstack config section."""
+        self.redis = client
+        self.stream = key_prefix + "events:outbox"
+        self.dead_stream = key_prefix + "events:dead"
+        self.stats_key = key_prefix + "events:stats"
+        self.alert_key = key_prefix + "events:config_error_alerted"
+        self.max_len = int(rudder.get("max_queue_length", 100000))
+        self.policy = rudder.get("overflow_policy", "reject_new")
+        self.batch_size = int(rudder.get("batch_size", 20))
+        self.flush_interval_ms = int(rudder.get("flush_interval_ms", 10000))
+        self.reclaim_idle_ms = int(reclaim_idle_ms if reclaim_idle_ms is not None else default_reclaim_idle_ms(rudder))
+        self._clock = clock
+        self._enqueue_script = client.register_script(_ENQUEUE)
+        self._group_ready = False
+
+    # -- producing ---------------------------------------------------------
+
+    def enqueue(self, event):
+        """Append one built event; returns {"queued": bool, "id", "dropped", "reason"}."""
+        payload = json.dumps(event, separators=(",", ":"))
+        queued, entry_id, dropped = self._enqueue_script(
+            keys=[self.stream, self.stats_key], args=[self.max_len, self.policy, payload, event.get("messageId", "")]
+        )
+        if not queued:
+            LOG.warning("[RudderStack] outbox full (%d events): event %s rejected", self.max_len, event.get("messageId"))
+            return {"queued": False, "id": None, "dropped": 0, "reason": "outbox full (%d events), overflow_policy reject_new" % self.max_len}
+        if dropped:
+            LOG.warning("[RudderStack] outbox full: dropped the %d oldest event(s) (overflow_policy drop_oldest)", dropped)
+        return {"queued": True, "id": entry_id, "dropped": int(dropped), "reason": None}
+
+    # -- consuming ---------------------------------------------------------
+
+    def ensure_group(self):
+        if self._group_ready:
+            return
+        import redis
+
+        try:
+            self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def _parse(self, raw_entries):
+        """[(id, event or None)] from XREADGROUP/XCLAIM entries; None when the entry was trimmed away."""
+        out = []
+        for item in raw_entries or []:
+            if item is None:
+                continue
+            entry_id, fields = item[0], item[1]
+            if isinstance(fields, list):  # raw XAUTOCLAIM reply: flat field/value list
+                fields = dict(zip(fields[::2], fields[1::2]))
+            event = None
+            if fields and "e" in fields:
+                try:
+                    event = json.loads(fields["e"])
+                except ValueError:
+                    event = {UNREADABLE: fields["e"][:MAX_UNREADABLE_CHARS]}  # kept for the dead letter
+            out.append((entry_id, event))
+        return out
+
+    def claim_stale(self, consumer, count):
+        """Take over up to `count` entries idle for reclaim_idle_ms on other (dead) flushers."""
+        import redis
+
+        cursor, entries = "0-0", []
+        # XAUTOCLAIM examines a bounded slice of the pending list per call; follow
+        # its cursor (a few pages) so stale entries behind live ones are found too.
+        for _ in range(CLAIM_PAGES):
+            try:
+                reply = self.redis.execute_command(
+                    "XAUTOCLAIM", self.stream, GROUP, consumer, self.reclaim_idle_ms, cursor, "COUNT", count
+                )
+            except redis.ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                return self._claim_with_xpending(consumer, count)  # Redis < 6.2
+            cursor, entries = reply[0], self._parse(reply[1])
+            gone = list(reply[2]) if len(reply) > 2 else []
+            if gone:  # trimmed while pending (drop_oldest): nothing left to deliver
+                self.redis.xack(self.stream, GROUP, *gone)
+            if entries or cursor == "0-0":
+                break
+        return entries
+
+    def _claim_with_xpending(self, consumer, count):
+        pending = self.redis.xpending_range(self.stream, GROUP, "-", "+", count * 10)
+        stale = [p["message_id"] for p in pending if p["time_since_delivered"] >= self.reclaim_idle_ms][:count]
+        if not stale:
+            return []
+        return self._parse(self.redis.xclaim(self.stream, GROUP, consumer, self.reclaim_idle_ms, stale))
+
+    def read_new(self, consumer, count):
+        reply = self.redis.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count)
+        return self._parse(reply[0][1]) if reply else []
+
+    def ack(self, ids):
+        if not ids:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(self.stream, GROUP, *ids)
+        pipe.xdel(self.stream, *ids)
+        pipe.execute()
+
+    def dead_letter(self, items):
+        """Move [(entry_id or None, event, reason)] to the dead-letter stream, acking the originals atomically."""
+        if not items:
+            return
+        now_ms = int(self._clock() * 1000)
+        pipe = self.redis.pipeline(transaction=True)
+        for entry_id, event, reason in items:
+            pipe.xadd(
+                self.dead_stream,
+                {
+                    "e": json.dumps(event, separators=(",", ":")),
+                    "reason": reason,
+                    "failed_at": now_ms,
+                    "m": event.get("messageId", "") if isinstance(event, dict) else "",
+                },
+                maxlen=self.max_len,
+                approximate=False,
+            )
+        ids = [i for i, _, _ in items if i]
+        if ids:
+            pipe.xack(self.stream, GROUP, *ids)
+            pipe.xdel(self.stream, *ids)
+        pipe.hincrby(self.stats_key, "dead_lettered", len(items))
+        pipe.execute()
+
+    def release(self, consumer, ids):
+        """Hand entries back for an immediate retry by the next flusher (marks them as idle long enough)."""
+        if ids:
+            self.redis.xclaim(self.stream, GROUP, consumer, 0, ids, idle=self.reclaim_idle_ms, justid=True)
+
+    def _forget_consumer(self, consumer):
+        """Each flush is a new consumer: remove ours and other idle ones that hold nothing."""
+        try:
+            for info in self.redis.xinfo_consumers(self.stream, GROUP):
+                mine = info["name"] == consumer
+                if int(info["pending"]) == 0 and (mine or int(info["idle"]) >= self.reclaim_idle_ms):
+                    self.redis.xgroup_delconsumer(self.stream, GROUP, info["name"])
+        except Exception:  # housekeeping only
+            pass
+
+    def due(self):
+        """A batch should go now: a full batch is waiting, or the oldest waiting event is older than the interval."""
+        waiting = self.redis.xlen(self.stream) - self._pending_count()
+        if waiting >= self.batch_size:
+            return True
+        oldest = self.redis.xrange(self.stream, "-", "+", count=1)
+        return bool(oldest) and (self._clock() * 1000 - _ms_from_id(oldest[0][0])) >= self.flush_interval_ms
+
+    def _pending_count(self):
+        self.ensure_group()
+        summary = self.redis.xpending(self.stream, GROUP)
+        return int(summary["pending"]) if summary else 0
+
+    def flush(self, client, force=True, max_batches=50, consumer=None):
+        """Deliver waiting events in batches; see the module doc. Returns a report dict."""
+        self.ensure_group()
+        consumer = consumer or consumer_name()
+        report = FlushReport()
+        try:
+            claiming = True
+            for _ in range(max_batches):
+                # Stale entries first; once none is left, skip that round trip for the rest of this flush.
+                entries = self.claim_stale(consumer, self.batch_size) if claiming else []
+                report.reclaimed += len(entries)
+                if not entries:
+                    claiming = False
+                    if not force and not self.due():
+                        break
+                    entries = self.read_new(consumer, self.batch_size)
+                if not entries:
+                    break
+                if not self._deliver(client, consumer, entries, report):
+                    break
+        finally:
+            self._record(report)
+            self._forget_consumer(consumer)
+        result = report.as_dict()
+        # One alert per window while a 401/404 lasts, however often the timer fires.
+        result["alert"] = bool(
+            report.config_error and self.redis.set(self.alert_key, "1", nx=True, px=CONFIG_ALERT_WINDOW_S * 1000)
+        )
+        if report.delivered and not report.config_error:
+            self.redis.delete(self.alert_key)  # fixed: the next config error alerts at once
+        return result
+
+    def _deliver(self, client, consumer, entries, report):
+        """Send one batch of entries; returns whether flushing may continue."""
+        broken = [
+            (entry_id, e if isinstance(e, dict) else {UNREADABLE: None}, "unreadable outbox entry (not event JSON)")
+            for entry_id, e in entries
+            if not isinstance(e, dict) or UNREADABLE in e
+        ]
+        entries = [(entry_id, e) for entry_id, e in entries if isinstance(e, dict) and UNREADABLE not in e]
+        self.dead_letter(broken)
+        report.dead_lettered += len(broken)
+        if not entries:
+            return True
+        report.batches += 1
+        ids_by_event = {id(event): entry_id for entry_id, event in entries}
+        delivery = client.send([event for _, event in entries])
+        report.add(delivery)
+        self.ack([ids_by_event[id(e)] for e in delivery.delivered])
+        self.dead_letter([(ids_by_event[id(e)], e, reason) for e, reason in delivery.dead])
+        self.release(consumer, [ids_by_event[id(e)] for e in delivery.retry_later])
+        return not (delivery.retry_later or delivery.config_error)
+
+    def _record(self, report):
+        pipe = self.redis.pipeline(transaction=False)
+        for name, value in (
+            ("delivered", report.delivered),
+            ("retries", report.retries),
+            ("requests", report.requests),
+            ("reclaimed", report.reclaimed),
+            ("config_errors", 1 if report.config_error else 0),
+        ):
+            if value:
+                pipe.hincrby(self.stats_key, name, value)
+        pipe.hset(self.stats_key, "last_flush_at", int(self._clock() * 1000))
+        if report.last_error:
+            pipe.hset(self.stats_key, "last_error", report.last_error)
+        if report.config_error:
+            pipe.hset(self.stats_key, "last_config_error", json.dumps(report.config_error))
+        pipe.execute()
+
+    # -- inspection and replay --------------------------------------------
+
+    def stats(self):
+        self.ensure_group()
+        counters = self.redis.hgetall(self.stats_key)
+        depth = self.redis.xlen(self.stream)
+        pending = self._pending_count()
+        oldest = self.redis.xrange(self.stream, "-", "+", count=1)
+        oldest_age_s = None
+        if oldest:
+            oldest_age_s = round(max(0.0, self._clock() - _ms_from_id(oldest[0][0]) / 1000.0), 3)
+        result = {
+            "backend": "redis_stream",
+            "depth": depth,
+            "pending": pending,
+            "waiting": depth - pending,
+            "oldest_age_s": oldest_age_s,
+            "dead_letters": self.redis.xlen(self.dead_stream),
+            "max_queue_length": self.max_len,
+            "overflow_policy": self.policy,
+            "consumers": len(self.redis.xinfo_consumers(self.stream, GROUP)),
+        }
+        for name in COUNTERS:
+            result[name] = int(counters.get(name, 0))
+        result["last_error"] = counters.get("last_error")
+        last_config_error = counters.get("last_config_error")
+        result["last_config_error"] = json.loads(last_config_error) if last_config_error else None
+        return result
+
+    def dead_letters(self, limit=100):
+        out = []
+        for entry_id, fields in self.redis.xrange(self.dead_stream, "-", "+", count=limit):
+            out.append(
+                {
+                    "id": entry_id,
+                    "message_id": fields.get("m"),
+                    "reason": fields.get("reason"),
+                    "failed_at_ms": int(fields.get("failed_at", 0)),
+                    "event": json.loads(fields["e"]),
+                }
+            )
+        return out
+
+    def replay(self, ids=None, limit=1000):
+        """Move dead letters (the given stream ids, or all up to `limit`) back into the outbox."""
+        if ids:
+            found = []
+            for entry_id in ids:
+                rows = self.redis.xrange(self.dead_stream, entry_id, entry_id)
+                found.extend(rows)
+        else:
+            found = self.redis.xrange(self.dead_stream, "-", "+", count=limit)
+        replayed, rejected = [], []
+        for entry_id, fields in found:
+            event = json.loads(fields["e"])
+            outcome = self.enqueue(event)
+            if outcome["queued"]:
+                self.redis.xdel(self.dead_stream, entry_id)
+                replayed.append(entry_id)
+            else:
+                rejected.append({"id": entry_id, "reason": outcome["reason"]})
+        if replayed:
+            self.redis.hincrby(self.stats_key, "replayed", len(replayed))
+        missing = sorted(set(ids or []) - set(e for e, _ in found))
+        return {"replayed": len(replayed), "replayed_ids": replayed, "rejected": rejected, "not_found": missing}
+
+
+class DirectOutbox(object):
+    """No Redis: synchronous delivery; undeliverable events wait in a datastore dead-letter list."""
+
+    def __init__(self, store, clock=time.time):
+        self.store = store
+        self._clock = clock
+
+    def _count(self, name, amount):
+        if amount:
+            self.store.incr("events.stats." + name, amount)
+
+    def send(self, client, events):
+        """Deliver now; returns a flush-style report. Never raises for delivery problems."""
+        report = FlushReport()
+        delivery = client.send(events)
+        report.add(delivery)
+        report.batches = 1
+        failed = [(e, reason) for e, reason in delivery.dead]
+        failed += [(e, "not delivered after %d retries: %s" % (client.max_retries, delivery.last_error)) for e in delivery.retry_later]
+        for event, reason in failed:
+            self.store.list_push(
+                DIRECT_DEAD_LETTER_KEY,
+                {"id": uuid.uuid4().hex, "message_id": event.get("messageId"), "reason": reason,
+                 "failed_at_ms": int(self._clock() * 1000), "event": event},
+                max_len=DIRECT_DEAD_LETTER_MAX,
+            )
+        self._count("delivered", len(delivery.delivered))
+        self._count("dead_lettered", len(failed))
+        self._count("retries", delivery.retries)
+        self._count("requests", delivery.requests)
+        self._count("config_errors", 1 if delivery.config_error else 0)
+        if delivery.config_error:
+            self.store.set("events.stats.last_config_error", delivery.config_error)
+        if delivery.last_error:
+            self.store.set("events.stats.last_error", delivery.last_error)
+        return report.as_dict()
+
+    def stats(self):
+        result = {
+            "backend": "direct",
+            "depth": 0,
+            "pending": 0,
+            "waiting": 0,
+            "oldest_age_s": None,
+            "dead_letters": len(self.store.list_range(DIRECT_DEAD_LETTER_KEY)),
+            "max_queue_length": None,
+            "overflow_policy": None,
+            "consumers": 0,
+        }
+        for name in COUNTERS:
+            result[name] = int(self.store.get("events.stats." + name, 0) or 0)
+        result["last_error"] = self.store.get("events.stats.last_error")
+        result["last_config_error"] = self.store.get("events.stats.last_config_error")
+        return result
+
+    def dead_letters(self, limit=100):
+        # Stored newest first; show oldest first like the Redis stream.
+        return list(reversed(self.store.list_range(DIRECT_DEAD_LETTER_KEY)))[:limit]
+
+    def replay(self, client, ids=None, limit=1000):
+        """Resend dead letters now; delivered ones leave the list, the rest stay (with the new reason)."""
+        letters = self.dead_letters(DIRECT_DEAD_LETTER_MAX)
+        chosen = [d for d in letters if not ids or d["id"] in ids][:limit]
+        if not chosen:
+            return {"replayed": 0, "replayed_ids": [], "rejected": [], "not_found": sorted(set(ids or []))}
+        by_event = {id(d["event"]): d for d in chosen}
+        delivery = client.send([d["event"] for d in chosen])
+        delivered = {by_event[id(e)]["id"] for e in delivery.delivered}
+        still_failing = {by_event[id(e)]["id"]: r for e, r in delivery.dead}
+        keep = []
+        for d in letters:
+            if d["id"] in delivered:
+                continue
+            if d["id"] in still_failing:
+                d = dict(d, reason=still_failing[d["id"]])
+            keep.append(d)
+        # Rewrite the list (oldest pushed first so the newest stays at the head).
+        self.store.delete(DIRECT_DEAD_LETTER_KEY)
+        for d in keep:
+            self.store.list_push(DIRECT_DEAD_LETTER_KEY, d, max_len=DIRECT_DEAD_LETTER_MAX)
+        self._count("delivered", len(delivery.delivered))
+        self._count("replayed", len(delivered))
+        rejected = [{"id": i, "reason": r} for i, r in still_failing.items()]
+        rejected += [{"id": by_event[id(e)]["id"], "reason": "retry later: %s" % delivery.last_error} for e in delivery.retry_later]
+        found = {d["id"] for d in chosen}
+        return {
+            "replayed": len(delivered),
+            "replayed_ids": sorted(delivered),
+            "rejected": rejected,
+            "not_found": sorted(set(ids or []) - found),
+            "config_error": delivery.config_error,
+        }
+
+
+def make_client(rudder, **kwargs):
+    """A RudderStackClient for the `rudderstack` section, or None when no write key is configured."""
+    if not rudder.get("write_key"):
+        return None
+    return RudderStackClient.from_settings(rudder, **kwargs)

@@ -1,0 +1,422 @@
+"""Event pipeline benchmark: this pack's Redis outbox + flushers vs rudder-sdk-python.
+
+Both run against the same local RudderStack-compatible sink
+(tests/synthralos_tests/rudderstack_sink.py), in one run, each producer in
+its own process:
+
+Throughput and latency figures are the median of 3 runs.
+
+* events_per_s: events delivered, divided by the time from the first hand-off
+  until the sink has accepted all N (or, when the producer's queue refused
+  some, all it accepted; the refusals are reported as refused_at_enqueue).
+* enqueue_p50_ms / enqueue_p95_ms: time of one hand-off call. Ours: building
+  the event (events.build_event) + RedisOutbox.enqueue (one Lua XADD round
+  trip). The SDK: Client.track() (builds the message, puts it on its
+  in-memory queue).
+* lost_on_kill: the producer is killed with SIGKILL mid-stream (ours: one of
+  the flusher processes too, while it holds a batch); events whose hand-off
+  had returned but that the sink never accepted. Ours then runs one fresh
+  flusher, which reclaims what the dead one held.
+* lost_on_503: the sink answers 503 to everything for a window while the
+  producer keeps sending, then recovers; events handed off but not accepted
+  within a deadline after recovery.
+
+Ours uses the pack defaults except batch_size 100 (the SDK's default upload
+size, so both send equally large requests), retry_delay_ms 200 and a 1 s
+reclaim timeout (a real deployment derives ~2 min from its timeouts; the
+bench only waits less). Two flusher processes drain the outbox at nice 10
+(background work should not take CPU from producers on this 2-core box;
+BENCH_FLUSHERS / BENCH_NICE change that). rudder_sdk uses the SDK's defaults; the SDK with
+upload_size 20 is reported in the table and in bench/results/events_detail.json.
+
+    python bench/events.py --quick      # under 2 minutes; without --quick: larger runs
+
+Needs redis-server on PATH, and requirements.txt + bench/requirements-events.txt
+installed in the Python that runs it (its own venv, not the test venvs).
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path[:0] = [os.path.join(ROOT, "actions", "lib"), os.path.join(ROOT, "tests")]
+
+WRITE_KEY = "bench-write-key"
+RESULTS = os.path.join(HERE, "results")
+REPS = 3  # throughput and enqueue latency: median of this many runs (the box is shared and noisy)
+FLUSHERS = int(os.environ.get("BENCH_FLUSHERS", "2"))
+NICE = int(os.environ.get("BENCH_NICE", "10"))  # flushers are background work: lower CPU priority
+
+
+# ---------------------------------------------------------------------------
+# Worker roles (run as subprocesses of this same file).
+
+
+def _event(seq, run):
+    from synthralos_lib.events import Correlation, build_event
+
+    corr = Correlation({}, st2_execution_id="%s-%d" % (run, seq), agent_id="bench-agent")
+    return build_event("agent_execution", {"seq": seq, "run": run, "status": "succeeded"}, corr)
+
+
+def _rudder(url, extra=None):
+    rudder = {
+        "write_key": WRITE_KEY,
+        "data_plane_url": url,
+        "batch_size": 100,
+        "retry_delay_ms": 200,
+        "max_retries": 3,
+        "request_timeout_s": 5,
+        "max_queue_length": 100000,
+        "overflow_policy": "reject_new",
+    }
+    rudder.update(extra or {})
+    return rudder
+
+
+def role_ours_producer(args):
+    import redis
+
+    from synthralos_lib.outbox import RedisOutbox
+
+    client = redis.Redis.from_url(args.redis, decode_responses=True)
+    outbox = RedisOutbox(client, "bench:", _rudder(args.sink))
+    latencies = []
+    out = sys.stdout
+    args.accepted = 0
+    args.t0 = time.time()
+    for seq in range(args.count):
+        start = time.perf_counter()
+        event = _event(seq, args.run)
+        queued = outbox.enqueue(event)["queued"]
+        latencies.append((time.perf_counter() - start) * 1000)
+        args.accepted += 1 if queued else 0
+        if queued and args.report_each:
+            out.write("%d\n" % seq)
+            out.flush()
+        if args.pace:
+            time.sleep(args.pace)
+    _write_latencies(args, latencies)
+
+
+def role_ours_flusher(args):
+    import redis
+
+    from synthralos_lib.outbox import RedisOutbox
+    from synthralos_lib.rudderstack_client import RudderStackClient
+
+    client = redis.Redis.from_url(args.redis, decode_responses=True)
+    rudder = _rudder(args.sink)
+    outbox = RedisOutbox(client, "bench:", rudder, reclaim_idle_ms=1000)
+    rs = RudderStackClient.from_settings(rudder)
+    if NICE:
+        os.nice(NICE)
+    deadline = time.time() + args.seconds
+    while time.time() < deadline:
+        report = outbox.flush(rs, force=True, max_batches=10)
+        if args.until_empty and client.xlen(outbox.stream) == 0:
+            return
+        if not report["delivered"] and not report["dead_lettered"]:
+            time.sleep(0.02)
+
+
+def role_sdk_producer(args):
+    from rudderstack.analytics import Client
+
+    kwargs = {"write_key": WRITE_KEY, "host": args.sink}
+    if args.upload_size:
+        kwargs["upload_size"] = args.upload_size
+    client = Client(**kwargs)
+    latencies = []
+    out = sys.stdout
+    args.accepted = 0
+    args.t0 = time.time()
+    for seq in range(args.count):
+        start = time.perf_counter()
+        ok, _ = client.track(
+            anonymous_id="agent:bench-agent",
+            event="agent_execution",
+            properties={"seq": seq, "run": args.run, "status": "succeeded"},
+        )
+        latencies.append((time.perf_counter() - start) * 1000)
+        args.accepted += 1 if ok else 0  # False: the SDK's in-memory queue was full and dropped it
+        if ok and args.report_each:
+            out.write("%d\n" % seq)
+            out.flush()
+        if args.pace:
+            time.sleep(args.pace)
+    _write_latencies(args, latencies)
+    if args.wait_flush:
+        client.flush()
+
+
+def _write_latencies(args, latencies):
+    if args.latency_file:
+        # Written once the producer is done handing off (atomically: the driver polls for it).
+        with open(args.latency_file + ".tmp", "w") as handle:
+            json.dump({"t0": args.t0, "latencies": latencies, "accepted": args.accepted}, handle)
+        os.replace(args.latency_file + ".tmp", args.latency_file)
+
+
+# ---------------------------------------------------------------------------
+# The driver.
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Redis(object):
+    def __init__(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        self.url = "redis://127.0.0.1:%d/0" % self.port
+        import redis
+
+        self.client = redis.Redis.from_url(self.url, decode_responses=True)
+        for _ in range(100):
+            try:
+                self.client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+def spawn(role, sink, redis_url, run, *extra, stdout=None):
+    cmd = [sys.executable, os.path.abspath(__file__), "--role", role, "--sink", sink, "--redis", redis_url or "", "--run", run]
+    return subprocess.Popen(cmd + [str(x) for x in extra], stdout=stdout, text=True)
+
+
+def wait_for(predicate, timeout, interval=0.01):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+_seen = {}
+
+
+def delivered_seqs(sink, run):
+    """Seqs of `run` the sink accepted (scans only events accepted since the last call)."""
+    index, seqs = _seen.get(run, (0, set()))
+    fresh = sink.accepted[index:]
+    for event in fresh:
+        props = event.get("properties") or {}
+        if props.get("run") == run:
+            seqs.add(props["seq"])
+    _seen[run] = (index + len(fresh), seqs)
+    return set(seqs)
+
+
+def percentile(values, pct):
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, int(round(pct / 100.0 * len(ordered) + 0.5)) - 1))
+    return ordered[index]
+
+
+def throughput(system, sink, redis, count, tmp, upload_size=None, rep=0):
+    run = "tp-%s-%s-%d" % (system, upload_size or "default", rep)
+    latency_file = os.path.join(tmp, run + ".json")
+    flushers = []
+    if system == "ours":
+        flushers = [spawn("ours-flusher", sink.url, redis.url, run, "--seconds", 120) for _ in range(FLUSHERS)]
+        time.sleep(1.0)  # let the flushers start, as the SDK's consumer thread starts in Client()
+        producer = spawn("ours-producer", sink.url, redis.url, run, "--count", count, "--latency-file", latency_file)
+    else:
+        extra = ["--count", count, "--latency-file", latency_file, "--wait-flush"]
+        if upload_size:
+            extra += ["--upload-size", upload_size]
+        producer = spawn("sdk-producer", sink.url, "", run, *extra)
+
+    def all_delivered():
+        # Every event handed off, or (once the producer is done) every one it could hand off.
+        delivered = len(delivered_seqs(sink, run))
+        if delivered >= count:
+            return True
+        if not os.path.exists(latency_file):
+            return False
+        with open(latency_file) as handle:
+            return delivered >= json.load(handle)["accepted"]
+
+    wait_for(all_delivered, 120, interval=0.02)
+    finished = time.time()
+    producer.wait(30)
+    for proc in flushers:
+        proc.kill()
+        proc.wait()
+    with open(latency_file) as handle:
+        timing = json.load(handle)
+    latencies = timing["latencies"]
+    delivered = len(delivered_seqs(sink, run))
+    return {
+        # From the first hand-off to the sink holding every event (all N, or what arrived in 90 s).
+        "events_per_s": round(delivered / (finished - timing["t0"]), 1),
+        "enqueue_p50_ms": round(statistics.median(latencies), 4),
+        "enqueue_p95_ms": round(percentile(latencies, 95), 4),
+        "delivered": delivered,
+        "sent": count,
+        "refused_at_enqueue": count - timing["accepted"],  # SDK: queue full (max_queue_size); ours: outbox full
+    }
+
+
+def _accepted_reader(proc, accepted):
+    for line in proc.stdout:
+        line = line.strip()
+        if line:
+            accepted.add(int(line))
+
+
+def lost_on_kill(system, sink, redis, count, kill_after, upload_size=None):
+    run = "kill-%s-%s" % (system, upload_size or "default")
+    accepted = set()
+    flushers = []
+    extra = ["--count", count, "--report-each", "--pace", 0.0005]
+    if system == "ours":
+        flushers = [spawn("ours-flusher", sink.url, redis.url, run, "--seconds", 120) for _ in range(FLUSHERS)]
+        producer = spawn("ours-producer", sink.url, redis.url, run, *extra, stdout=subprocess.PIPE)
+    else:
+        if upload_size:
+            extra += ["--upload-size", upload_size]
+        producer = spawn("sdk-producer", sink.url, "", run, *extra, stdout=subprocess.PIPE)
+    reader = threading.Thread(target=_accepted_reader, args=(producer, accepted), daemon=True)
+    reader.start()
+    wait_for(lambda: len(accepted) >= kill_after, 60)
+    if system == "ours":
+        # Make a flusher hold a batch the sink has accepted but not answered yet, then kill every flusher.
+        sink.delay_next(3.0)
+        time.sleep(0.3)
+        for proc in flushers:
+            os.kill(proc.pid, signal.SIGKILL)
+    os.kill(producer.pid, signal.SIGKILL)
+    producer.wait()
+    reader.join(5)
+    for proc in flushers:
+        proc.kill()
+        proc.wait()
+    if system == "ours":
+        recovery = spawn("ours-flusher", sink.url, redis.url, run, "--seconds", 30, "--until-empty")
+        recovery.wait(40)
+    else:
+        time.sleep(1.0)  # anything the SDK had in flight has landed by now
+    delivered = delivered_seqs(sink, run)
+    return {"lost_on_kill": len(accepted - delivered), "accepted_before_kill": len(accepted),
+            "duplicates": _duplicates(sink, run)}
+
+
+def lost_on_503(system, sink, redis, count, window_s, upload_size=None):
+    run = "503-%s-%s" % (system, upload_size or "default")
+    accepted = set()
+    flushers = []
+    extra = ["--count", count, "--report-each", "--pace", 0.002]
+    if system == "ours":
+        flushers = [spawn("ours-flusher", sink.url, redis.url, run, "--seconds", 120) for _ in range(FLUSHERS)]
+        producer = spawn("ours-producer", sink.url, redis.url, run, *extra, stdout=subprocess.PIPE)
+    else:
+        if upload_size:
+            extra += ["--upload-size", upload_size]
+        producer = spawn("sdk-producer", sink.url, "", run, *(extra + ["--wait-flush"]), stdout=subprocess.PIPE)
+    reader = threading.Thread(target=_accepted_reader, args=(producer, accepted), daemon=True)
+    reader.start()
+    time.sleep(0.3)
+    sink.outage(503)
+    time.sleep(window_s)
+    sink.recover()
+    wait_for(lambda: len(accepted) >= count or producer.poll() is not None, 60, interval=0.05)
+    reader.join(1)
+    wait_for(lambda: accepted <= delivered_seqs(sink, run), 30, interval=0.05)
+    for proc in flushers + [producer]:
+        proc.kill()
+        proc.wait()
+    return {"lost_on_503": len(accepted - delivered_seqs(sink, run)), "accepted": len(accepted)}
+
+
+def _duplicates(sink, run):
+    ids = [e["messageId"] for e in sink.events() if e.get("properties", {}).get("run") == run]
+    seqs = [e["properties"]["seq"] for e in sink.events() if e.get("properties", {}).get("run") == run]
+    return {"extra_copies": len(ids) - len(set(ids)), "same_message_id": len(seqs) - len(set(seqs)) == len(ids) - len(set(ids))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs (under 2 minutes)")
+    parser.add_argument("--role")
+    parser.add_argument("--sink")
+    parser.add_argument("--redis")
+    parser.add_argument("--run", default="run")
+    parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--pace", type=float, default=0)
+    parser.add_argument("--upload-size", type=int, default=0)
+    parser.add_argument("--latency-file")
+    parser.add_argument("--report-each", action="store_true")
+    parser.add_argument("--wait-flush", action="store_true")
+    parser.add_argument("--until-empty", action="store_true")
+    args = parser.parse_args()
+    if args.role:
+        {"ours-producer": role_ours_producer, "ours-flusher": role_ours_flusher, "sdk-producer": role_sdk_producer}[
+            args.role
+        ](args)
+        return
+
+    import tempfile
+
+    from synthralos_tests.rudderstack_sink import RudderStackSink
+
+    count = 3000 if args.quick else 20000
+    kill_count, kill_after = (4000, 1500) if args.quick else (20000, 8000)
+    outage_count, window = (1500, 3.0) if args.quick else (4000, 8.0)
+    started = time.time()
+    redis = Redis()
+    sink = RudderStackSink(write_keys=(WRITE_KEY,)).start()
+    tmp = tempfile.mkdtemp(prefix="bench-events-")
+    results = {}
+    try:
+        for name, system, upload in (("ours", "ours", None), ("rudder_sdk", "sdk", None), ("rudder_sdk_batch20", "sdk", 20)):
+            reps = [throughput(system, sink, redis, count, tmp, upload, rep) for rep in range(REPS)]
+            row = {k: statistics.median(r[k] for r in reps) for k in ("events_per_s", "enqueue_p50_ms", "enqueue_p95_ms")}
+            row["throughput_runs"] = reps
+            row.update(lost_on_kill(system, sink, redis, kill_count, kill_after, upload))
+            row.update(lost_on_503(system, sink, redis, outage_count, window, upload))
+            results[name] = row
+            print("[bench] %s done (%.0fs)" % (name, time.time() - started), file=sys.stderr)
+    finally:
+        sink.stop()
+        redis.stop()
+    keys = ("events_per_s", "enqueue_p50_ms", "enqueue_p95_ms", "lost_on_kill", "lost_on_503")
+    print("| system | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for name, row in results.items():
+        print("| %s | %s |" % (name, " | ".join(str(row[k]) for k in keys)))
+    print("wall time: %.1fs (%s)" % (time.time() - started, "quick" if args.quick else "full"))
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "events.json"), "w") as handle:
+        json.dump({name: {k: results[name][k] for k in keys} for name in ("ours", "rudder_sdk")}, handle, indent=2)
+        handle.write("\n")
+    with open(os.path.join(RESULTS, "events_detail.json"), "w") as handle:
+        json.dump({"mode": "quick" if args.quick else "full", "results": results}, handle, indent=2)
+        handle.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The event rules: which workflow completions become which events, and that their
+parameters use only what st2's core.st2.generic.actiontrigger carries."""
+
+import glob
+import json
+import os
+import re
+import unittest
+from datetime import datetime, timezone
+
+import yaml
+
+from synthralos_tests.base import StoreBackendMixin
+from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
+
+from forward_event import ForwardEvent
+from synthralos_lib.config import PACK_ROOT
+from synthralos_lib.events import message_id
+
+# st2common/constants/triggers.py ACTION_TRIGGER_TYPE plus what st2actions' notifier puts in the payload.
+ACTIONTRIGGER_FIELDS = {"execution_id", "status", "start_timestamp", "action_name", "action_ref", "runner_ref",
+                        "parameters", "result"}
+FORWARD_RULES = ("forward_workflow_executions", "forward_agent_repairs", "forward_agent_failures")
+
+
+def load_rule(name):
+    with open(os.path.join(PACK_ROOT, "rules", name + ".yaml")) as handle:
+        return yaml.safe_load(handle)
+
+
+def matches(rule, payload):
+    """st2's `regex` criteria operator: re.match of the pattern on the payload value."""
+    for key, criterion in rule.get("criteria", {}).items():
+        value = payload[key.split(".", 1)[1]]
+        if criterion["type"] != "regex" or re.match(criterion["pattern"], value) is None:
+            return False
+    return True
+
+
+class ForwardingRulesTest(unittest.TestCase):
+    def events_for(self, action_name, status):
+        payload = {"action_name": action_name, "status": status}
+        return sorted(load_rule(name)["action"]["parameters"]["event_type"] for name in FORWARD_RULES
+                      if matches(load_rule(name), payload))
+
+    def test_completion_to_event_table(self):
+        table = {
+            ("synthralos.agent_recovery", "succeeded"): ["agent_execution", "agent_repair"],
+            ("synthralos.agent_recovery", "failed"): ["agent_execution", "agent_failure"],
+            ("synthralos.agent_recovery", "timeout"): ["agent_execution", "agent_failure"],
+            ("synthralos.llm_retry", "succeeded"): ["agent_execution"],
+            ("synthralos.llm_retry", "failed"): ["agent_execution", "agent_failure"],
+            ("synthralos.reroute_request", "abandoned"): ["agent_execution", "agent_failure"],
+            ("synthralos.reroute_request", "canceled"): ["agent_execution"],
+            ("synthralos.forward_event", "succeeded"): [],  # never forwards its own completions
+            ("synthralos.flush_events_scheduled", "failed"): [],
+            ("other.agent_recovery", "failed"): [],
+            ("synthralos.llm_retry", "running"): [],
+        }
+        self.assertEqual({key: self.events_for(*key) for key in table}, table)
+
+    def test_parameters_use_only_actiontrigger_fields_and_forward_event_parameters(self):
+        with open(os.path.join(PACK_ROOT, "actions", "forward_event.yaml")) as handle:
+            accepted = set(yaml.safe_load(handle)["parameters"])
+        for name in FORWARD_RULES:
+            rule = load_rule(name)
+            self.assertEqual(rule["trigger"]["type"], "core.st2.generic.actiontrigger")
+            self.assertEqual(rule["action"]["ref"], "synthralos.forward_event")
+            params = rule["action"]["parameters"]
+            self.assertLessEqual(set(params), accepted, name)
+            used = set(re.findall(r"trigger\.(\w+)", yaml.safe_dump(params)))
+            self.assertLessEqual(used, ACTIONTRIGGER_FIELDS, name)
+            self.assertEqual(params["source_execution_id"], "{{ trigger.execution_id }}")  # drives the messageId
+
+    def test_flush_timer_runs_the_alerting_workflow(self):
+        rule = load_rule("flush_events_timer")
+        self.assertEqual(rule["trigger"], {"type": "core.st2.IntervalTimer", "parameters": {"unit": "seconds", "delta": 10}})
+        self.assertEqual(rule["action"]["ref"], "synthralos.flush_events_scheduled")
+        # the static delta matches the default flush interval
+        with open(os.path.join(PACK_ROOT, "config.schema.yaml")) as handle:
+            schema = yaml.safe_load(handle)
+        self.assertEqual(schema["rudderstack"]["properties"]["flush_interval_ms"]["default"], 10000)
+
+    def test_all_event_rules_are_listed(self):
+        names = {os.path.basename(p)[:-5] for p in glob.glob(os.path.join(PACK_ROOT, "rules", "*.yaml"))}
+        self.assertLessEqual(set(FORWARD_RULES) | {"flush_events_timer"}, names)
+
+
+try:
+    import jinja2
+except ImportError:  # installed with orquesta (the Python 3.8 test environment)
+    jinja2 = None
+
+
+@unittest.skipIf(jinja2 is None, "jinja2 is not installed (it comes with orquesta in the Python 3.8 environment)")
+class RuleToEventTest(StoreBackendMixin, unittest.TestCase):
+    """Render each forwarding rule's parameters from a real-shaped actiontrigger payload the way
+    st2's rules engine does (Jinja with StrictUndefined, then casts by the action's parameter types),
+    run forward_event with them, and check what reaches the sink."""
+
+    backend = "datastore"
+
+    PAYLOAD = {
+        "execution_id": "6790f0c1e1b2a3c4d5e6f708",
+        "status": "failed",
+        "start_timestamp": "2026-11-28 12:00:00.250000+00:00",
+        "action_name": "synthralos.agent_recovery",
+        "action_ref": "synthralos.agent_recovery",
+        "runner_ref": "orquesta",
+        "parameters": {"agent_id": "agent-42", "dry_run": False},
+        "result": {"output": {"plan": ["retry_execution"]}, "errors": [{"message": "all steps failed <exhausted>"}]},
+    }
+
+    def setUp(self):
+        super(RuleToEventTest, self).setUp()
+        self.sink = RudderStackSink().start()
+        self.addCleanup(self.sink.stop)
+        with open(os.path.join(PACK_ROOT, "actions", "forward_event.yaml")) as handle:
+            self.schema = yaml.safe_load(handle)["parameters"]
+
+    def render(self, rule, payload):
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+
+        def render_value(value):
+            if isinstance(value, dict):
+                return {k: render_value(v) for k, v in value.items()}
+            if isinstance(value, str) and "{{" in value:
+                return env.from_string(value).render(trigger=payload)
+            return value
+
+        params = {k: render_value(v) for k, v in rule["action"]["parameters"].items()}
+        for name, value in params.items():  # st2common/util/casts.py: object params given as strings are JSON
+            if self.schema[name]["type"] == "object" and isinstance(value, str):
+                params[name] = json.loads(value)
+        return params
+
+    def test_failed_recovery_becomes_execution_and_failure_events(self):
+        config = self.make_config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": self.sink.url})
+        for name in ("forward_workflow_executions", "forward_agent_failures"):
+            rule = load_rule(name)
+            self.assertTrue(matches(rule, self.PAYLOAD), name)
+            result = ForwardEvent(config=config, action_service=self.action_service).run(**self.render(rule, self.PAYLOAD))
+            self.assertEqual(result["status"], "delivered", result)
+        self.assertFalse(matches(load_rule("forward_agent_repairs"), self.PAYLOAD))
+        events = self.sink.accepted
+        self.assertEqual([e["event"] for e in events], ["agent_execution", "agent_failure"])
+        self.assertEqual([e["messageId"] for e in events],
+                         [message_id(self.PAYLOAD["execution_id"], n, "") for n in ("agent_execution", "agent_failure")])
+        props = events[1]["properties"]
+        self.assertEqual(
+            {k: props[k] for k in ("status", "agent_id", "workflow", "result", "st2_execution_id", "started_at", "trace_id")},
+            {"status": "failed", "agent_id": "agent-42", "workflow": "synthralos.agent_recovery",
+             "result": self.PAYLOAD["result"], "st2_execution_id": "6790f0c1e1b2a3c4d5e6f708",
+             "started_at": "2026-11-28T12:00:00.250Z", "trace_id": None},
+        )
+        self.assertEqual(events[1]["anonymousId"], "agent:agent-42")
+        # no end time in the actiontrigger: stamped when forwarded, not at the start
+        stamped = datetime.strptime(events[1]["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        self.assertLess(abs((datetime.now(timezone.utc) - stamped).total_seconds()), 60)
+
+    def test_workflow_without_agent_parameters_still_forwards(self):
+        payload = dict(self.PAYLOAD, action_name="synthralos.llm_retry", status="succeeded", parameters={"messages": []},
+                       result={"output": {"text": "hi"}})
+        config = self.make_config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": self.sink.url})
+        params = self.render(load_rule("forward_workflow_executions"), payload)
+        self.assertEqual((params["agent_id"], params["trace_id"]), ("", ""))
+        result = ForwardEvent(config=config, action_service=self.action_service).run(**params)
+        self.assertEqual(result["status"], "delivered")
+        self.assertEqual(self.sink.accepted[0]["anonymousId"], "synthralos")
