@@ -32,7 +32,8 @@ find_python() {
     local version=$1 candidate
     for candidate in "$(command -v "python$version" || true)" \
         "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version".*/bin/python; do
-        if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+        # A pyenv shim exists even when that version is not selected: check it runs.
+        if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c "" >/dev/null 2>&1; then
             echo "$candidate"
             return
         fi
