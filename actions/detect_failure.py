@@ -1,7 +1,7 @@
 import time
 
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.failure_detection import detect_failure
+from synthralos_lib.healing.detection import detect_failure
 
 
 class DetectFailureAction(SynthralosAction):

@@ -1,6 +1,6 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.agent_api import AgentApiClient
-from synthralos_lib.repair_execution import execute_step
+from synthralos_lib.healing.agent_api import AgentApiClient
+from synthralos_lib.healing.execution import execute_step
 
 
 class ExecuteRepairStepAction(SynthralosAction):

@@ -1,6 +1,6 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.forwarding import NO_WRITE_KEY, open_outbox
-from synthralos_lib.outbox import make_client
+from synthralos_lib.events.forwarding import NO_WRITE_KEY, open_outbox
+from synthralos_lib.events.outbox import make_client
 
 
 class FlushEvents(SynthralosAction):

@@ -1,5 +1,5 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.repair_plans import plan_repair
+from synthralos_lib.healing.plans import plan_repair
 
 
 class GenerateRepairPlanAction(SynthralosAction):

@@ -1,5 +1,5 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.failure_history import get_failure_history
+from synthralos_lib.healing.history import get_failure_history
 
 
 class GetFailureHistoryAction(SynthralosAction):

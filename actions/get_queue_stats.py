@@ -1,5 +1,5 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.forwarding import open_outbox
+from synthralos_lib.events.forwarding import open_outbox
 
 
 class GetQueueStats(SynthralosAction):

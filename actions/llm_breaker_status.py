@@ -1,5 +1,5 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.llm_breaker import Breakers
+from synthralos_lib.llm.breaker import Breakers
 
 
 class LLMBreakerStatus(SynthralosAction):

@@ -1,5 +1,5 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.llm_client import call_llm
+from synthralos_lib.llm.client import call_llm
 
 
 class LLMCall(SynthralosAction):

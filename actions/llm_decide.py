@@ -1,5 +1,5 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.llm_routing import make_policy, next_step, resolve_chain
+from synthralos_lib.llm.routing import make_policy, next_step, resolve_chain
 
 
 class LLMDecide(SynthralosAction):

@@ -1,7 +1,7 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.events import EventError, llm_cost_event
-from synthralos_lib.forwarding import correlation, forward
-from synthralos_lib.pricing import PricingError
+from synthralos_lib.events.builders import EventError, llm_cost_event
+from synthralos_lib.events.forwarding import correlation, forward
+from synthralos_lib.events.pricing import PricingError
 
 CORRELATION_PARAMS = (
     "agent_id", "user_id", "trace_id", "workspace_id", "organization_id", "traceparent", "langfuse_trace_url",

@@ -1,6 +1,6 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.events import EventError, similarity_event
-from synthralos_lib.forwarding import correlation, forward
+from synthralos_lib.events.builders import EventError, similarity_event
+from synthralos_lib.events.forwarding import correlation, forward
 
 CORRELATION_PARAMS = (
     "agent_id", "user_id", "trace_id", "workspace_id", "organization_id", "traceparent", "langfuse_trace_url",

@@ -1,7 +1,7 @@
 import time
 
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.failure_history import record_failure
+from synthralos_lib.healing.history import record_failure
 
 
 class RecordFailureAction(SynthralosAction):

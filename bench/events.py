@@ -62,7 +62,7 @@ NICE = int(os.environ.get("BENCH_NICE", "10"))  # flushers are background work: 
 
 
 def _event(seq, run):
-    from synthralos_lib.events import Correlation, build_event
+    from synthralos_lib.events.builders import Correlation, build_event
 
     corr = Correlation({}, st2_execution_id="%s-%d" % (run, seq), agent_id="bench-agent")
     return build_event("agent_execution", {"seq": seq, "run": run, "status": "succeeded"}, corr)
@@ -86,7 +86,7 @@ def _rudder(url, extra=None):
 def role_ours_producer(args):
     import redis
 
-    from synthralos_lib.outbox import RedisOutbox
+    from synthralos_lib.events.outbox import RedisOutbox
 
     client = redis.Redis.from_url(args.redis, decode_responses=True)
     outbox = RedisOutbox(client, "bench:", _rudder(args.sink))
@@ -111,8 +111,8 @@ def role_ours_producer(args):
 def role_ours_flusher(args):
     import redis
 
-    from synthralos_lib.outbox import RedisOutbox
-    from synthralos_lib.rudderstack_client import RudderStackClient
+    from synthralos_lib.events.outbox import RedisOutbox
+    from synthralos_lib.events.rudderstack import RudderStackClient
 
     client = redis.Redis.from_url(args.redis, decode_responses=True)
     rudder = _rudder(args.sink)

@@ -55,11 +55,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the
 
 import requests  # noqa: E402
 
-from synthralos_lib import llm_policy  # noqa: E402
-from synthralos_lib.config import load_config  # noqa: E402
-from synthralos_lib.llm_client import call_llm  # noqa: E402
-from synthralos_lib.llm_routing import make_policy, next_step  # noqa: E402
-from synthralos_lib.store import RedisStore  # noqa: E402
+from synthralos_lib.llm import policy as llm_policy  # noqa: E402
+from synthralos_lib.state.config import load_config  # noqa: E402
+from synthralos_lib.llm.client import call_llm  # noqa: E402
+from synthralos_lib.llm.routing import make_policy, next_step  # noqa: E402
+from synthralos_lib.state.store import RedisStore  # noqa: E402
 from synthralos_tests.llm_provider import LLMProviderServer  # noqa: E402
 
 PRIMARY_KEY = "sk-bench-primary-0000"

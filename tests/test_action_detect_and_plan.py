@@ -4,7 +4,7 @@ from synthralos_tests.base import SynthralosActionTestCase
 
 from detect_failure import DetectFailureAction
 from generate_repair_plan import GenerateRepairPlanAction
-from synthralos_lib.failure_detection import detect_failure
+from synthralos_lib.healing.detection import detect_failure
 
 TARGETS = [
     {"name": "openai-us", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "gpt-4o", "api_key": "sk-planner-secret"},

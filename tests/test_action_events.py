@@ -13,7 +13,7 @@ from get_queue_stats import GetQueueStats
 from log_llm_cost import LogLlmCost
 from log_prompt_similarity import LogPromptSimilarity
 from replay_dead_letters import ReplayDeadLetters
-from synthralos_lib.events import message_id
+from synthralos_lib.events.builders import message_id
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

@@ -5,8 +5,8 @@ from synthralos_tests.base import SynthralosActionTestCase
 from synthralos_tests.http_server import Reply, hang, malformed_json
 
 from execute_repair_step import ExecuteRepairStepAction
-from synthralos_lib.failure_detection import detect_failure
-from synthralos_lib.repair_execution import OUTPUT_INSTRUCTIONS, StepInvalid, simplify_query
+from synthralos_lib.healing.detection import detect_failure
+from synthralos_lib.healing.execution import OUTPUT_INSTRUCTIONS, StepInvalid, simplify_query
 
 KEY = "agent-key-5b1e22"
 LONG_INPUT = (

@@ -11,9 +11,9 @@ from llm_breaker_reset import LLMBreakerReset
 from llm_breaker_status import LLMBreakerStatus
 from llm_call import LLMCall
 from llm_decide import LLMDecide
-from synthralos_lib.config import ConfigError
-from synthralos_lib.llm_breaker import Breakers
-from synthralos_lib.llm_policy import PolicyError
+from synthralos_lib.state.config import ConfigError
+from synthralos_lib.llm.breaker import Breakers
+from synthralos_lib.llm.policy import PolicyError
 
 KEYS = {"oa": "sk-oa-key-1111aaaa", "an": "sk-ant-key-2222bbbb", "oa2": "sk-oa2-key-3333cccc"}
 AGENT_KEY = "agent-api-secret-4444dddd"

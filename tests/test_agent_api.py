@@ -6,7 +6,7 @@ import unittest
 from synthralos_tests.agent_api_server import AgentPlatformServer
 from synthralos_tests.http_server import Reply, drop, hang, malformed_json
 
-from synthralos_lib.agent_api import AgentApiClient
+from synthralos_lib.healing.agent_api import AgentApiClient
 
 KEY = "agent-key-7f3a9c"
 FAILED = {

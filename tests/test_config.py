@@ -2,8 +2,8 @@
 
 import unittest
 
-from synthralos_lib.config import ConfigError, FEATURE_FLAGS, load_config
-from synthralos_lib.redaction import scrub
+from synthralos_lib.state.config import ConfigError, FEATURE_FLAGS, load_config
+from synthralos_lib.state.redaction import scrub
 
 OPENAI = {
     "name": "openai-us",

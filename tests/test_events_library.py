@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import synthralos_tests  # noqa: F401  (puts actions/lib on sys.path when run by nose)
-from synthralos_lib import pricing, similarity
-from synthralos_lib.events import (
+from synthralos_lib.events import pricing, similarity
+from synthralos_lib.events.builders import (
     MAX_EVENT_BYTES,
     Correlation,
     EventError,

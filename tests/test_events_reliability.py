@@ -19,8 +19,8 @@ import redis
 from synthralos_tests.redis_server import get_redis_server
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
-from synthralos_lib.events import Correlation, agent_event, custom_event
-from synthralos_lib.outbox import RedisOutbox, make_client
+from synthralos_lib.events.builders import Correlation, agent_event, custom_event
+from synthralos_lib.events.outbox import RedisOutbox, make_client
 
 FLUSHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "synthralos_tests", "events_flusher.py")
 PREFIX = "synthralos:"

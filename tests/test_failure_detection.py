@@ -4,7 +4,7 @@ import unittest
 
 from hypothesis import given, settings, strategies as st
 
-from synthralos_lib.failure_detection import FAILURE_TYPES, detect_failure
+from synthralos_lib.healing.detection import FAILURE_TYPES, detect_failure
 
 # (name, execution result, failure type, [(check, field), ...] evidence in order)
 CASES = [

@@ -6,8 +6,8 @@ from synthralos_tests.base import SynthralosActionTestCase
 
 from get_failure_history import GetFailureHistoryAction
 from record_failure import RecordFailureAction
-from synthralos_lib.failure_detection import detect_failure
-from synthralos_lib.failure_history import get_failure_history, history_key, record_failure
+from synthralos_lib.healing.detection import detect_failure
+from synthralos_lib.healing.history import get_failure_history, history_key, record_failure
 
 
 class FailureHistoryContract(object):

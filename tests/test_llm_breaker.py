@@ -5,8 +5,8 @@ import unittest
 
 from synthralos_tests.base import StoreBackendMixin
 
-from synthralos_lib import llm_errors as E
-from synthralos_lib.llm_breaker import Breakers
+from synthralos_lib.llm import errors as E
+from synthralos_lib.llm.breaker import Breakers
 
 SETTINGS = {"window_s": 60, "min_requests": 4, "failure_rate_threshold": 0.5, "cooldown_s": 30, "max_cooldown_s": 100}
 

@@ -8,8 +8,8 @@ import unittest
 
 import requests
 
-from synthralos_lib import llm_errors as E
-from synthralos_lib.llm_client import call_llm
+from synthralos_lib.llm import errors as E
+from synthralos_lib.llm.client import call_llm
 from synthralos_tests.llm_provider import LLMProviderServer
 
 OPENAI_KEY = "sk-test-openai-5f1c0a9e"

@@ -12,7 +12,7 @@ import unittest
 
 import requests
 
-from synthralos_lib import llm_errors as E
+from synthralos_lib.llm import errors as E
 
 
 def openai(message, type_, code=None, param=None):

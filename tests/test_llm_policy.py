@@ -8,8 +8,8 @@ import unittest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synthralos_lib import llm_errors as E
-from synthralos_lib import llm_policy as P
+from synthralos_lib.llm import errors as E
+from synthralos_lib.llm import policy as P
 
 CHAIN = ["a", "b", "c"]
 NO_RETRY_SAME = [E.QUOTA_EXHAUSTED, E.AUTH_CONFIG, E.CONTEXT_OVERFLOW, E.CONTENT_POLICY, E.BAD_REQUEST]

@@ -15,7 +15,7 @@ from detect_failure import DetectFailureAction
 from execute_repair_step import ExecuteRepairStepAction
 from generate_repair_plan import GenerateRepairPlanAction
 from record_failure import RecordFailureAction
-from synthralos_lib.failure_detection import detect_failure
+from synthralos_lib.healing.detection import detect_failure
 
 PLANNER_KEY = "sk-planner-test-4e1f"
 # An OpenAI gpt-4o run that was rate limited; the rule plan waits 30 s then switches to Claude.

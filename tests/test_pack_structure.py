@@ -18,7 +18,7 @@ import yaml
 
 from synthralos_tests.orquesta_runner import ORQUESTA_AVAILABLE, inspect_workflow, skip_unless_orquesta
 
-from synthralos_lib.config import PACK_ROOT, load_config, load_st2_schema, secret_paths, to_json_schema
+from synthralos_lib.state.config import PACK_ROOT, load_config, load_st2_schema, secret_paths, to_json_schema
 
 PACK = "synthralos"
 ST2_PARAMETER_TYPES = {"string", "integer", "number", "boolean", "object", "array", "null"}

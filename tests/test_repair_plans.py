@@ -9,9 +9,9 @@ from hypothesis import given, settings, strategies as st
 
 from synthralos_tests.base import fixture_path, load_fixture
 
-from synthralos_lib.config import load_config
-from synthralos_lib.failure_detection import detect_failure
-from synthralos_lib.repair_plans import (
+from synthralos_lib.state.config import load_config
+from synthralos_lib.healing.detection import detect_failure
+from synthralos_lib.healing.plans import (
     MAX_STEPS,
     PARAMS_SCHEMAS,
     REPAIR_ACTIONS,

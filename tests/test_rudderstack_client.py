@@ -9,8 +9,8 @@ import requests
 
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
-from synthralos_lib.events import Correlation, agent_event
-from synthralos_lib.rudderstack_client import RudderStackClient, backoff_delay
+from synthralos_lib.events.builders import Correlation, agent_event
+from synthralos_lib.events.rudderstack import RudderStackClient, backoff_delay
 
 
 def make_events(count, prefix="exec"):

@@ -14,8 +14,8 @@ from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
 from forward_event import ForwardEvent
-from synthralos_lib.config import PACK_ROOT
-from synthralos_lib.events import message_id
+from synthralos_lib.state.config import PACK_ROOT
+from synthralos_lib.events.builders import message_id
 
 # st2common/constants/triggers.py ACTION_TRIGGER_TYPE plus what st2actions' notifier puts in the payload.
 ACTIONTRIGGER_FIELDS = {"execution_id", "status", "start_timestamp", "action_name", "action_ref", "runner_ref",

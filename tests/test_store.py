@@ -7,8 +7,8 @@ import unittest
 
 from synthralos_tests.base import StoreBackendMixin
 
-from synthralos_lib.store import DatastoreStore, LockNotAcquired, RedisStore, StoreError, get_store
-from synthralos_lib.config import load_config
+from synthralos_lib.state.store import DatastoreStore, LockNotAcquired, RedisStore, StoreError, get_store
+from synthralos_lib.state.config import load_config
 
 
 class StoreContract(StoreBackendMixin):

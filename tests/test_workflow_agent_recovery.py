@@ -12,7 +12,7 @@ from detect_failure import DetectFailureAction
 from execute_repair_step import ExecuteRepairStepAction
 from generate_repair_plan import GenerateRepairPlanAction
 from record_failure import RecordFailureAction
-from synthralos_lib.failure_history import get_failure_history
+from synthralos_lib.healing.history import get_failure_history
 
 KEY = "agent-key-wf-0c91"
 QUERY = "Summarise ticket 1234 for the customer and draft a reply."

@@ -9,10 +9,10 @@ from synthralos_tests.orquesta_runner import ACTIONS_DIR, python_action, run_wor
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
 from flush_events import FlushEvents
-from synthralos_lib.config import PACK_ROOT, load_config
-from synthralos_lib.events import Correlation, agent_event
-from synthralos_lib.forwarding import open_outbox
-from synthralos_lib.store import get_store
+from synthralos_lib.state.config import PACK_ROOT, load_config
+from synthralos_lib.events.builders import Correlation, agent_event
+from synthralos_lib.events.forwarding import open_outbox
+from synthralos_lib.state.store import get_store
 
 WORKFLOW = os.path.join(PACK_ROOT, "actions", "workflows", "flush_events_scheduled.yaml")
 

@@ -15,7 +15,7 @@ from synthralos_tests.orquesta_runner import ACTIONS_DIR, run_workflow, skip_unl
 
 from llm_call import LLMCall
 from llm_decide import LLMDecide
-from synthralos_lib.llm_breaker import Breakers
+from synthralos_lib.llm.breaker import Breakers
 
 KEYS = {"oa": "sk-oa-wf-1111aaaa", "an": "sk-ant-wf-2222bbbb", "oa2": "sk-oa2-wf-3333cccc"}
 USER = [{"role": "user", "content": "Summarise: disk full on db-1"}]

@@ -13,8 +13,8 @@ import os
 from st2tests.base import BaseActionTestCase
 from st2tests.mocks.action import MockActionService, MockActionWrapper
 
-from synthralos_lib.config import load_config
-from synthralos_lib.store import get_store
+from synthralos_lib.state.config import load_config
+from synthralos_lib.state.store import get_store
 from synthralos_tests.redis_server import get_redis_server
 
 FIXTURES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")

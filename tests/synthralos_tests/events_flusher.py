@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(ROOT, "actions", "lib"))
 
 import redis  # noqa: E402
 
-from synthralos_lib.outbox import RedisOutbox, make_client  # noqa: E402
+from synthralos_lib.events.outbox import RedisOutbox, make_client  # noqa: E402
 
 
 def main():

@@ -45,7 +45,9 @@ import collections
 import copy
 import gzip
 import json
+import os
 import re
+import select
 import socket
 import struct
 import threading
@@ -296,17 +298,27 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address, stub):
         self.stub = stub
-        self.reset_sockets = set()
         ThreadingHTTPServer.__init__(self, address, _Handler)
+        self._serving = threading.Event()
 
-    def shutdown_request(self, request):
-        # A connection marked for reset is closed with SO_LINGER 0 and no FIN
-        # first, so the client sees a TCP RST.
-        if request in self.reset_sockets:
-            self.reset_sockets.discard(request)
-            self.close_request(request)
-            return
-        ThreadingHTTPServer.shutdown_request(self, request)
+    def serve_forever(self, poll_interval=0.05):
+        # socketserver's own loop waits in a selectors.PollSelector bound to
+        # the blocking select.poll when selectors was imported before eventlet
+        # patched the process (as under st2tests): it then blocks the only OS
+        # thread and every green thread with it. select.select looked up at
+        # call time is green under eventlet and the real one otherwise.
+        self._serving.set()
+        try:
+            while self._serving.is_set():
+                readable, _, _ = select.select([self], [], [], poll_interval)
+                if readable and self._serving.is_set():
+                    self._handle_request_noblock()
+                self.service_actions()
+        finally:
+            self._serving.clear()
+
+    def shutdown(self):
+        self._serving.clear()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -371,8 +383,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         try:
             if reset:
+                # Close the descriptor itself, now: a socket with open makefile()
+                # handles (and eventlet's wrapper around it) defers the real
+                # close, and whatever closes it later may send a FIN first.
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                self.server.reset_sockets.add(self.connection)
+                raw = getattr(self.connection, "fd", self.connection)  # eventlet's GreenSocket wraps it
+                os.close(raw.detach())
             else:
                 self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:

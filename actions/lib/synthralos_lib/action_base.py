@@ -2,9 +2,9 @@
 
 from st2common.runners.base_action import Action
 
-from synthralos_lib.config import load_config
-from synthralos_lib.redaction import scrub
-from synthralos_lib.store import get_store
+from synthralos_lib.state.config import load_config
+from synthralos_lib.state.redaction import scrub
+from synthralos_lib.state.store import get_store
 
 
 class SynthralosAction(Action):

@@ -14,7 +14,7 @@ import threading
 import jsonschema
 import yaml
 
-PACK_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+PACK_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 SCHEMA_PATH = os.path.join(PACK_ROOT, "config.schema.yaml")
 
 FEATURE_FLAGS = (

@@ -21,9 +21,9 @@ execution is finished, and failure detection finds nothing wrong with it
 import re
 import time
 
-from synthralos_lib import agent_api
-from synthralos_lib.failure_detection import detect_failure
-from synthralos_lib.repair_plans import RETRY_TOOL, SIMPLIFY_QUERY, PlanRejected, validate_step
+from synthralos_lib.healing import agent_api
+from synthralos_lib.healing.detection import detect_failure
+from synthralos_lib.healing.plans import RETRY_TOOL, SIMPLIFY_QUERY, PlanRejected, validate_step
 
 # Fixed instructions per regenerate_output format: the text the platform adds
 # to the agent's prompt is always ours, never an LLM planner's.

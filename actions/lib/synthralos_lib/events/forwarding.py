@@ -11,7 +11,7 @@ result and never raised: a dead data plane must not fail an agent workflow.
 import logging
 import os
 
-from synthralos_lib.outbox import DirectOutbox, RedisOutbox, make_client
+from synthralos_lib.events.outbox import DirectOutbox, RedisOutbox, make_client
 
 LOG = logging.getLogger(__name__)
 NO_WRITE_KEY = "rudderstack.write_key is not set; events are not sent"
@@ -79,7 +79,7 @@ def _direct(store, client, event, store_dead_letters=True):
 
 def correlation(settings, source_execution_id=None, **values):
     """Correlation for an event built by an action: config defaults, and this execution's id when no source is given."""
-    from synthralos_lib.events import Correlation
+    from synthralos_lib.events.builders import Correlation
 
     values = {k: v for k, v in values.items() if v not in (None, "")}
     values["st2_execution_id"] = source_execution_id or os.environ.get("ST2_ACTION_EXECUTION_ID") or None

@@ -33,7 +33,7 @@ import time
 
 import requests
 
-from synthralos_lib.redaction import scrub
+from synthralos_lib.state.redaction import scrub
 
 LOG = logging.getLogger(__name__)
 

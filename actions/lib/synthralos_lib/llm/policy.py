@@ -36,7 +36,7 @@ delays are <= max_delay_s, Retry-After delays are <= retry_after_cap_s.
 import math
 import random
 
-from synthralos_lib import llm_errors as E
+from synthralos_lib.llm import errors as E
 
 DONE = "done"
 RETRY = "retry"

@@ -14,9 +14,9 @@ and after every call. It
 
 import random
 
-from synthralos_lib import llm_policy
-from synthralos_lib.config import ConfigError
-from synthralos_lib.llm_breaker import COOL_CLASSES, Breakers
+from synthralos_lib.llm import policy as llm_policy
+from synthralos_lib.state.config import ConfigError
+from synthralos_lib.llm.breaker import COOL_CLASSES, Breakers
 
 # What of a call outcome is kept in the attempt history (and so in workflow output).
 HISTORY_FIELDS = ("target", "provider", "model", "region", "ok", "status", "error_class", "error_message",

@@ -20,8 +20,8 @@ import time
 
 import requests
 
-from synthralos_lib import llm_errors
-from synthralos_lib.redaction import scrub
+from synthralos_lib.llm import errors as llm_errors
+from synthralos_lib.state.redaction import scrub
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_TIMEOUT_S = 60.0

@@ -29,7 +29,7 @@ import re
 import uuid
 from datetime import datetime, timezone
 
-from synthralos_lib import pricing, similarity
+from synthralos_lib.events import pricing, similarity
 
 MAX_EVENT_BYTES = 32 * 1024
 MIN_TRIM_CHARS = 256  # ids and short fields are never trimmed

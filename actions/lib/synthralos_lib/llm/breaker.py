@@ -32,7 +32,7 @@ MULTI, SET NX); on the st2 datastore they are best-effort (see store.py).
 
 import time
 
-from synthralos_lib import llm_errors as E
+from synthralos_lib.llm import errors as E
 
 CLOSED = "closed"
 OPEN = "open"

@@ -36,7 +36,7 @@ import socket
 import time
 import uuid
 
-from synthralos_lib.rudderstack_client import RudderStackClient
+from synthralos_lib.events.rudderstack import RudderStackClient
 
 LOG = logging.getLogger(__name__)
 

@@ -231,7 +231,7 @@ def llm_error_class(result):
                 return value
     llm_error = result.get("llm_error")
     if isinstance(llm_error, dict) and isinstance(llm_error.get("status"), int) and not isinstance(llm_error["status"], bool):
-        from synthralos_lib import llm_errors
+        from synthralos_lib.llm import errors as llm_errors
 
         body = {"error": {key: llm_error.get(key) for key in ("type", "code", "message")}}
         return llm_errors.classify_http(llm_error["status"], body)

@@ -433,7 +433,7 @@ def _ask_llm(failure, rules, targets, settings, llm_target):
         return {"rejected_reason": str(exc)}
     found = {"asked": True, "target": target["name"]}
     try:
-        from synthralos_lib.llm_client import call_llm
+        from synthralos_lib.llm.client import call_llm
     except ImportError as exc:
         found["rejected_reason"] = "the LLM client is not available: %s" % exc
         return found

@@ -1,0 +1,3 @@
+"""Self-healing: failure detection, rule-based and LLM repair plans, repair
+execution against the agent platform API, and failure history.
+"""
