@@ -29,7 +29,7 @@ class LogLlmCost(SynthralosAction):
             )
         except (EventError, PricingError) as exc:
             return False, {"error": str(exc)}
-        result = forward(self.settings, self.store, event)
+        result = forward(self.settings, self.store, event, service=self.action_service)
         result["cost"] = {k: event["properties"][k] for k in (
             "input_tokens", "output_tokens", "total_tokens", "input_price_per_1k", "output_price_per_1k",
             "price_source", "input_cost_usd", "output_cost_usd", "cost_usd", "cost_usd_cents")}

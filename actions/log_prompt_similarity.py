@@ -29,7 +29,7 @@ class LogPromptSimilarity(SynthralosAction):
             )
         except EventError as exc:
             return False, {"error": str(exc)}
-        result = forward(self.settings, self.store, event)
+        result = forward(self.settings, self.store, event, service=self.action_service)
         result["similarity"] = {k: event["properties"][k] for k in (
             "score", "percent", "threshold", "method", "action_taken", "above_threshold")}
         return self.scrub(result)

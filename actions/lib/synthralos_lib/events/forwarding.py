@@ -1,34 +1,65 @@
-"""The one place that decides how an event leaves an action.
+"""The one place that decides how an event leaves an agent-facing action.
 
-With Redis: enqueue into the outbox, then flush inline only when a full batch
-(or an overdue one) is waiting, with one attempt per batch and a short
-timeout, so the agent-facing action stays fast. If
-Redis itself is unreachable, the event is sent directly instead. Without
-Redis: sent directly. In every case telemetry problems are reported in the
-result and never raised: a dead data plane must not fail an agent workflow.
+Latency budget: forward_event, log_llm_cost and log_prompt_similarity stay
+within the seed's 150 ms (p95) of their own work and never take more than
+about 1 s of network time, whatever the data plane does. Delivery is the
+flusher sensor's job (`events/flusher.py`); an action only tries an
+opportunistic inline delivery, with one attempt and an `INLINE_TIMEOUT_S`
+timeout, and only while the data plane is not marked unhealthy
+(`events/health.py`). A failed attempt sets that shared mark (for
+`Retry-After` when the data plane sent one), so the next calls skip straight
+to queueing.
+
+* Redis (`redis.url`): the event is scrubbed and enqueued in the outbox; when
+  a full (or overdue) batch waits and the data plane is healthy, one inline
+  batch goes out.
+* No Redis: the event is tried once inline; whatever cannot go now waits in
+  the datastore queue, which the flusher drains.
+* Redis configured but unreachable: the same as no Redis (`mode:
+  direct_fallback`), so the event is not lost when the data plane is down too.
+
+The result says what happened to this event: `status` is `queued`,
+`delivered`, `pending_retry` (with `where`), `dead_lettered` (with `reason`),
+`rejected` (queue full, with `reason`) or `skipped` (no write key). Telemetry
+problems are reported, never raised: a dead data plane must not fail an agent
+workflow.
 """
 
 import logging
 import os
+import time
 
 from synthralos_lib.events.outbox import DirectOutbox, RedisOutbox, make_client
+from synthralos_lib.state.redaction import scrub
+from synthralos_lib.state.store import DatastoreStore, StoreError
 
 LOG = logging.getLogger(__name__)
 NO_WRITE_KEY = "rudderstack.write_key is not set; events are not sent"
-INLINE_TIMEOUT_S = 5.0
+INLINE_TIMEOUT_S = 1.0
+INLINE_MAX_BATCHES = 1
 
 
 def open_outbox(settings, store, reclaim_idle_ms=None):
-    """RedisOutbox when redis.url is configured, else DirectOutbox over the store."""
-    if settings.redis_url:
-        return RedisOutbox(store.client, store.key(""), settings.section("rudderstack"), reclaim_idle_ms=reclaim_idle_ms)
-    return DirectOutbox(store)
-
-
-def forward(settings, store, event, client=None, inline_flush=True):
-    """Queue or send one built event; returns a JSON-able result (never raises for telemetry failures)."""
+    """RedisOutbox when redis.url is configured, else the datastore-backed DirectOutbox over the store."""
     rudder = settings.section("rudderstack")
-    client = client or make_client(rudder)
+    if settings.redis_url:
+        return RedisOutbox(store.client, store.key(""), rudder, reclaim_idle_ms=reclaim_idle_ms)
+    return DirectOutbox(store, rudder)
+
+
+def fallback_outbox(settings, service):
+    """The datastore queue used when Redis is configured but unreachable (and always drained by the flusher)."""
+    return DirectOutbox(DatastoreStore(service), settings.section("rudderstack"))
+
+
+def forward(settings, store, event, service=None, client=None, inline_flush=True, clock=time.time):
+    """Queue or deliver one built event; returns a JSON-able result (never raises for telemetry failures).
+
+    `service`: the action service, for the datastore queue when Redis is down.
+    """
+    rudder = settings.section("rudderstack")
+    event = scrub(event, settings.secrets())  # before it is queued, sent or dead-lettered anywhere
+    client = client or inline_client(rudder)
     base = {"event": event["event"], "message_id": event["messageId"]}
     if client is None:
         return dict(base, status="skipped", forwarded=False, reason=NO_WRITE_KEY)
@@ -38,43 +69,71 @@ def forward(settings, store, event, client=None, inline_flush=True):
         try:
             outbox = open_outbox(settings, store)
             queued = outbox.enqueue(event)
-            result = dict(base, mode="outbox", forwarded=queued["queued"], dropped_oldest=queued["dropped"])
-            if not queued["queued"]:
-                return dict(result, status="rejected", reason=queued["reason"])
-            result.update(status="queued", outbox_id=queued["id"])
-            if inline_flush and outbox.due():
-                result["flush"] = outbox.flush(inline_client(rudder), force=False, max_batches=5)
-            return result
-        except redis.RedisError as exc:  # Redis down or misbehaving: do not lose the event if we can help it
-            LOG.warning("[RudderStack] outbox unavailable (%s); sending the event directly", type(exc).__name__)
-            report = _direct(store, client, event, store_dead_letters=False)
-            return dict(base, mode="direct_fallback", outbox_error=type(exc).__name__, **report)
-    return dict(base, mode="direct", **_direct(store, client, event))
+        except (redis.RedisError, StoreError) as exc:  # Redis down: the datastore queue keeps the event
+            LOG.warning("[RudderStack] outbox unavailable (%s); using the st2 datastore queue", type(exc).__name__)
+            if service is None:
+                return dict(base, status="rejected", forwarded=False, mode="direct_fallback",
+                            reason="Redis unreachable (%s) and no st2 datastore to queue in" % type(exc).__name__)
+            result = _direct(fallback_outbox(settings, service), client, event, clock)
+            return dict(base, mode="direct_fallback", outbox_error=type(exc).__name__, **result)
+        result = dict(base, mode="outbox", forwarded=queued["queued"], dropped_oldest=queued["dropped"])
+        if not queued["queued"]:
+            return dict(result, status="rejected", reason=queued["reason"])
+        result.update(status="queued", outbox_id=queued["id"])
+        flush = _inline_flush(outbox, client, clock) if inline_flush else None
+        if flush is not None:
+            result["flush"] = flush
+        return result
+    return dict(base, mode="direct", **_direct(open_outbox(settings, store), client, event, clock))
 
 
 def inline_client(rudder):
-    """The client for flushes inside forward_event: one attempt per batch, short timeout.
+    """The client for deliveries inside an agent-facing action: one attempt, short timeout.
 
-    The agent-facing action must not wait out retries; a batch that fails here
-    is handed back at once and the timer's flush retries it with the full rules.
+    The action must not wait out retries or a hung data plane; what fails here
+    waits in the outbox / datastore queue for the flusher sensor.
     """
     timeout = min(float(rudder.get("request_timeout_s", 10)), INLINE_TIMEOUT_S)
     return make_client(dict(rudder, max_retries=0, request_timeout_s=timeout))
 
 
-def _direct(store, client, event, store_dead_letters=True):
+def _inline_flush(outbox, client, clock):
+    """One opportunistic batch when one is due and the data plane is not marked unhealthy; never raises."""
     try:
-        if store_dead_letters:
-            report = DirectOutbox(store).send(client, [event])
+        if not outbox.due():
+            return None
+        held = outbox.health.unhealthy()
+        if held:
+            return {"status": "skipped", "reason": "data plane marked unhealthy (%s); the flusher delivers"
+                    % (held["reason"] or "recent failure"), "retry_at_ms": held["until_ms"]}
+        return outbox.flush(client, force=False, max_batches=INLINE_MAX_BATCHES, claim_alert=False,
+                            deadline=clock() + INLINE_TIMEOUT_S)
+    except Exception as exc:  # the event is queued; an inline flush problem is only reported
+        LOG.warning("[RudderStack] inline flush failed: %s", type(exc).__name__)
+        return {"status": "skipped", "reason": "inline flush failed: %s" % type(exc).__name__}
+
+
+def _direct(outbox, client, event, clock):
+    """No (reachable) Redis: deliver now if the data plane is healthy, else queue in the datastore."""
+    try:
+        held = _safe_unhealthy(outbox.health)
+        if held:
+            outcome = outbox.queue_outcome(event, "data plane marked unhealthy (%s)" % (held["reason"] or "recent failure"))
         else:
-            delivery = client.send([event])
-            report = {"status": "ok" if delivery.delivered else "failed", **delivery.summary()}
-    except Exception as exc:  # the datastore itself failing: report, never raise
-        LOG.warning("[RudderStack] direct delivery failed: %s", type(exc).__name__)
-        return {"status": "failed", "forwarded": False, "error": "%s: %s" % (type(exc).__name__, exc)}
-    delivered = report.get("delivered", 0) == 1
-    status = "delivered" if delivered else ("config_error" if report.get("config_error") else "failed")
-    return {"status": status, "forwarded": delivered, "delivery": report}
+            outcome = outbox.deliver(client, event)
+    except StoreError as exc:  # the datastore itself failing: the event could not be kept
+        LOG.warning("[RudderStack] st2 datastore queue unavailable: %s", type(exc).__name__)
+        return {"status": "rejected", "forwarded": False,
+                "reason": "not delivered and the st2 datastore queue failed: %s" % type(exc).__name__}
+    outcome["forwarded"] = outcome["status"] in ("delivered", "pending_retry")
+    return outcome
+
+
+def _safe_unhealthy(health):
+    try:
+        return health.unhealthy()
+    except StoreError:
+        return None  # cannot read the mark: try the (short) inline attempt
 
 
 def correlation(settings, source_execution_id=None, **values):

@@ -19,14 +19,21 @@ consumer group, at-least-once:
 * Entries that the data plane could not take after all retries (429/5xx/
   network) are handed back at once (XCLAIM with a large IDLE), so the next
   flush retries them without waiting for the reclaim timeout; this flush stops.
-* Poison events (isolated by splitting on 400/413) and batches refused with
-  401/404 move to a dead-letter stream in the same MULTI that acks them.
+* Poison events (isolated by splitting on 400/413) move to a dead-letter
+  stream in the same MULTI that acks them. Batches refused with 401/404 stay
+  queued for the fix window (`events/health.py`), then are dead-lettered.
   `replay` moves dead letters back into the outbox.
 
-`DirectOutbox` (no Redis): each event is sent synchronously with the same
-retry rules. Events that cannot be delivered go to a bounded dead-letter list
-in the st2 datastore (through the pack's Store) so `replay_dead_letters` can
-resend them. It never raises into the caller: failures are reported.
+`DirectOutbox` (no Redis, or Redis unreachable): a datastore-backed queue, one
+st2 datastore key per waiting event (`synthralos.events.queue.<ms>.<messageId>`,
+so concurrent writers never overwrite each other), drained by the flusher
+sensor with the same batching, retry, split and fix-window rules. Poison
+events and refusals after the fix window go to a bounded dead-letter list in
+the datastore so `replay_dead_letters` can resend them. It never raises into
+the caller for delivery problems: they are reported.
+
+Both record what they learn about the data plane (unhealthy mark, config
+errors, the alert slot) in `events/health.py`.
 """
 
 import json
@@ -36,7 +43,9 @@ import socket
 import time
 import uuid
 
+from synthralos_lib.events.health import DataPlaneHealth
 from synthralos_lib.events.rudderstack import RudderStackClient
+from synthralos_lib.state.store import RedisStore, StoreError
 
 LOG = logging.getLogger(__name__)
 
@@ -47,6 +56,9 @@ MAX_UNREADABLE_CHARS = 32768
 CONFIG_ALERT_WINDOW_S = 900
 DIRECT_DEAD_LETTER_KEY = "events.dead_letters"
 DIRECT_DEAD_LETTER_MAX = 1000
+DIRECT_QUEUE_PREFIX = "events.queue."
+DIRECT_QUEUE_MAX = 10000  # the datastore is no bulk store: its queue holds at most this many
+DATASTORE_PAGE = 100  # st2 api.max_page_size default
 COUNTERS = (
     "enqueued",
     "delivered",
@@ -110,6 +122,8 @@ class FlushReport(object):
         self.batches = 0
         self.config_error = None
         self.last_error = None
+        self.retry_after_s = None
+        self.stopped = None  # why this flush stopped early, if it did
         self.dead = []  # [{"message_id", "event", "reason"}]
 
     def add(self, delivery):
@@ -120,6 +134,8 @@ class FlushReport(object):
         self.retries += delivery.retries
         self.config_error = self.config_error or delivery.config_error
         self.last_error = delivery.last_error or self.last_error
+        if delivery.retry_after_s is not None:
+            self.retry_after_s = delivery.retry_after_s
         for event, reason in delivery.dead:
             self.dead.append({"message_id": event.get("messageId"), "event": event.get("event"), "reason": reason})
 
@@ -141,18 +157,67 @@ class FlushReport(object):
             "retries": self.retries,
             "config_error": self.config_error,
             "last_error": self.last_error,
+            "retry_after_s": self.retry_after_s,
+            "stopped": self.stopped,
             "dead_letters": self.dead[:50],
         }
 
 
+def _safely(what, fn, *args):
+    """Health bookkeeping must never break a flush: log and carry on when the store fails."""
+    try:
+        return fn(*args)
+    except (StoreError, Exception) as exc:  # noqa: B014 - StoreError named for readers
+        LOG.warning("[RudderStack] %s failed: %s", what, type(exc).__name__)
+        return None
+
+
+def record_outcome(health, report):
+    """After a delivery attempt: mark the data plane healthy or unhealthy (honouring Retry-After)."""
+    if health is None:
+        return
+    if report.retry_later and not report.config_error:
+        _safely("marking the data plane unhealthy", health.mark_unhealthy, report.last_error, report.retry_after_s)
+    elif report.delivered and not report.config_error:
+        _safely("clearing the data plane mark", health.mark_healthy)
+
+
+def alert_result(health, report, claim_alert):
+    """`alert` for a flush result: True when this caller took the window's config-error alert slot."""
+    if health is None or not claim_alert:
+        return False
+    pending = _safely("reading the config error", health.pending_config_error)
+    if not pending:
+        return False
+    return bool(_safely("claiming the config-error alert", health.claim_alert))
+
+
+def split_refused(health, delivery, data_plane_url):
+    """Events refused with 401/404: (kept for the fix window, [(event, reason)] to dead-letter now)."""
+    if not delivery.refused:
+        return [], []
+    keep = True
+    if health is not None:
+        keep = _safely("recording the config error", health.note_config_error, delivery.config_error,
+                       data_plane_url, len(delivery.refused))
+        keep = True if keep is None else keep  # store down: keeping is the safe choice
+    if keep:
+        return [e for e, _ in delivery.refused], []
+    return [], [(e, reason + " (still refused after the fix window)") for e, reason in delivery.refused]
+
+
 class RedisOutbox(object):
-    def __init__(self, client, key_prefix, rudder, reclaim_idle_ms=None, clock=time.time):
-        """`client`: redis-py client (decode_responses=True); `rudder`: the rudderstack config section."""
+    def __init__(self, client, key_prefix, rudder, reclaim_idle_ms=None, clock=time.time, health=None):
+        """`client`: redis-py client (decode_responses=True); `rudder`: the rudderstack config section;
+        `health`: a DataPlaneHealth (default: over this Redis, same key prefix)."""
         self.redis = client
+        self.data_plane_url = rudder.get("data_plane_url") or ""
+        self.health = health or DataPlaneHealth.for_settings(
+            RedisStore(None, key_prefix, client=client), rudder, clock=clock
+        )
         self.stream = key_prefix + "events:outbox"
         self.dead_stream = key_prefix + "events:dead"
         self.stats_key = key_prefix + "events:stats"
-        self.alert_key = key_prefix + "events:config_error_alerted"
         self.max_len = int(rudder.get("max_queue_length", 100000))
         self.policy = rudder.get("overflow_policy", "reject_new")
         self.batch_size = int(rudder.get("batch_size", 20))
@@ -282,7 +347,7 @@ class RedisOutbox(object):
         if ids:
             self.redis.xclaim(self.stream, GROUP, consumer, 0, ids, idle=self.reclaim_idle_ms, justid=True)
 
-    def _forget_consumer(self, consumer):
+    def forget_consumer(self, consumer):
         """Each flush is a new consumer: remove ours and other idle ones that hold nothing."""
         try:
             for info in self.redis.xinfo_consumers(self.stream, GROUP):
@@ -305,14 +370,24 @@ class RedisOutbox(object):
         summary = self.redis.xpending(self.stream, GROUP)
         return int(summary["pending"]) if summary else 0
 
-    def flush(self, client, force=True, max_batches=50, consumer=None):
-        """Deliver waiting events in batches; see the module doc. Returns a report dict."""
+    def flush(self, client, force=True, max_batches=50, consumer=None, claim_alert=True, deadline=None,
+              forget_consumer=True):
+        """Deliver waiting events in batches; see the module doc. Returns a report dict.
+
+        `claim_alert`: take the config-error alert slot when a 401/404 is pending (the result's
+        `alert` says whether this caller must dispatch the trigger). `deadline`: a clock time after
+        which no new batch is started (inline flushes). `consumer`: a long-lived flusher passes its
+        own name (and `forget_consumer=False`); by default each flush is a new consumer.
+        """
         self.ensure_group()
         consumer = consumer or consumer_name()
         report = FlushReport()
         try:
             claiming = True
             for _ in range(max_batches):
+                if deadline is not None and self._clock() >= deadline:
+                    report.stopped = "deadline"
+                    break
                 # Stale entries first; once none is left, skip that round trip for the rest of this flush.
                 entries = self.claim_stale(consumer, self.batch_size) if claiming else []
                 report.reclaimed += len(entries)
@@ -327,14 +402,14 @@ class RedisOutbox(object):
                     break
         finally:
             self._record(report)
-            self._forget_consumer(consumer)
+            if forget_consumer:
+                self.forget_consumer(consumer)
+        record_outcome(self.health, report)
         result = report.as_dict()
-        # One alert per window while a 401/404 lasts, however often the timer fires.
-        result["alert"] = bool(
-            report.config_error and self.redis.set(self.alert_key, "1", nx=True, px=CONFIG_ALERT_WINDOW_S * 1000)
-        )
-        if report.delivered and not report.config_error:
-            self.redis.delete(self.alert_key)  # fixed: the next config error alerts at once
+        result["pending_retry_in"] = "redis_stream:" + self.stream if report.retry_later else None
+        result["alert"] = alert_result(self.health, report, claim_alert)
+        if result["alert"]:
+            result["config_error"] = self.health.pending_config_error() or report.config_error
         return result
 
     def _deliver(self, client, consumer, entries, report):
@@ -352,10 +427,13 @@ class RedisOutbox(object):
         report.batches += 1
         ids_by_event = {id(event): entry_id for entry_id, event in entries}
         delivery = client.send([event for _, event in entries])
+        keep, refused_dead = split_refused(self.health, delivery, self.data_plane_url)
         report.add(delivery)
+        report.dead_lettered += len(refused_dead)
+        report.retry_later += len(keep)
         self.ack([ids_by_event[id(e)] for e in delivery.delivered])
-        self.dead_letter([(ids_by_event[id(e)], e, reason) for e, reason in delivery.dead])
-        self.release(consumer, [ids_by_event[id(e)] for e in delivery.retry_later])
+        self.dead_letter([(ids_by_event[id(e)], e, reason) for e, reason in list(delivery.dead) + refused_dead])
+        self.release(consumer, [ids_by_event[id(e)] for e in list(delivery.retry_later) + keep])
         return not (delivery.retry_later or delivery.config_error)
 
     def _record(self, report):
@@ -444,52 +522,159 @@ class RedisOutbox(object):
 
 
 class DirectOutbox(object):
-    """No Redis: synchronous delivery; undeliverable events wait in a datastore dead-letter list."""
+    """No Redis: a datastore-backed queue (one key per event) and a datastore dead-letter list."""
 
-    def __init__(self, store, clock=time.time):
+    def __init__(self, store, rudder=None, clock=time.time, health=None):
+        rudder = rudder or {}
         self.store = store
         self._clock = clock
+        self.data_plane_url = rudder.get("data_plane_url") or ""
+        self.batch_size = int(rudder.get("batch_size", 20))
+        self.max_len = min(int(rudder.get("max_queue_length", 100000)), DIRECT_QUEUE_MAX)
+        self.health = health or DataPlaneHealth.for_settings(store, rudder, clock=clock)
+
+    where = "st2_datastore:synthralos." + DIRECT_QUEUE_PREFIX + "*"
 
     def _count(self, name, amount):
         if amount:
-            self.store.incr("events.stats." + name, amount)
+            _safely("counting " + name, self.store.incr, "events.stats." + name, amount)
 
-    def send(self, client, events):
-        """Deliver now; returns a flush-style report. Never raises for delivery problems."""
-        report = FlushReport()
-        delivery = client.send(events)
-        report.add(delivery)
-        report.batches = 1
-        failed = [(e, reason) for e, reason in delivery.dead]
-        failed += [(e, "not delivered after %d retries: %s" % (client.max_retries, delivery.last_error)) for e in delivery.retry_later]
-        for event, reason in failed:
+    # -- the queue -----------------------------------------------------------
+
+    def enqueue(self, event):
+        """Queue one event for the flusher; {"queued", "key", "reason"}. Raises StoreError if the datastore fails."""
+        if self.store.items(DIRECT_QUEUE_PREFIX, limit=1, offset=self.max_len - 1):
+            self._count("overflow_rejected", 1)
+            LOG.warning("[RudderStack] datastore queue full (%d events): event %s rejected", self.max_len,
+                        event.get("messageId"))
+            return {"queued": False, "key": None,
+                    "reason": "datastore queue full (%d events); the event is not kept" % self.max_len}
+        key = "%s%013d.%s" % (DIRECT_QUEUE_PREFIX, int(self._clock() * 1000), event.get("messageId") or uuid.uuid4().hex)
+        self.store.set(key, {"event": event, "queued_at_ms": int(self._clock() * 1000)})
+        self._count("enqueued", 1)
+        return {"queued": True, "key": key, "reason": None}
+
+    def waiting(self, limit):
+        """[(key, record)] oldest first, up to `limit`."""
+        out, offset = [], 0
+        while len(out) < limit:
+            page = self.store.items(DIRECT_QUEUE_PREFIX, limit=min(DATASTORE_PAGE, limit - len(out)), offset=offset)
+            out.extend(page)
+            if len(page) < DATASTORE_PAGE:
+                break
+            offset += len(page)
+        return sorted(out, key=lambda item: item[0])[:limit]
+
+    def depth(self, cap=DIRECT_QUEUE_MAX):
+        return len(self.waiting(cap))
+
+    def _dead_letter(self, items):
+        for event, reason in items:
             self.store.list_push(
                 DIRECT_DEAD_LETTER_KEY,
                 {"id": uuid.uuid4().hex, "message_id": event.get("messageId"), "reason": reason,
                  "failed_at_ms": int(self._clock() * 1000), "event": event},
                 max_len=DIRECT_DEAD_LETTER_MAX,
             )
+        self._count("dead_lettered", len(items))
+
+    def _note(self, delivery):
         self._count("delivered", len(delivery.delivered))
-        self._count("dead_lettered", len(failed))
         self._count("retries", delivery.retries)
         self._count("requests", delivery.requests)
         self._count("config_errors", 1 if delivery.config_error else 0)
         if delivery.config_error:
-            self.store.set("events.stats.last_config_error", delivery.config_error)
+            _safely("recording the last config error", self.store.set, "events.stats.last_config_error",
+                    delivery.config_error)
         if delivery.last_error:
-            self.store.set("events.stats.last_error", delivery.last_error)
-        return report.as_dict()
+            _safely("recording the last error", self.store.set, "events.stats.last_error", delivery.last_error)
+
+    def deliver(self, client, event):
+        """Try one event now; what cannot go now waits in the queue. Returns the event's outcome:
+        {"status": delivered | pending_retry | dead_lettered | rejected, "where"/"reason", "delivery"}.
+        Raises StoreError only if the event had to be queued and the datastore failed."""
+        report = FlushReport()
+        delivery = client.send([event])
+        keep, refused_dead = split_refused(self.health, delivery, self.data_plane_url)
+        report.add(delivery)
+        report.batches = 1
+        self._note(delivery)
+        outcome = {"delivery": report.as_dict()}
+        if delivery.delivered:
+            record_outcome(self.health, report)
+            return dict(outcome, status="delivered")
+        dead = list(delivery.dead) + refused_dead
+        if dead:
+            self._dead_letter(dead)
+            return dict(outcome, status="dead_lettered", reason=dead[0][1])
+        report.retry_later = 1
+        record_outcome(self.health, report)
+        return dict(outcome, **self.queue_outcome(event, delivery.last_error or (
+            "HTTP %d from the data plane" % delivery.config_error["status"] if delivery.config_error else None)))
+
+    def queue_outcome(self, event, why):
+        queued = self.enqueue(event)
+        if not queued["queued"]:
+            return {"status": "rejected", "reason": queued["reason"]}
+        return {"status": "pending_retry", "where": self.where, "queue_key": "synthralos." + queued["key"],
+                "reason": why}
+
+    def flush(self, client, max_batches=50, claim_alert=True, deadline=None):
+        """Drain the queue in batches (same rules as the Redis outbox); a flush-style report."""
+        report = FlushReport()
+        for _ in range(max_batches):
+            if deadline is not None and self._clock() >= deadline:
+                report.stopped = "deadline"
+                break
+            batch = self.waiting(self.batch_size)
+            if not batch:
+                break
+            report.batches += 1
+            good = [(key, r["event"]) for key, r in batch if isinstance(r, dict) and isinstance(r.get("event"), dict)]
+            broken = [key for key, r in batch if not (isinstance(r, dict) and isinstance(r.get("event"), dict))]
+            if broken:
+                self._dead_letter([({"datastore_key": k}, "unreadable queue entry (not an event)") for k in broken])
+                report.dead_lettered += len(broken)
+                for key in broken:
+                    self.store.delete(key)
+            if not good:
+                continue
+            key_of = {id(event): key for key, event in good}
+            events = [event for _, event in good]
+            delivery = client.send(events)
+            keep, refused_dead = split_refused(self.health, delivery, self.data_plane_url)
+            report.add(delivery)
+            report.dead_lettered += len(refused_dead)
+            report.retry_later += len(keep)
+            self._note(delivery)
+            dead = list(delivery.dead) + refused_dead
+            self._dead_letter(dead)
+            for event in list(delivery.delivered) + [e for e, _ in dead]:
+                self.store.delete(key_of[id(event)])
+            if delivery.retry_later or delivery.config_error:
+                break
+        record_outcome(self.health, report)
+        result = report.as_dict()
+        result["pending_retry_in"] = self.where if report.retry_later else None
+        result["alert"] = alert_result(self.health, report, claim_alert)
+        if result["alert"]:
+            result["config_error"] = self.health.pending_config_error() or report.config_error
+        return result
 
     def stats(self):
+        waiting = self.waiting(DIRECT_QUEUE_MAX)
+        oldest_age_s = None
+        if waiting:
+            oldest_age_s = round(max(0.0, self._clock() - int(waiting[0][0].split(".")[2]) / 1000.0), 3)
         result = {
-            "backend": "direct",
-            "depth": 0,
+            "backend": "st2_datastore",
+            "depth": len(waiting),
             "pending": 0,
-            "waiting": 0,
-            "oldest_age_s": None,
+            "waiting": len(waiting),
+            "oldest_age_s": oldest_age_s,
             "dead_letters": len(self.store.list_range(DIRECT_DEAD_LETTER_KEY)),
-            "max_queue_length": None,
-            "overflow_policy": None,
+            "max_queue_length": self.max_len,
+            "overflow_policy": "reject_new",
             "consumers": 0,
         }
         for name in COUNTERS:

@@ -18,8 +18,12 @@ Delivery rules, all here:
   (the outbox keeps them) and no further request is made in this call.
 * 400 / 413 (and any other 4xx but 401/404/429): the batch is split in halves
   until the offending event is alone; only it is dead-lettered.
-* 401 / 404: a configuration problem. The batch is dead-lettered, the result
+* 401 / 404: a configuration problem. The batch is returned as `refused`
+  (the outbox keeps it for the fix window, then dead-letters it), the result
   carries `config_error`, and nothing else is sent in this call (no spinning).
+* `Retry-After` (seconds or an HTTP date) on 429/503 is honoured: a retry
+  waits at least that long, and when it is longer than the backoff cap the
+  call stops at once; `retry_after_s` carries it to the caller.
 """
 
 import gzip as gzip_module
@@ -28,6 +32,7 @@ import logging
 import random
 import time
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 import requests
 
@@ -39,6 +44,29 @@ MAX_REQUEST_BYTES = 4000 * 1024
 REQUEST_BUDGET_BYTES = MAX_REQUEST_BYTES - 16 * 1024
 MAX_BACKOFF_S = 30.0
 CONFIG_ERROR_STATUSES = (401, 404)
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def parse_retry_after(value, now=None):
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), capped; None if absent/unusable."""
+    if value is None:
+        return None
+    value = str(value).strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
 
 
 class DeliveryResult(object):
@@ -46,22 +74,26 @@ class DeliveryResult(object):
 
     def __init__(self):
         self.delivered = []  # events accepted with a 2xx
-        self.dead = []  # (event, reason) pairs: never retried automatically
+        self.dead = []  # (event, reason) pairs: poison (400/413), never retried automatically
+        self.refused = []  # (event, reason) pairs refused with 401/404: kept for the fix window, then dead
         self.retry_later = []  # events to keep in the outbox and send again later
         self.config_error = None  # {"status": .., "body": ..} on 401/404
         self.requests = 0
         self.retries = 0
         self.last_error = None
+        self.retry_after_s = None  # the data plane's last Retry-After, in seconds
 
     def summary(self):
         return {
             "delivered": len(self.delivered),
             "dead_lettered": len(self.dead),
+            "refused": len(self.refused),
             "retry_later": len(self.retry_later),
             "requests": self.requests,
             "retries": self.retries,
             "config_error": self.config_error,
             "last_error": self.last_error,
+            "retry_after_s": self.retry_after_s,
         }
 
 
@@ -150,9 +182,9 @@ class RudderStackClient(object):
             return True
         if status in CONFIG_ERROR_STATUSES:
             reason = "HTTP %d from the data plane: %s" % (status, body)
-            result.dead.extend((event, reason) for event in chunk)
+            result.refused.extend((event, reason) for event in chunk)
             result.config_error = {"status": status, "body": body}
-            LOG.error("[RudderStack] configuration error: %s; %d event(s) dead-lettered", reason, len(chunk))
+            LOG.error("[RudderStack] configuration error: %s; %d event(s) refused", reason, len(chunk))
             return True
         # 400, 413 or another client error: one event is to blame; find it.
         if len(chunk) == 1:
@@ -170,15 +202,19 @@ class RudderStackClient(object):
         """POST until a non-retryable answer or retries run out; returns (status or None, body)."""
         attempt = 0
         while True:
-            status, body = self._post(chunk, result)
+            status, body, retry_after = self._post(chunk, result)
             retryable = status is None or status == 429 or status >= 500
-            if not retryable or attempt >= self.max_retries:
+            if retryable and retry_after is not None:
+                result.retry_after_s = retry_after
+            # A Retry-After beyond the backoff cap: stop now, the caller waits it out.
+            too_long = retry_after is not None and retry_after > MAX_BACKOFF_S
+            if not retryable or attempt >= self.max_retries or too_long:
                 if retryable:
                     result.last_error = body if status is None else "HTTP %d: %s" % (status, body)
                 return status, body
             attempt += 1
             result.retries += 1
-            delay = backoff_delay(attempt, self.base_delay_s, self._rand)
+            delay = max(backoff_delay(attempt, self.base_delay_s, self._rand), retry_after or 0.0)
             LOG.warning(
                 "[RudderStack] %s; retry %d/%d in %.2fs",
                 body if status is None else "HTTP %d" % status,
@@ -200,5 +236,11 @@ class RudderStackClient(object):
         try:
             response = self._session.post(self.url, data=data, headers=headers, auth=self._auth, timeout=self.timeout_s)
         except requests.RequestException as exc:
-            return None, "network error: %s" % type(exc).__name__
-        return response.status_code, (response.text or "").strip()[:300]
+            return None, "network error: %s" % type(exc).__name__, None
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return response.status_code, _body_excerpt(response.text), retry_after
+
+
+def _body_excerpt(text):
+    """The start of a response body for results and logs (the caller scrubs secrets before showing it)."""
+    return (text or "").strip()[:300]

@@ -191,6 +191,24 @@ class DatastoreStore(Store):
         items = self.get(key, default=[])
         return _lrange(items, start, stop)
 
+    def items(self, prefix, limit=100, offset=0):
+        """[(key, value)] of up to `limit` keys starting with `prefix` (one key per queued item: no
+        read-modify-write race between writers), sorted by key. Expired entries are skipped."""
+        try:
+            kvps = self._service.list_values(local=False, prefix=self._name(prefix), limit=limit, offset=offset)
+        except Exception as exc:
+            raise StoreError("st2 datastore list of %r failed: %s" % (prefix, exc))
+        out = []
+        for kvp in kvps or []:
+            try:
+                envelope = json.loads(kvp.value)
+            except (TypeError, ValueError):
+                continue
+            if envelope.get("exp") is not None and self._clock() >= envelope["exp"]:
+                continue
+            out.append((kvp.name[len(self._prefix):], envelope.get("v")))
+        return sorted(out, key=lambda item: item[0])
+
 
 def _lrange(items, start, stop):
     stop = len(items) + stop if stop < 0 else stop
@@ -243,10 +261,10 @@ class RedisStore(Store):
     atomic = True
     name = "redis"
 
-    def __init__(self, url, key_prefix="synthralos:"):
+    def __init__(self, url, key_prefix="synthralos:", client=None):
         self.url = url
         self.prefix = key_prefix
-        self.client = redis_client(url)
+        self.client = client if client is not None else redis_client(url)
 
     def key(self, key):
         """The full Redis key for a store key (used by modules that need raw Redis, e.g. the outbox)."""

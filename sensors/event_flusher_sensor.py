@@ -1,0 +1,66 @@
+import synthralos_sensor_lib  # noqa: F401  (puts actions/lib on sys.path)
+
+import time
+
+from st2reactor.sensor.base import Sensor
+
+from synthralos_lib.events.flusher import BackgroundFlusher
+from synthralos_lib.state.config import load_config
+
+SLEEP_SLICE_S = 0.25  # how quickly cleanup() is noticed while waiting
+
+
+class EventFlusherSensor(Sensor):
+    """Drains the event outbox and the st2 datastore queue to RudderStack, continuously.
+
+    All decisions live in synthralos_lib.events.flusher; this class only loops,
+    sleeps (eventlet-patched in the sensor container) and stops promptly.
+    """
+
+    def __init__(self, sensor_service, config=None):
+        super(EventFlusherSensor, self).__init__(sensor_service=sensor_service, config=config)
+        self._logger = self.sensor_service.get_logger(name=self.__class__.__name__)
+        self._running = False
+        self._flusher = None
+
+    def setup(self):
+        settings = load_config(self.config)
+        self._flusher = BackgroundFlusher(settings, self.sensor_service, self._dispatch, logger=self._logger)
+        self._running = True
+
+    def run(self):
+        while self._running:
+            try:
+                delay = self.tick()["sleep_s"]
+            except Exception as exc:  # never let one bad tick kill the sensor (st2 restarts it only twice)
+                self._logger.warning("[RudderStack] flusher tick failed: %s: %s", type(exc).__name__, exc)
+                delay = 5.0
+            self._wait(delay)
+
+    def tick(self):
+        """One drain step (tests call it directly); returns the flusher's account of it."""
+        return self._flusher.tick()
+
+    def _wait(self, seconds):
+        deadline = time.time() + seconds
+        while self._running and time.time() < deadline:
+            time.sleep(min(SLEEP_SLICE_S, max(0.0, deadline - time.time())))
+        if seconds <= 0:
+            time.sleep(0)  # yield to other green threads between busy ticks
+
+    def _dispatch(self, trigger, payload):
+        self.sensor_service.dispatch(trigger=trigger, payload=payload, trace_tag="synthralos-rudderstack-config-error")
+
+    def cleanup(self):
+        self._running = False
+        if self._flusher is not None:
+            self._flusher.close()
+
+    def add_trigger(self, trigger):
+        pass
+
+    def update_trigger(self, trigger):
+        pass
+
+    def remove_trigger(self, trigger):
+        pass
