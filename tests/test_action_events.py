@@ -93,25 +93,36 @@ class EventActionsContract(StoreBackendMixin):
         result = self.forward()
         self.assertTrue(isinstance(result, dict), result)
         if self.backend == "redis":
-            self.assertEqual(result["status"], "queued")  # waits in the outbox
+            self.assertEqual((result["status"], result["forwarded"]), ("queued", True))  # waits in the outbox
             self.assertEqual(self.flush()["status"], "retrying")
         else:
-            self.assertEqual((result["status"], result["forwarded"]), ("failed", False))
-            self.assertEqual(result["delivery"]["last_error"], "HTTP 503: scripted failure")
+            self.assertEqual(
+                {k: result[k] for k in ("status", "forwarded", "where", "reason")},
+                {"status": "pending_retry", "forwarded": True, "where": "st2_datastore:synthralos.events.queue.*",
+                 "reason": "HTTP 503: scripted failure"},
+            )
+            self.assertEqual(self.flush()["status"], "retrying")
         stats = self.run_action(GetQueueStats, include_dead_letters=True, limit=20)
-        if self.backend == "redis":
-            self.assertEqual((stats["depth"], stats["dead_letters"]), (1, 0))
-        else:
-            self.assertEqual(stats["dead_letters"], 1)
-            self.assertEqual(stats["dead_letter_entries"][0]["reason"],
-                             "not delivered after 1 retries: HTTP 503: scripted failure")
+        self.assertEqual((stats["depth"], stats["dead_letters"]), (1, 0))  # kept, nothing dead
         self.sink.recover()
-        replay = self.run_action(ReplayDeadLetters, ids=[], limit=1000, flush=True)
+        self.assertEqual(self.flush()["delivered"], 1)
+        self.assertEqual([e["messageId"] for e in self.sink.accepted], [result["message_id"]])
+        self.assertEqual(self.run_action(GetQueueStats, include_dead_letters=False, limit=20)["depth"], 0)
+
+    def test_wrong_write_key_is_kept_for_the_fix_window_then_delivered_once_fixed(self):
+        bad = self.config(write_key="wrong-key")
+        result = self.forward(config=bad)
         if self.backend == "redis":
-            self.assertEqual(replay["replayed"], 0)
-            self.assertEqual(self.flush()["delivered"], 1)
+            flush = self.flush(config=bad)
+            self.assertEqual((flush["status"], flush["dead_lettered"], flush["retry_later"], flush["alert"]),
+                             ("config_error", 0, 1, True))
         else:
-            self.assertEqual(replay["replayed"], 1)
+            self.assertEqual((result["status"], result["where"]), ("pending_retry", "st2_datastore:synthralos.events.queue.*"))
+            self.assertEqual(result["reason"], "HTTP 401 from the data plane")
+        stats = self.run_action(GetQueueStats, include_dead_letters=False, limit=20)
+        self.assertEqual((stats["depth"], stats["dead_letters"]), (1, 0))
+        fixed = self.flush()  # the operator fixed the write key: no replay needed
+        self.assertEqual((fixed["status"], fixed["delivered"]), ("ok", 1))
         self.assertEqual([e["messageId"] for e in self.sink.accepted], [result["message_id"]])
 
     def test_no_write_key_skips(self):
@@ -121,15 +132,20 @@ class EventActionsContract(StoreBackendMixin):
         self.assertEqual((result["status"], result["forwarded"]), ("skipped", False))
         self.assertEqual(result["reason"], "rudderstack.write_key is not set; events are not sent")
 
-    def test_wrong_write_key_is_dead_lettered_reported_and_replayable(self):
-        bad = self.config(write_key="wrong-key")
+    def test_wrong_write_key_after_the_fix_window_is_dead_lettered_reported_and_replayable(self):
+        bad = self.config(write_key="wrong-key", config_error_fix_window_s=0)
         result = self.forward(config=bad)
         if self.backend == "redis":
             flush = self.flush(config=bad)
             self.assertEqual((flush["status"], flush["alert"], flush["data_plane_url"]), ("config_error", True, self.sink.url))
             self.assertEqual(flush["config_error"], {"status": 401, "body": "Invalid Write Key"})
+            self.assertEqual(flush["alert_payload"], {"status": 401, "body": "Invalid Write Key",
+                                                      "data_plane_url": self.sink.url, "dead_lettered": 1, "refused": 1})
         else:
-            self.assertEqual(result["status"], "config_error")
+            self.assertEqual(
+                (result["status"], result["reason"]),
+                ("dead_lettered", "HTTP 401 from the data plane: Invalid Write Key (still refused after the fix window)"),
+            )
             self.assertEqual(result["delivery"]["config_error"], {"status": 401, "body": "Invalid Write Key"})
         text = json.dumps(result)
         self.assertNotIn("wrong-key", text)
@@ -270,3 +286,24 @@ class RedisEventActionsTest(EventActionsContract, unittest.TestCase):
         result = action.run(event_type="agent_failure", status="failed", source_execution_id="exec-x")
         self.assertEqual((result["mode"], result["status"], result["forwarded"]), ("direct_fallback", "delivered", True))
         self.assertEqual(self.sink.message_ids(), [message_id("exec-x", "agent_failure", "")])
+
+    def test_redis_down_and_data_plane_down_queues_in_the_datastore(self):
+        config = self.config()
+        config["redis"] = {"url": "redis://127.0.0.1:1/0"}
+        self.sink.outage(503)
+        action = ForwardEvent(config=config, action_service=self.action_service)
+        result = action.run(event_type="agent_failure", status="failed", source_execution_id="exec-y")
+        self.assertEqual(
+            {k: result[k] for k in ("mode", "status", "forwarded", "where", "outbox_error")},
+            {"mode": "direct_fallback", "status": "pending_retry", "forwarded": True,
+             "where": "st2_datastore:synthralos.events.queue.*", "outbox_error": "ConnectionError"},
+        )
+        stats = GetQueueStats(config=config, action_service=self.action_service).run(include_dead_letters=True, limit=5)
+        self.assertEqual((stats["status"], stats["backend"], stats["datastore_queue"]["depth"]),
+                         ("redis_unavailable", "redis_stream", 1))
+        self.assertTrue(stats["error"].startswith("Redis outbox unreachable: ConnectionError"), stats["error"])
+        self.sink.recover()
+        flush = FlushEvents(config=config, action_service=self.action_service).run(force=True, max_batches=5)
+        self.assertEqual((flush["status"], flush["delivered"], flush["datastore_queue"]["delivered"]),
+                         ("redis_unavailable", 1, 1))
+        self.assertEqual(self.sink.message_ids(), [message_id("exec-y", "agent_failure", "")])

@@ -173,8 +173,8 @@ class OutageTest(OutboxTestCase):
 
 
 class DeadLetterTest(OutboxTestCase):
-    def test_wrong_write_key_dead_letters_and_alerts_once(self):
-        outbox = self.outbox()
+    def test_wrong_write_key_dead_letters_after_the_fix_window_and_alerts_once(self):
+        outbox = self.outbox(config_error_fix_window_s=0)
         events = self.enqueue(outbox, 5)
         report = outbox.flush(self.client(write_key="wrong-key"))
         self.assertEqual(
@@ -183,7 +183,8 @@ class DeadLetterTest(OutboxTestCase):
              "config_error": {"status": 401, "body": "Invalid Write Key"}, "alert": True},
         )
         self.assertEqual([d["message_id"] for d in outbox.dead_letters()], [e["messageId"] for e in events])
-        self.assertEqual(outbox.dead_letters()[0]["reason"], "HTTP 401 from the data plane: Invalid Write Key")
+        self.assertEqual(outbox.dead_letters()[0]["reason"],
+                         "HTTP 401 from the data plane: Invalid Write Key (still refused after the fix window)")
         self.enqueue(outbox, 2, prefix="later")
         again = outbox.flush(self.client(write_key="wrong-key"))
         self.assertEqual((again["status"], again["alert"]), ("config_error", False))  # one alert per window
@@ -216,7 +217,7 @@ class DeadLetterTest(OutboxTestCase):
         self.assertEqual(outbox.stats()["depth"], 0)
 
     def test_replay_delivers_dead_letters_once_the_sink_accepts_them(self):
-        outbox = self.outbox()
+        outbox = self.outbox(config_error_fix_window_s=0)
         events = self.enqueue(outbox, 4)
         outbox.flush(self.client(write_key="wrong-key"))
         letters = outbox.dead_letters()

@@ -103,8 +103,8 @@ class ClientTest(SinkTestCase):
         result = self.client(max_retries=2).send(events)
         self.assertEqual(self.sink.statuses(), [503, 503, 503])
         self.assertEqual(result.summary(), {
-            "delivered": 0, "dead_lettered": 0, "retry_later": 2, "requests": 3, "retries": 2,
-            "config_error": None, "last_error": "HTTP 503: scripted failure",
+            "delivered": 0, "dead_lettered": 0, "refused": 0, "retry_later": 2, "requests": 3, "retries": 2,
+            "config_error": None, "last_error": "HTTP 503: scripted failure", "retry_after_s": None,
         })
         self.assertEqual(result.retry_later, events)
 
@@ -133,12 +133,13 @@ class ClientTest(SinkTestCase):
         self.assertEqual(sorted(self.sink.message_ids()), sorted(e["messageId"] for e in events))
         self.assertIn(413, self.sink.statuses())
 
-    def test_wrong_write_key_dead_letters_the_batch_without_spinning(self):
+    def test_wrong_write_key_refuses_the_batch_without_spinning(self):
         events = make_events(3)
         result = self.client(write_key="wrong").send(events)
         self.assertEqual(self.sink.statuses(), [401])  # no retry, no split
         self.assertEqual(result.config_error, {"status": 401, "body": "Invalid Write Key"})
-        self.assertEqual([e for e, _ in result.dead], events)
+        self.assertEqual([e for e, _ in result.refused], events)  # the outbox decides (fix window)
+        self.assertEqual(result.dead, [])
 
     def test_disabled_source_is_a_config_error(self):
         result = self.client(write_key="disabled-key").send(make_events(1))

@@ -27,7 +27,8 @@ class FlushWorkflowTest(StoreBackendMixin, unittest.TestCase):
         self.addCleanup(self.sink.stop)
 
     def config(self, write_key=DEFAULT_WRITE_KEY):
-        return self.make_config(rudderstack={"write_key": write_key, "data_plane_url": self.sink.url, "max_retries": 0})
+        return self.make_config(rudderstack={"write_key": write_key, "data_plane_url": self.sink.url, "max_retries": 0,
+                                             "config_error_fix_window_s": 0})
 
     def enqueue(self, count, config):
         settings = load_config(config)
@@ -64,7 +65,8 @@ class FlushWorkflowTest(StoreBackendMixin, unittest.TestCase):
         self.assertEqual(injected["trigger"], "synthralos.rudderstack_config_error")
         self.assertEqual(
             injected["payload"],
-            {"status": 401, "body": "Invalid Write Key", "data_plane_url": self.sink.url, "dead_lettered": 2},
+            {"status": 401, "body": "Invalid Write Key", "data_plane_url": self.sink.url, "dead_lettered": 2,
+             "refused": 2},
         )
         self.assertEqual(injected["trace_tag"], "synthralos-rudderstack-config-error")
 

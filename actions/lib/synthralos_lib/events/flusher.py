@@ -219,7 +219,7 @@ def flush_now(settings, store, service, force=True, max_batches=50, reclaim_idle
         for name in ("delivered", "dead_lettered", "retry_later"):
             result[name] = result.get(name, 0) + direct.get(name, 0)
         if direct.get("alert"):
-            result.update(alert=True, config_error=direct["config_error"])
+            result.update(alert=True, config_error=direct["config_error"], alert_payload=direct["alert_payload"])
         if result.get("alert"):
             take_other_slots(datastore.health if direct.get("alert") else healths[-1], healths)
     return result

@@ -43,7 +43,7 @@ import socket
 import time
 import uuid
 
-from synthralos_lib.events.health import DataPlaneHealth
+from synthralos_lib.events.health import DataPlaneHealth, alert_payload
 from synthralos_lib.events.rudderstack import RudderStackClient
 from synthralos_lib.state.store import RedisStore, StoreError
 
@@ -408,8 +408,7 @@ class RedisOutbox(object):
         result = report.as_dict()
         result["pending_retry_in"] = "redis_stream:" + self.stream if report.retry_later else None
         result["alert"] = alert_result(self.health, report, claim_alert)
-        if result["alert"]:
-            result["config_error"] = self.health.pending_config_error() or report.config_error
+        result["alert_payload"] = alert_payload(self.health.pending_config_error()) if result["alert"] else None
         return result
 
     def _deliver(self, client, consumer, entries, report):
@@ -657,8 +656,7 @@ class DirectOutbox(object):
         result = report.as_dict()
         result["pending_retry_in"] = self.where if report.retry_later else None
         result["alert"] = alert_result(self.health, report, claim_alert)
-        if result["alert"]:
-            result["config_error"] = self.health.pending_config_error() or report.config_error
+        result["alert_payload"] = alert_payload(self.health.pending_config_error()) if result["alert"] else None
         return result
 
     def stats(self):
