@@ -49,7 +49,7 @@ class EventFlusherSensor(Sensor):
             time.sleep(0)  # yield to other green threads between busy ticks
 
     def _dispatch(self, trigger, payload):
-        self.sensor_service.dispatch(trigger=trigger, payload=payload, trace_tag="synthralos-rudderstack-config-error")
+        self.sensor_service.dispatch(trigger=trigger, payload=payload)
 
     def cleanup(self):
         self._running = False

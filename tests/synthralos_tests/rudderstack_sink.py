@@ -19,7 +19,9 @@ It answers `POST /v1/batch` the way rudder-server's gateway does
 * Success is 200 "OK".
 
 On top, tests script failures: `fail_next(status, times)`, an outage window
-(`outage(status)` / `recover()`), `drop_next(times)` (the connection is closed
+(`outage(status, retry_after=None)` / `recover()`; `retry_after` adds a
+`Retry-After` header), a hung data plane (`hang(seconds)`: every request is
+held that long, then answered 503; `recover()` ends it), `drop_next(times)` (the connection is closed
 without an answer) and `delay_next(seconds)` (events accepted, answer held).
 Accepted events are recorded for exact assertions (`accepted`,
 `message_ids()`, `events(name)`), and every exchange in `request_log`.
@@ -60,6 +62,8 @@ class RudderStackSink(StubHTTPServer):
         self.accepted = []  # events, in acceptance order
         self.request_log = []  # {"status", "events", "gzip"} per answered request
         self._outage = None
+        self._retry_after = None
+        self._hang_s = None
         super(RudderStackSink, self).__init__()
 
     def setup_routes(self):
@@ -87,12 +91,19 @@ class RudderStackSink(StubHTTPServer):
 
         self.script("POST", BATCH_PATH, *[delayed for _ in range(times)])
 
-    def outage(self, status=503):
-        """Answer every request with `status` until `recover()`."""
+    def outage(self, status=503, retry_after=None):
+        """Answer every request with `status` (and `Retry-After: <retry_after>` if given) until `recover()`."""
         self._outage = status
+        self._retry_after = retry_after
+
+    def hang(self, seconds):
+        """Hold every request `seconds` before answering 503 (the server's stop cuts it short), until `recover()`."""
+        self._hang_s = float(seconds)
 
     def recover(self):
         self._outage = None
+        self._retry_after = None
+        self._hang_s = None
 
     # -- records ---------------------------------------------------------------
 
@@ -111,8 +122,15 @@ class RudderStackSink(StubHTTPServer):
     # -- the gateway -------------------------------------------------------------
 
     def _batch(self, request):
+        if self._hang_s is not None:
+            reply = self._answer(request, 503, SCRIPTED, 0)
+            reply.delay = self._hang_s
+            return reply
         if self._outage is not None:
-            return self._answer(request, self._outage, SCRIPTED, 0)
+            reply = self._answer(request, self._outage, SCRIPTED, 0)
+            if self._retry_after is not None:
+                reply.headers = {"Retry-After": str(self._retry_after)}
+            return reply
         auth = request.basic_auth()
         write_key = auth[0] if auth else None
         if not write_key:

@@ -57,6 +57,7 @@ CONFIG_ALERT_WINDOW_S = 900
 DIRECT_DEAD_LETTER_KEY = "events.dead_letters"
 DIRECT_DEAD_LETTER_MAX = 1000
 DIRECT_QUEUE_PREFIX = "events.queue."
+DIRECT_QUEUE_DEPTH = "events.queue_depth"  # a hint: +1 per enqueue, set to the true depth by each drain
 DIRECT_QUEUE_MAX = 10000  # the datastore is no bulk store: its queue holds at most this many
 DATASTORE_PAGE = 100  # st2 api.max_page_size default
 COUNTERS = (
@@ -167,7 +168,7 @@ def _safely(what, fn, *args):
     """Health bookkeeping must never break a flush: log and carry on when the store fails."""
     try:
         return fn(*args)
-    except (StoreError, Exception) as exc:  # noqa: B014 - StoreError named for readers
+    except Exception as exc:  # StoreError, or anything else a backend raises
         LOG.warning("[RudderStack] %s failed: %s", what, type(exc).__name__)
         return None
 
@@ -542,7 +543,7 @@ class DirectOutbox(object):
 
     def enqueue(self, event):
         """Queue one event for the flusher; {"queued", "key", "reason"}. Raises StoreError if the datastore fails."""
-        if self.store.items(DIRECT_QUEUE_PREFIX, limit=1, offset=self.max_len - 1):
+        if int(self.store.get(DIRECT_QUEUE_DEPTH, 0) or 0) >= self.max_len:
             self._count("overflow_rejected", 1)
             LOG.warning("[RudderStack] datastore queue full (%d events): event %s rejected", self.max_len,
                         event.get("messageId"))
@@ -550,6 +551,7 @@ class DirectOutbox(object):
                     "reason": "datastore queue full (%d events); the event is not kept" % self.max_len}
         key = "%s%013d.%s" % (DIRECT_QUEUE_PREFIX, int(self._clock() * 1000), event.get("messageId") or uuid.uuid4().hex)
         self.store.set(key, {"event": event, "queued_at_ms": int(self._clock() * 1000)})
+        _safely("counting the queue depth", self.store.incr, DIRECT_QUEUE_DEPTH, 1)
         self._count("enqueued", 1)
         return {"queued": True, "key": key, "reason": None}
 
@@ -652,6 +654,8 @@ class DirectOutbox(object):
                 self.store.delete(key_of[id(event)])
             if delivery.retry_later or delivery.config_error:
                 break
+        if report.batches:
+            _safely("recording the queue depth", lambda: self.store.set(DIRECT_QUEUE_DEPTH, self.depth()))
         record_outcome(self.health, report)
         result = report.as_dict()
         result["pending_retry_in"] = self.where if report.retry_later else None
