@@ -557,14 +557,15 @@ class DirectOutbox(object):
 
     def waiting(self, limit):
         """[(key, record)] oldest first, up to `limit`."""
-        out, offset = [], 0
-        while len(out) < limit:
-            page = self.store.items(DIRECT_QUEUE_PREFIX, limit=min(DATASTORE_PAGE, limit - len(out)), offset=offset)
-            out.extend(page)
-            if len(page) < DATASTORE_PAGE:
+        found, offset = {}, 0
+        while len(found) < limit:
+            page = self.store.items(DIRECT_QUEUE_PREFIX, limit=min(DATASTORE_PAGE, limit - len(found)), offset=offset)
+            fresh = [(key, value) for key, value in page if key not in found]
+            found.update(fresh)
+            if len(page) < DATASTORE_PAGE or not fresh:  # last page (or a service that does not page)
                 break
             offset += len(page)
-        return sorted(out, key=lambda item: item[0])[:limit]
+        return sorted(found.items(), key=lambda item: item[0])[:limit]
 
     def depth(self, cap=DIRECT_QUEUE_MAX):
         return len(self.waiting(cap))

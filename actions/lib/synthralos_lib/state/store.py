@@ -195,7 +195,10 @@ class DatastoreStore(Store):
         """[(key, value)] of up to `limit` keys starting with `prefix` (one key per queued item: no
         read-modify-write race between writers), sorted by key. Expired entries are skipped."""
         try:
-            kvps = self._service.list_values(local=False, prefix=self._name(prefix), limit=limit, offset=offset)
+            try:
+                kvps = self._service.list_values(local=False, prefix=self._name(prefix), limit=limit, offset=offset)
+            except TypeError:  # services without paging (older st2): everything, paged below
+                kvps = self._service.list_values(local=False, prefix=self._name(prefix))
         except Exception as exc:
             raise StoreError("st2 datastore list of %r failed: %s" % (prefix, exc))
         out = []
