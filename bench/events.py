@@ -29,7 +29,22 @@ bench only waits less). Two flusher processes drain the outbox at nice 10
 BENCH_FLUSHERS / BENCH_NICE change that). rudder_sdk uses the SDK's defaults; the SDK with
 upload_size 20 is reported in the table and in bench/results/events_detail.json.
 
+* Fault run (`--faults`, also part of every full run): forward_event's own
+  latency (building the event + `events.forwarding.forward`, exactly what the
+  action's run() does after parsing its parameters) while the data plane
+  hangs (every request held 30 s) and while it refuses connections (a closed
+  port), in Redis mode and in direct mode (no Redis: the st2 datastore queue;
+  the datastore is an in-process stand-in, so its st2 API round trips are
+  not in the figure but counted per event as datastore_calls_per_event).
+  Calls are paced (FAULT_RATE per second for the run's duration) with pack
+  defaults and no flusher running, so every inline attempt an action makes
+  shows up: the first one waits out the 1 s inline timeout, then the shared
+  unhealthy mark (30 s) makes the following calls queue without trying.
+  Reported: p50 / p95 / max latency, inline attempts the data plane saw, and
+  what the results said (queued / pending_retry).
+
     python bench/events.py --quick      # under 2 minutes; without --quick: larger runs
+    python bench/events.py --faults --quick   # only the fault run
 
 Needs redis-server on PATH, and requirements.txt + bench/requirements-events.txt
 installed in the Python that runs it (its own venv, not the test venvs).
@@ -357,6 +372,112 @@ def _duplicates(sink, run):
     return {"extra_copies": len(ids) - len(set(ids)), "same_message_id": len(seqs) - len(set(seqs)) == len(ids) - len(set(ids))}
 
 
+# ---------------------------------------------------------------------------
+# Fault run: forward_event latency while the data plane hangs or refuses.
+
+FAULT_RATE = 20.0  # forward_event calls per second
+
+
+class CountingDatastore(object):
+    """In-process stand-in for st2's datastore service (get/set/delete/list_values), counting calls."""
+
+    class _Kvp(object):
+        def __init__(self, name, value):
+            self.name, self.value = name, value
+
+    def __init__(self):
+        self.items, self.calls = {}, 0
+
+    def get_value(self, name, local=True, scope=None, decrypt=False):
+        self.calls += 1
+        return self.items.get(name)
+
+    def set_value(self, name, value, ttl=None, local=True, scope=None, encrypt=False):
+        self.calls += 1
+        self.items[name] = value
+        return True
+
+    def delete_value(self, name, local=True, scope=None):
+        self.calls += 1
+        return self.items.pop(name, None) is not None
+
+    def list_values(self, local=True, prefix=None, limit=None, offset=0):
+        self.calls += 1
+        found = sorted((k for k in self.items if k.startswith(prefix or "")))
+        found = found[offset or 0:][: limit or None]
+        return [self._Kvp(k, self.items[k]) for k in found]
+
+
+def fault_scenario(mode, fault, sink, redis, seconds):
+    """forward() latencies for one (mode, fault) pair; see the module doc."""
+    from synthralos_lib.events.builders import Correlation, agent_event
+    from synthralos_lib.events.forwarding import forward
+    from synthralos_lib.state.config import load_config
+    from synthralos_lib.state.store import get_store
+
+    url = sink.url if fault == "hang" else "http://127.0.0.1:%d" % free_port()
+    config = {"rudderstack": {"write_key": WRITE_KEY, "data_plane_url": url}}
+    if mode == "redis":
+        redis.client.flushall()
+        config["redis"] = {"url": redis.url}
+    sink.reset()
+    if fault == "hang":
+        sink.hang(30)
+    service = CountingDatastore()
+    latencies, outcomes = [], {}
+    run = "fault-%s-%s" % (mode, fault)
+    count = int(seconds * FAULT_RATE)
+    started = time.perf_counter()
+    for seq in range(count):
+        due = started + seq / FAULT_RATE
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        t0 = time.perf_counter()
+        settings = load_config(config)  # what the action does on first use
+        store = get_store(settings, service)
+        corr = Correlation(settings.section("observability"), st2_execution_id="%s-%d" % (run, seq), agent_id="a")
+        event = agent_event("agent_execution", corr, "succeeded", details={"seq": seq, "run": run})
+        result = forward(settings, store, event, service=service)
+        latencies.append((time.perf_counter() - t0) * 1000.0)
+        outcomes[result["status"]] = outcomes.get(result["status"], 0) + 1
+    sink.recover()
+    attempts = len(sink.requests("POST", r"/v1/batch")) if fault == "hang" else None
+    return {
+        "calls": count,
+        "p50_ms": round(percentile(latencies, 50), 3),
+        "p95_ms": round(percentile(latencies, 95), 3),
+        "max_ms": round(max(latencies), 3),
+        "over_150ms": sum(1 for l in latencies if l > 150),
+        "inline_attempts_seen_by_sink": attempts,
+        "outcomes": outcomes,
+        "datastore_calls_per_event": round(service.calls / float(count), 2),
+    }
+
+
+def fault_run(sink, redis, quick):
+    seconds = 12.0 if quick else 40.0
+    results = {}
+    for mode in ("redis", "direct"):
+        for fault in ("hang", "refuse"):
+            results["%s_%s" % (mode, fault)] = fault_scenario(mode, fault, sink, redis, seconds)
+            print("[bench] fault %s/%s done" % (mode, fault), file=sys.stderr)
+    keys = ("calls", "p50_ms", "p95_ms", "max_ms", "over_150ms", "inline_attempts_seen_by_sink", "outcomes",
+            "datastore_calls_per_event")
+    print("| forward_event under fault | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for name, row in results.items():
+        print("| %s | %s |" % (name, " | ".join(str(row[k]) for k in keys)))
+    return {"seconds": seconds, "rate_per_s": FAULT_RATE, "results": results}
+
+
+def write_fault_results(faults, quick):
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "events_faults.json"), "w") as handle:
+        json.dump(dict(faults, mode="quick" if quick else "full"), handle, indent=2)
+        handle.write("\n")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (under 2 minutes)")
@@ -372,6 +493,7 @@ def main():
     parser.add_argument("--report-each", action="store_true")
     parser.add_argument("--wait-flush", action="store_true")
     parser.add_argument("--until-empty", action="store_true")
+    parser.add_argument("--faults", action="store_true", help="only the fault run (forward_event under a hung / refusing data plane)")
     args = parser.parse_args()
     if args.role:
         {"ours-producer": role_ours_producer, "ours-flusher": role_ours_flusher, "sdk-producer": role_sdk_producer}[
@@ -391,6 +513,13 @@ def main():
     sink = RudderStackSink(write_keys=(WRITE_KEY,)).start()
     tmp = tempfile.mkdtemp(prefix="bench-events-")
     results = {}
+    if args.faults:
+        try:
+            write_fault_results(fault_run(sink, redis, args.quick), args.quick)
+        finally:
+            sink.stop()
+            redis.stop()
+        return
     try:
         for name, system, upload in (("ours", "ours", None), ("rudder_sdk", "sdk", None), ("rudder_sdk_batch20", "sdk", 20)):
             reps = [throughput(system, sink, redis, count, tmp, upload, rep) for rep in range(REPS)]
@@ -400,6 +529,7 @@ def main():
             row.update(lost_on_503(system, sink, redis, outage_count, window, upload))
             results[name] = row
             print("[bench] %s done (%.0fs)" % (name, time.time() - started), file=sys.stderr)
+        faults = fault_run(sink, redis, args.quick)
     finally:
         sink.stop()
         redis.stop()
@@ -409,6 +539,7 @@ def main():
     for name, row in results.items():
         print("| %s | %s |" % (name, " | ".join(str(row[k]) for k in keys)))
     print("wall time: %.1fs (%s)" % (time.time() - started, "quick" if args.quick else "full"))
+    write_fault_results(faults, args.quick)
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "events.json"), "w") as handle:
         json.dump({name: {k: results[name][k] for k in keys} for name in ("ours", "rudder_sdk")}, handle, indent=2)
