@@ -333,3 +333,68 @@ class QueueStatsPersistenceTest(StoreBackendMixin, unittest.TestCase):
         self.assertEqual((persistence["durable"], warning),
                          (False, "Redis AOF uses appendfsync no: a crash can lose recently queued events; "
                                  "use everysec or always"))
+
+
+class SensorFilesTest(unittest.TestCase):
+    def test_sensor_module_reaches_the_library_and_names_its_class(self):
+        import os
+
+        import yaml
+        from st2reactor.sensor.base import Sensor
+
+        from synthralos_lib.state.config import PACK_ROOT
+
+        meta = yaml.safe_load(open(os.path.join(PACK_ROOT, "sensors", "event_flusher_sensor.yaml")))
+        with open(os.path.join(PACK_ROOT, "sensors", meta["entry_point"])) as handle:
+            self.assertEqual(handle.readline().split("#")[0].strip(), "import synthralos_sensor_lib")
+        self.assertEqual(meta["class_name"], EventFlusherSensor.__name__)
+        self.assertTrue(issubclass(EventFlusherSensor, Sensor))
+
+    def test_alert_payload_matches_the_trigger_schema(self):
+        import os
+
+        import jsonschema
+        import yaml
+
+        from synthralos_lib.events.health import alert_payload
+        from synthralos_lib.state.config import PACK_ROOT, to_json_schema
+
+        trigger = yaml.safe_load(open(os.path.join(PACK_ROOT, "triggers", "rudderstack_config_error.yaml")))
+        schema = to_json_schema(trigger["payload_schema"]["properties"])
+        payload = alert_payload({"status": 404, "body": "Source is disabled", "data_plane_url": "http://dp",
+                                 "dead_lettered": 0, "refused": 3, "first_seen_ms": 1})
+        jsonschema.validate(payload, schema)
+        self.assertEqual(payload, {"status": 404, "body": "Source is disabled", "data_plane_url": "http://dp",
+                                   "dead_lettered": 0, "refused": 3})
+
+
+class RetryAfterTest(unittest.TestCase):
+    def test_seconds_and_http_dates(self):
+        from synthralos_lib.events.rudderstack import parse_retry_after
+
+        self.assertEqual(parse_retry_after("120"), 120.0)
+        self.assertEqual(parse_retry_after(" 1.5 "), 1.5)
+        self.assertEqual(parse_retry_after("-3"), 0.0)
+        self.assertEqual(parse_retry_after("99999999"), 3600.0)
+        self.assertEqual(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412420.0), 60.0)
+        for bad in (None, "", "soon", "nan"):
+            self.assertIsNone(parse_retry_after(bad), bad)
+
+
+class DatastoreQueueBoundTest(StoreBackendMixin, unittest.TestCase):
+    backend = "datastore"
+
+    def test_full_datastore_queue_rejects_and_says_so(self):
+        from synthralos_lib.events.outbox import DirectOutbox
+
+        store = self.make_store()
+        queue = DirectOutbox(store, {"max_queue_length": 100})
+        for i in range(100):
+            self.assertTrue(queue.enqueue(custom_event("e", {"i": i}, Correlation({}, st2_execution_id="q-%d" % i)))["queued"])
+        config = self.make_config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": closed_port_url(),
+                                               "max_queue_length": 100})
+        result = ForwardEvent(config=config, action_service=self.action_service).run(
+            event_type="agent_failure", status="failed", source_execution_id="one-too-many")
+        self.assertEqual((result["status"], result["forwarded"], result["reason"]),
+                         ("rejected", False, "datastore queue full (100 events); the event is not kept"))
+        self.assertEqual((queue.stats()["depth"], queue.stats()["overflow_rejected"]), (100, 1))
