@@ -5,9 +5,10 @@ import time
 from st2reactor.sensor.base import Sensor
 
 from synthralos_lib.events.flusher import BackgroundFlusher
-from synthralos_lib.state.config import load_config
+from synthralos_lib.state.config import ConfigError, load_config
 
 SLEEP_SLICE_S = 0.25  # how quickly cleanup() is noticed while waiting
+BAD_CONFIG_IDLE_S = 60.0
 
 
 class EventFlusherSensor(Sensor):
@@ -24,9 +25,13 @@ class EventFlusherSensor(Sensor):
         self._flusher = None
 
     def setup(self):
-        settings = load_config(self.config)
-        self._flusher = BackgroundFlusher(settings, self.sensor_service, self._dispatch, logger=self._logger)
         self._running = True
+        try:
+            settings = load_config(self.config)
+        except ConfigError as exc:  # said once; crashing would only make st2 restart us twice
+            self._logger.error("[RudderStack] event flusher idle: %s", exc)
+            return
+        self._flusher = BackgroundFlusher(settings, self.sensor_service, self._dispatch, logger=self._logger)
 
     def run(self):
         while self._running:
@@ -39,6 +44,8 @@ class EventFlusherSensor(Sensor):
 
     def tick(self):
         """One drain step (tests call it directly); returns the flusher's account of it."""
+        if self._flusher is None:
+            return {"sleep_s": BAD_CONFIG_IDLE_S, "reports": {}, "dispatched": []}
         return self._flusher.tick()
 
     def _wait(self, seconds):

@@ -335,6 +335,20 @@ class QueueStatsPersistenceTest(StoreBackendMixin, unittest.TestCase):
                                  "use everysec or always"))
 
 
+class BadConfigSensorTest(BaseSensorTestCase):
+    sensor_cls = EventFlusherSensor
+
+    def test_invalid_config_is_logged_once_and_the_sensor_idles(self):
+        sensor = self.get_sensor_instance(config={"rudderstack": {"batch_size": "lots", "write_key": "s3cr3t-wk"}})
+        sensor.setup()
+        self.assertEqual(sensor.tick(), {"sleep_s": 60.0, "reports": {}, "dispatched": []})
+        calls = self.sensor_service.get_logger("x").error.call_args_list
+        self.assertEqual(len(calls), 1)
+        self.assertNotIn("s3cr3t-wk", str(calls))
+        self.assertEqual(self.get_dispatched_triggers(), [])
+        sensor.cleanup()
+
+
 class SensorFilesTest(unittest.TestCase):
     def test_sensor_module_reaches_the_library_and_names_its_class(self):
         import os
