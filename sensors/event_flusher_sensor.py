@@ -63,11 +63,7 @@ class EventFlusherSensor(Sensor):
         if self._flusher is not None:
             self._flusher.close()
 
-    def add_trigger(self, trigger):
+    def add_trigger(self, trigger):  # no per-trigger state: the sensor only dispatches
         pass
 
-    def update_trigger(self, trigger):
-        pass
-
-    def remove_trigger(self, trigger):
-        pass
+    update_trigger = remove_trigger = add_trigger
