@@ -395,6 +395,15 @@ class RetryAfterTest(unittest.TestCase):
             self.assertIsNone(parse_retry_after(bad), bad)
 
 
+class InlineClientTest(unittest.TestCase):
+    def test_inline_attempts_are_one_short_try(self):
+        from synthralos_lib.events.forwarding import inline_client
+
+        client = inline_client({"write_key": "k", "data_plane_url": "http://dp", "request_timeout_s": 10,
+                                "max_retries": 5})
+        self.assertEqual((client.timeout_s, client.max_retries), (1.0, 0))
+
+
 class DatastoreQueueBoundTest(StoreBackendMixin, unittest.TestCase):
     backend = "datastore"
 
