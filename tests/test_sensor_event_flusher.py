@@ -219,6 +219,24 @@ class FlusherContract(StoreBackendMixin):
         self.assertEqual(len(self.get_dispatched_triggers()), 1)
         self.assertEqual(self.stats()["dead_letters"], 4)
 
+    def test_refusal_met_inline_after_the_fix_window_still_alerts(self):
+        bad = self.config(write_key="wrong-key", config_error_fix_window_s=0)
+        result = self.forward(config=bad, source_execution_id="late")
+        if self.backend == "datastore":
+            self.assertEqual(result["status"], "dead_lettered")  # nothing queued for the sensor to meet
+        self.sensor(config=bad).tick()
+        self.assertEqual(self.get_dispatched_triggers(), [self.expected_alert(refused=1, dead_lettered=1)])
+
+    def test_missing_write_key_is_said_once(self):
+        config = self.config()
+        del config["rudderstack"]["write_key"]
+        sensor = self.sensor(config=config)
+        self.assertEqual([sensor.tick()["sleep_s"] for _ in range(3)], [60.0] * 3)
+        warnings = [c for c in self.sensor_service.get_logger("x").warning.call_args_list
+                    if "write_key is not set" in c[0][0]]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(self.get_dispatched_triggers(), [])
+
     # -- the loop ------------------------------------------------------------------------
 
     def test_run_loop_delivers_and_cleanup_stops_it_promptly(self):

@@ -87,15 +87,14 @@ class BackgroundFlusher(object):
             return {"sleep_s": MAX_IDLE_BACKOFF_S, "reports": {}, "dispatched": []}
         reports, healths = {}, []
         if self.settings.redis_url:
-            report = self._flush_redis()
-            if report is not None:
-                reports["redis"] = report
+            reports["redis"] = self._flush_redis()
+            if not self.redis_down:
                 healths.append(self._outbox().health)
         if self._clock() >= self._next_datastore_check:
             report = self._flush_datastore()
+            healths.append(self.datastore.health)  # a 401/404 met in direct mode may have queued nothing
             if report is not None:
                 reports["datastore"] = report
-                healths.append(self.datastore.health)
         dispatched = self._alert(healths, reports)
         return {"sleep_s": self._next_sleep(reports), "reports": reports, "dispatched": dispatched}
 
@@ -119,7 +118,11 @@ class BackgroundFlusher(object):
 
     def _flush_datastore(self):
         store = self.datastore.store
+        interval = float(self.rudder.get("flush_interval_ms", 10000)) / 1000.0
         try:
+            if not self.datastore.waiting(1):  # idle: one list call, no lock traffic
+                self._next_datastore_check = self._clock() + interval
+                return None
             token = store.acquire_lock(DRAIN_LOCK, ttl=max(30.0, float(self.rudder.get("request_timeout_s", 10)) * 3))
             if token is None:
                 return None
@@ -131,7 +134,6 @@ class BackgroundFlusher(object):
         except StoreError as exc:
             self.log.warning("[RudderStack] st2 datastore queue unreadable: %s", type(exc).__name__)
             return {"status": "datastore_unavailable", "error": type(exc).__name__}
-        interval = float(self.rudder.get("flush_interval_ms", 10000)) / 1000.0
         self._next_datastore_check = 0.0 if remaining else self._clock() + interval
         return report if report["batches"] else None
 
