@@ -42,15 +42,37 @@ class BreakerContract(StoreBackendMixin):
         # Shared: another process sees the open circuit.
         self.assertEqual(self.other_process().try_acquire("a")[0], False)
 
-    def test_a_run_of_failures_opens_even_after_a_healthy_stretch(self):
+    def test_a_short_run_below_the_threshold_does_not_open(self):
         b = self.breakers
         for _ in range(20):
             b.record("a", True)
-        for _ in range(3):
-            self.assertEqual(b.record("a", False, E.TRANSIENT)["state"], "closed")  # 3/23, 3 in a row
-        status = b.record("a", False, E.TRANSIENT)
-        self.assertEqual((status["state"], status["reason"], status["failure_rate"]),
-                         ("open", "4 failures in a row", 0.1667))
+        for _ in range(6):
+            self.assertEqual(b.record("a", False, E.TRANSIENT)["state"], "closed")  # 6 in a row, 6/26 < 0.5
+        status = b.status("a")
+        self.assertEqual((status["state"], status["window_failures"], status["failure_rate"]), ("closed", 6, 0.2308))
+
+    def test_thirty_percent_failures_in_runs_of_three_stay_closed(self):
+        states = set()
+        for i in range(100):
+            self.clock.now += 0.25  # 4 calls a second: the 60 s window holds all of them
+            failed = i % 10 >= 7  # 7 successes, then 3 failures in a row (> min_requests - 1)
+            states.add(self.breakers.record("a", not failed, E.TRANSIENT if failed else None)["state"])
+        self.assertEqual(states, {"closed"})
+        self.assertEqual(self.breakers.status("a")["failure_rate"], 0.3)
+
+    def test_a_full_outage_opens_within_min_requests_calls(self):
+        b = self.breakers
+        states = [b.record("a", False, E.TRANSIENT)["state"] for _ in range(SETTINGS["min_requests"])]
+        self.assertEqual(states, ["closed"] * (SETTINGS["min_requests"] - 1) + ["open"])
+        self.assertEqual(b.status("a")["reason"], "failure rate 4/4")
+
+    def test_an_outage_after_a_healthy_stretch_opens_at_the_threshold_rate(self):
+        b = self.breakers
+        for _ in range(4):
+            b.record("a", True)
+        states = [b.record("a", False, E.TRANSIENT)["state"] for _ in range(4)]
+        self.assertEqual(states, ["closed", "closed", "closed", "open"])  # 4/8 = 0.5
+        self.assertEqual(b.status("a")["reason"], "failure rate 4/8")
 
     def test_request_errors_do_not_count_against_the_target(self):
         b = self.breakers
@@ -138,6 +160,33 @@ class BreakerContract(StoreBackendMixin):
             self.assertEqual(sorted(wins), [False] * 7 + [True])  # SET NX: exactly one
         else:
             self.assertGreaterEqual(wins.count(True), 1)  # datastore: best-effort, at least one
+
+
+class RedisDownBreakerTest(StoreBackendMixin, unittest.TestCase):
+    """redis.url set, Redis killed: the breakers fail open (every target usable), nothing raises."""
+
+    backend = "redis"
+
+    def test_breakers_fail_open_when_redis_is_down(self):
+        from synthralos_tests.redis_server import RedisServer
+
+        server = RedisServer().start()
+        try:
+            config = {"redis": {"url": server.url, "key_prefix": "down:"}}
+            from synthralos_lib.state.config import load_config
+            from synthralos_lib.state.store import get_store
+
+            breakers = Breakers(get_store(load_config(config), self.action_service), SETTINGS)
+            breakers.record("a", False, E.AUTH_CONFIG)
+            self.assertEqual(breakers.try_acquire("a")[0], False)  # up: open
+            server.kill()
+            breakers = Breakers(get_store(load_config(config), self.action_service), SETTINGS)
+            self.assertEqual(breakers.try_acquire("a"), (True, "breaker store unavailable: fail open"))
+            self.assertTrue(breakers.degraded.startswith("breaker store unavailable, breakers fail open: redis "))
+            status = breakers.record("a", False, E.TRANSIENT)
+            self.assertEqual((status["state"], status["reason"]), ("unknown", breakers.degraded))
+        finally:
+            server.stop()
 
 
 class DatastoreBreakerTest(BreakerContract, unittest.TestCase):

@@ -11,15 +11,24 @@ store (Redis when configured, else the st2 datastore), keyed by target name:
 Life of a circuit:
 
     closed --(failure rate >= threshold over >= min_requests in window_s,
-              or the last min_requests outcomes all failed,
               or one quota_exhausted / auth_config)--> open
     open   --(cooldown over)--> half-open: exactly one caller wins the probe lock
     probe ok --> closed (window cleared);  probe failed --> open, cooldown doubled (<= max_cooldown_s)
 
 quota_exhausted and auth_config open the circuit at once for `max_cooldown_s`:
-they need a human (billing, keys), not a few seconds. A cooled target (429,
-overloaded) is skipped by requests choosing a new target, while the request
-that was told to wait it out may still retry it.
+they need a human (billing, keys), not a few seconds. A provider's explicit
+cooldown (429 / 529 with Retry-After) cools the target for that long: it is
+skipped by requests choosing a new target, while the request that was told
+to wait it out may still retry it. Nothing else opens a circuit: a short run
+of failures at a rate below the threshold (a 30 % transient error rate
+produces runs of 3-5 now and then) does not, so a healthy-enough primary is
+not abandoned for a dearer fallback.
+
+Store down (Redis refused or timed out): the breakers fail OPEN, i.e. every
+target counts as closed and nothing is recorded, so requests are still
+served; `degraded` holds the reason (callers log a warning and say so in
+their result). After the first store error an instance stops asking the
+store, so a hung Redis costs one timeout per execution, not one per call.
 
 What counts against a target: transient, rate_limited, overloaded,
 quota_exhausted, auth_config, invalid_output. context_overflow,
@@ -33,6 +42,7 @@ MULTI, SET NX); on the st2 datastore they are best-effort (see store.py).
 import time
 
 from synthralos_lib.llm import errors as E
+from synthralos_lib.state.store import StoreError
 
 CLOSED = "closed"
 OPEN = "open"
@@ -56,10 +66,26 @@ class Breakers(object):
         self.settings.update(settings or {})
         self.clock = clock
         self.probe_ttl_s = probe_ttl_s
+        self.degraded = None  # why the store is not used (fail open), or None
+
+    def _guard(self, fn, fallback):
+        """Run a store-backed step; on a store error fail open (return `fallback`) from now on."""
+        if self.degraded is None:
+            try:
+                return fn()
+            except StoreError as exc:
+                self.degraded = "breaker store unavailable, breakers fail open: %s" % exc
+        return fallback
 
     # -- reading ----------------------------------------------------------
     def status(self, target):
-        """A JSON-able view of one target's breaker (no side effects)."""
+        """A JSON-able view of one target's breaker (no side effects); state `unknown` when the store is down."""
+        unknown = {"target": target, "state": "unknown", "reason": self.degraded, "open_for_s": 0.0,
+                   "cooldown_s": None, "cooling_for_s": 0.0, "window_requests": 0, "window_failures": 0,
+                   "failure_rate": 0.0}
+        return self._guard(lambda: self._status(target), None) or dict(unknown, reason=self.degraded)
+
+    def _status(self, target):
         now = self.clock()
         opened = self.store.get(self._key(target))
         cool = self.store.get(self._key(target, "cool"))
@@ -90,6 +116,9 @@ class Breakers(object):
         `retrying`: the caller already called this target and was told to wait;
         a cooldown (429/overloaded) does not stop it, an open circuit does.
         """
+        return self._guard(lambda: self._try_acquire(target, retrying), (True, "breaker store unavailable: fail open"))
+
+    def _try_acquire(self, target, retrying):
         now = self.clock()
         opened = self.store.get(self._key(target))
         if opened is not None:
@@ -107,6 +136,10 @@ class Breakers(object):
 
     def record(self, target, ok, error_class=None, cool_s=None):
         """Record one outcome; returns the breaker's status afterwards."""
+        self._guard(lambda: self._record(target, ok, error_class, cool_s), None)
+        return self.status(target)
+
+    def _record(self, target, ok, error_class, cool_s):
         now = self.clock()
         failed = (not ok) and error_class in FAILURE_CLASSES
         cfg = self.settings
@@ -129,20 +162,14 @@ class Breakers(object):
             elif opened is None and failed:
                 window = self._window(target, now)
                 failures = sum(1 for item in window if item.get("failed"))
-                latest = window[: cfg["min_requests"]]
                 if len(window) >= cfg["min_requests"] and failures >= cfg["failure_rate_threshold"] * len(window):
                     self._open(target, now, cfg["cooldown_s"], "failure rate %d/%d" % (failures, len(window)))
-                elif len(latest) == cfg["min_requests"] and all(item.get("failed") for item in latest):
-                    # A sudden outage after a healthy stretch: the rate over the whole
-                    # window lags, but min_requests failures in a row are clear enough.
-                    self._open(target, now, cfg["cooldown_s"], "%d failures in a row" % len(latest))
         if failed and error_class in COOL_CLASSES and cool_s:
             self.store.set(self._key(target, "cool"), {"until": now + float(cool_s), "reason": error_class},
                            ttl=float(cool_s))
-        return self.status(target)
 
     def reset(self, target):
-        """Close the circuit and forget its window and cooldown."""
+        """Close the circuit and forget its window and cooldown (raises StoreError when the store is down)."""
         for key in (self._key(target), self._key(target, "outcomes"), self._key(target, "cool")):
             self.store.delete(key)
 
