@@ -34,13 +34,26 @@ class BreakerContract(StoreBackendMixin):
         self.assertEqual(b.record("a", True)["state"], "closed")
         self.assertEqual(b.record("a", False, E.TRANSIENT)["state"], "closed")
         self.assertEqual(b.record("a", True)["state"], "closed")  # 1/3, under min_requests
-        status = b.record("a", False, E.TRANSIENT)  # 2/4 = 0.5 >= 0.5
-        self.assertEqual(status, {"target": "a", "state": "open", "reason": "failure rate 2/4", "open_for_s": 30.0,
-                                  "cooldown_s": 30, "cooling_for_s": 0.0, "window_requests": 4,
-                                  "window_failures": 2, "failure_rate": 0.5})
-        self.assertEqual(b.try_acquire("a"), (False, "circuit open (failure rate 2/4) for 30.0s more"))
+        # 2/4 = 0.5, but 4 outcomes are no evidence: a 30 % target shows 2/4 a third of the time.
+        self.assertEqual(b.record("a", False, E.TRANSIENT)["state"], "closed")
+        for _ in range(4):
+            self.assertEqual(b.record("a", False, E.TRANSIENT)["state"], "closed")  # up to 6/8
+        status = b.record("a", False, E.TRANSIENT)  # 7/9: >= 0.5 with 95 % confidence
+        self.assertEqual(status, {"target": "a", "state": "open", "reason": "failure rate 7/9", "open_for_s": 30.0,
+                                  "cooldown_s": 30, "cooling_for_s": 0.0, "window_requests": 9,
+                                  "window_failures": 7, "failure_rate": 0.7778})
+        self.assertEqual(b.try_acquire("a"), (False, "circuit open (failure rate 7/9) for 30.0s more"))
         # Shared: another process sees the open circuit.
         self.assertEqual(self.other_process().try_acquire("a")[0], False)
+
+    def test_the_rate_rule(self):
+        from synthralos_lib.llm.breaker import rate_reaches
+
+        self.assertEqual([n for n in range(1, 12) if rate_reaches(n, n, 0.5)][0], 3)  # a full outage
+        self.assertEqual([rate_reaches(f, 20, 0.5) for f in (10, 13, 14)], [False, False, True])
+        self.assertEqual([rate_reaches(f, 1000, 0.5) for f in (499, 530)], [False, True])  # the plain rate, nearly
+        self.assertEqual((rate_reaches(4, 5, 1.0), rate_reaches(5, 5, 1.0)), (False, True))
+        self.assertEqual((rate_reaches(0, 5, 0.0), rate_reaches(0, 0, 0.5)), (True, False))
 
     def test_a_short_run_below_the_threshold_does_not_open(self):
         b = self.breakers
@@ -66,13 +79,13 @@ class BreakerContract(StoreBackendMixin):
         self.assertEqual(states, ["closed"] * (SETTINGS["min_requests"] - 1) + ["open"])
         self.assertEqual(b.status("a")["reason"], "failure rate 4/4")
 
-    def test_an_outage_after_a_healthy_stretch_opens_at_the_threshold_rate(self):
+    def test_an_outage_after_a_healthy_stretch_opens_once_the_rate_shows(self):
         b = self.breakers
         for _ in range(4):
             b.record("a", True)
-        states = [b.record("a", False, E.TRANSIENT)["state"] for _ in range(4)]
-        self.assertEqual(states, ["closed", "closed", "closed", "open"])  # 4/8 = 0.5
-        self.assertEqual(b.status("a")["reason"], "failure rate 4/8")
+        states = [b.record("a", False, E.TRANSIENT)["state"] for _ in range(11)]
+        self.assertEqual(states, ["closed"] * 10 + ["open"])
+        self.assertEqual(b.status("a")["reason"], "failure rate 11/15")
 
     def test_request_errors_do_not_count_against_the_target(self):
         b = self.breakers

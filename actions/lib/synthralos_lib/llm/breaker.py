@@ -10,10 +10,19 @@ store (Redis when configured, else the st2 datastore), keyed by target name:
 
 Life of a circuit:
 
-    closed --(failure rate >= threshold over >= min_requests in window_s,
-              or one quota_exhausted / auth_config)--> open
+    closed --(failure rate >= threshold over >= min_requests in window_s, with 95 %
+              confidence; or one quota_exhausted / auth_config)--> open
     open   --(cooldown over)--> half-open: exactly one caller wins the probe lock
     probe ok --> closed (window cleared);  probe failed --> open, cooldown doubled (<= max_cooldown_s)
+
+The failure rate of a window of n outcomes with f failures counts as >= the
+threshold t when the lower end of its one-sided 95 % Wilson interval is (see
+`rate_reaches`): with a large window that is the plain rate f/n >= t, with a
+few outcomes it asks for more evidence, because 3 failures out of 5 happen
+now and then (16 %) to a target failing 30 % of the time. A full outage
+(every call fails) still opens after max(min_requests, 2.71 * t / (1 - t))
+calls: 5 with the defaults (min_requests 5, t 0.5), 3 at t 0.5 and
+min_requests 3; t = 1 opens only when every outcome in the window failed.
 
 quota_exhausted and auth_config open the circuit at once for `max_cooldown_s`:
 they need a human (billing, keys), not a few seconds. A provider's explicit
@@ -39,6 +48,7 @@ On Redis the window append and the probe claim are atomic (LPUSH+LTRIM in
 MULTI, SET NX); on the st2 datastore they are best-effort (see store.py).
 """
 
+import math
 import time
 
 from synthralos_lib.llm import errors as E
@@ -53,6 +63,23 @@ FAILURE_CLASSES = frozenset([E.TRANSIENT, E.RATE_LIMITED, E.OVERLOADED, E.QUOTA_
 OPEN_AT_ONCE = frozenset([E.QUOTA_EXHAUSTED, E.AUTH_CONFIG])
 COOL_CLASSES = frozenset([E.RATE_LIMITED, E.OVERLOADED])
 WINDOW_MAX_LEN = 200  # outcomes kept per target; the window is also bounded by time
+CONFIDENCE_Z = 1.645  # one-sided 95 %
+
+
+def rate_reaches(failures, total, threshold, z=CONFIDENCE_Z):
+    """True when `failures` of `total` show a failure rate >= `threshold` with 95 % confidence."""
+    if total <= 0:
+        return False
+    if threshold >= 1:
+        return failures >= total
+    rate = failures / float(total)
+    if rate < threshold:
+        return False
+    low = (rate + z * z / (2 * total) - z * math.sqrt(rate * (1 - rate) / total + z * z / (4.0 * total * total))) \
+        / (1 + z * z / total)
+    return low >= threshold - 1e-9
+
+
 DEFAULTS = {"window_s": 60, "min_requests": 5, "failure_rate_threshold": 0.5, "cooldown_s": 30,
             "max_cooldown_s": 600}
 
@@ -162,7 +189,8 @@ class Breakers(object):
             elif opened is None and failed:
                 window = self._window(target, now)
                 failures = sum(1 for item in window if item.get("failed"))
-                if len(window) >= cfg["min_requests"] and failures >= cfg["failure_rate_threshold"] * len(window):
+                if len(window) >= cfg["min_requests"] and rate_reaches(failures, len(window),
+                                                                      cfg["failure_rate_threshold"]):
                     self._open(target, now, cfg["cooldown_s"], "failure rate %d/%d" % (failures, len(window)))
         if failed and error_class in COOL_CLASSES and cool_s:
             self.store.set(self._key(target, "cool"), {"until": now + float(cool_s), "reason": error_class},
