@@ -16,7 +16,7 @@ import yaml
 
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.llm_provider import LLMProviderServer
-from synthralos_tests.orquesta_runner import ACTIONS_DIR, run_workflow, skip_unless_orquesta
+from synthralos_tests.orquesta_runner import ACTIONS_DIR, ActionParameterError, run_workflow, skip_unless_orquesta
 
 from llm_request import LLMRequest
 from synthralos_lib.llm.breaker import Breakers
@@ -245,13 +245,23 @@ class LLMRetryContract(WorkflowMixin):
         self.assertEqual(self.server.calls(), [])
         self.assertEqual(Breakers(self.make_store(), {}).status("oa")["window_requests"], 0)
 
+    def test_out_of_range_input_is_refused_by_st2(self):
+        with self.assertRaises(ActionParameterError) as caught:
+            self.run_wf("llm_retry", {"policy": {"max_attempts": 0}})
+        self.assertIn('0 is less than the minimum of 1 (parameter "policy")', str(caught.exception))
+        with self.assertRaises(ActionParameterError) as caught:
+            self.run_wf("llm_retry", {"temperature": 2.5})
+        self.assertIn('2.5 is greater than the maximum of 2 (parameter "temperature")', str(caught.exception))
+
     def test_invalid_input_fails_the_workflow(self):
-        run = self.run_wf("llm_retry", {"policy": {"max_attempts": 0}})
+        # NaN passes JSON schema's type and bounds; the library names the field.
+        run = self.run_wf("llm_retry", {"policy": {"max_delay_s": float("nan")}})
         self.assertEqual(run.status, "failed")
         self.assertEqual(run.task_sequence, ["request"])
         self.assertEqual(run.output["attempts"], [])  # output still renders, without errors of its own
         self.assertEqual([e.get("task_id") for e in run.errors], ["request", "fail"])  # no output-rendering errors
-        self.assertIn("policy.max_attempts must be an integer >= 1", run.task("request").result["stderr"])
+        self.assertIn("policy.max_delay_s must be a number >= 0", run.task("request").result["stderr"])
+        self.assertEqual(self.server.calls(), [])
 
 
 class RerouteContract(WorkflowMixin):
