@@ -79,13 +79,19 @@ class BreakerContract(StoreBackendMixin):
         self.assertEqual(states, ["closed"] * (SETTINGS["min_requests"] - 1) + ["open"])
         self.assertEqual(b.status("a")["reason"], "failure rate 4/4")
 
-    def test_an_outage_after_a_healthy_stretch_opens_once_the_rate_shows(self):
+    def test_an_outage_after_a_healthy_stretch_opens_on_an_implausible_run(self):
         b = self.breakers
-        for _ in range(4):
+        for _ in range(20):
             b.record("a", True)
-        states = [b.record("a", False, E.TRANSIENT)["state"] for _ in range(11)]
-        self.assertEqual(states, ["closed"] * 10 + ["open"])
-        self.assertEqual(b.status("a")["reason"], "failure rate 11/15")
+        states = [b.record("a", False, E.TRANSIENT)["state"] for _ in range(10)]
+        self.assertEqual(states, ["closed"] * 9 + ["open"])  # 10/30: the rate lags, the run does not
+        self.assertEqual(b.status("a")["reason"], "10 failures in a row")
+
+    def test_the_run_rule(self):
+        from synthralos_lib.llm.breaker import run_needed
+
+        self.assertEqual([run_needed(4, t) for t in (0.0, 0.5, 0.8)], [4, 10, 31])
+        self.assertEqual((run_needed(12, 0.5), run_needed(4, 1.0)), (12, float("inf")))
 
     def test_request_errors_do_not_count_against_the_target(self):
         b = self.breakers

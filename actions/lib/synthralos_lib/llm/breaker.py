@@ -11,7 +11,8 @@ store (Redis when configured, else the st2 datastore), keyed by target name:
 Life of a circuit:
 
     closed --(failure rate >= threshold over >= min_requests in window_s, with 95 %
-              confidence; or one quota_exhausted / auth_config)--> open
+              confidence; or a run of failures implausible at the threshold rate;
+              or one quota_exhausted / auth_config)--> open
     open   --(cooldown over)--> half-open: exactly one caller wins the probe lock
     probe ok --> closed (window cleared);  probe failed --> open, cooldown doubled (<= max_cooldown_s)
 
@@ -23,6 +24,12 @@ now and then (16 %) to a target failing 30 % of the time. A full outage
 (every call fails) still opens after max(min_requests, 2.71 * t / (1 - t))
 calls: 5 with the defaults (min_requests 5, t 0.5), 3 at t 0.5 and
 min_requests 3; t = 1 opens only when every outcome in the window failed.
+After a healthy stretch the window's rate lags a sudden outage, so a run of
+k failures in a row also opens, with k the smallest run that happens less
+than 0.1 % of the time to a target failing at exactly the threshold rate
+(t^k <= 0.001: 10 at t 0.5; never fewer than min_requests). A target failing
+30 % of calls has such a run once in ~170,000 calls; the old rule (a run of
+min_requests, 5) once in ~400.
 
 quota_exhausted and auth_config open the circuit at once for `max_cooldown_s`:
 they need a human (billing, keys), not a few seconds. A provider's explicit
@@ -78,6 +85,19 @@ def rate_reaches(failures, total, threshold, z=CONFIDENCE_Z):
     low = (rate + z * z / (2 * total) - z * math.sqrt(rate * (1 - rate) / total + z * z / (4.0 * total * total))) \
         / (1 + z * z / total)
     return low >= threshold - 1e-9
+
+
+RUN_ALPHA = 0.001  # a run of failures opens when it is this unlikely at the threshold rate
+
+
+def run_needed(min_requests, threshold, alpha=RUN_ALPHA):
+    """Failures in a row that open a circuit whatever the window holds: threshold**k <= alpha
+    (10 at 0.5, 31 at 0.8), never fewer than min_requests; infinite (never) when threshold >= 1."""
+    if threshold >= 1:
+        return float("inf")
+    if threshold <= 0:
+        return max(1, min_requests)
+    return max(min_requests, int(math.ceil(math.log(alpha) / math.log(threshold) - 1e-9)))
 
 
 DEFAULTS = {"window_s": 60, "min_requests": 5, "failure_rate_threshold": 0.5, "cooldown_s": 30,
@@ -189,9 +209,14 @@ class Breakers(object):
             elif opened is None and failed:
                 window = self._window(target, now)
                 failures = sum(1 for item in window if item.get("failed"))
+                run = next((i for i, item in enumerate(window) if not item.get("failed")), len(window))
                 if len(window) >= cfg["min_requests"] and rate_reaches(failures, len(window),
                                                                       cfg["failure_rate_threshold"]):
                     self._open(target, now, cfg["cooldown_s"], "failure rate %d/%d" % (failures, len(window)))
+                elif run >= run_needed(cfg["min_requests"], cfg["failure_rate_threshold"]):
+                    # A sudden outage after a healthy stretch: the window's rate lags, but a
+                    # run this long is implausible (< 0.1 %) for a target failing at the threshold.
+                    self._open(target, now, cfg["cooldown_s"], "%d failures in a row" % run)
         if failed and error_class in COOL_CLASSES and cool_s:
             self.store.set(self._key(target, "cool"), {"until": now + float(cool_s), "reason": error_class},
                            ttl=float(cool_s))
