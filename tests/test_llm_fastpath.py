@@ -7,7 +7,7 @@ import synthralos_tests  # noqa: F401
 import unittest
 
 from synthralos_tests.base import StoreBackendMixin
-from synthralos_tests.llm_provider import LLMProviderServer
+from synthralos_tests.llm_provider import ProviderServerMixin
 
 from synthralos_lib.llm import fastpath
 from synthralos_lib.llm.breaker import Breakers
@@ -17,20 +17,9 @@ from synthralos_lib.llm.routing import make_policy, resolve_chain
 MESSAGES = [{"role": "user", "content": "ping"}]
 
 
-class FastPathContract(StoreBackendMixin):
-    @classmethod
-    def setUpClass(cls):
-        super(FastPathContract, cls).setUpClass()
-        cls.server = LLMProviderServer()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.close()
-        super(FastPathContract, cls).tearDownClass()
-
+class FastPathContract(ProviderServerMixin, StoreBackendMixin):
     def setUp(self):
         super(FastPathContract, self).setUp()
-        self.server.reset()
         self.server.add_endpoint("p", "openai", "sk-fp-primary-1111")
         self.server.add_endpoint("f", "anthropic", "sk-ant-fp-fallback-2222")
         self.base_config = {

@@ -7,7 +7,7 @@ import synthralos_tests  # noqa: F401
 import unittest
 
 from synthralos_tests.base import SynthralosActionTestCase
-from synthralos_tests.llm_provider import LLMProviderServer
+from synthralos_tests.llm_provider import ProviderServerMixin
 
 from llm_call import LLMCall
 from llm_decide import LLMDecide
@@ -21,20 +21,9 @@ INF = float("inf")
 NAN = float("nan")
 
 
-class ProviderCase(SynthralosActionTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super(ProviderCase, cls).setUpClass()
-        cls.server = LLMProviderServer()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.close()
-        super(ProviderCase, cls).tearDownClass()
-
+class ProviderCase(ProviderServerMixin, SynthralosActionTestCase):
     def setUp(self):
         super(ProviderCase, self).setUp()
-        self.server.reset()
         self.server.add_endpoint("oa", "openai", KEY)
         self.base_config = {"llm_targets": [self.server.target("oa")]}
 

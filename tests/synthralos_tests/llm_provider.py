@@ -478,3 +478,21 @@ def _to_wire(answer):
     if isinstance(action, tuple):  # ("sleep", seconds, then): a hang or a slow answer
         return Reply(status, body, headers, delay=action[1], drop=action[2] == "drop")
     return Reply(status, body, headers)
+
+
+class ProviderServerMixin(object):
+    """For TestCases: one LLMProviderServer per class as `cls.server`, reset before each test."""
+
+    @classmethod
+    def setUpClass(cls):
+        super(ProviderServerMixin, cls).setUpClass()
+        cls.server = LLMProviderServer()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.close()
+        super(ProviderServerMixin, cls).tearDownClass()
+
+    def setUp(self):
+        super(ProviderServerMixin, self).setUp()
+        self.server.reset()
