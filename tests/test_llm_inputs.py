@@ -78,6 +78,17 @@ class LLMRequestInputsTest(ProviderCase):
         self.assertEqual(self.server.calls(), [])
 
 
+    def test_a_resume_that_is_not_a_hand_back_is_refused(self):
+        for resume, message in (({"pending": {"action": "done"}}, "resume.pending must be the pending decision"),
+                                ({"pending": {"action": "retry", "target": "zz"}}, "resume.pending.target 'zz'"),
+                                ({"pending": {"action": "retry", "target": "oa", "delay_s": "x", "wait_s": 1}},
+                                 "resume.pending.delay_s must be a number")):
+            with self.assertRaises(ValueError) as caught:
+                self.action().run(messages=USER, resume=resume)
+            self.assertIn(message, str(caught.exception))
+        self.assertEqual(self.server.calls(), [])
+
+
 class DuplicateTargetNamesTest(unittest.TestCase):
     def test_duplicate_llm_target_names_are_a_config_error(self):
         target = {"name": "a", "kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "m"}

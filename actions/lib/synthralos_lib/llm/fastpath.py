@@ -73,6 +73,7 @@ def serve(settings, store, chain, policy, call, resume=None, max_wait_s=DEFAULT_
     breakers = make_breakers(settings, store, chain)
     alerts, calls, outcome, waited = [], 0, {}, False
     if resume:
+        _check_resume(resume, chain)
         decision = dict(resume["pending"])
         history = [dict(a) for a in resume.get("history") or []]
         skipped = list(resume.get("skipped") or [])
@@ -116,6 +117,21 @@ def serve(settings, store, chain, policy, call, resume=None, max_wait_s=DEFAULT_
         if decision["alert"]:
             alerts.append(alert_payload(history[-1], decision))
     return _result(decision, outcome, history, skipped, alerts, calls, total, breakers, None)
+
+
+def _check_resume(resume, chain):
+    """`resume` must be what a hand-back returned (it travels through workflow ctx)."""
+    pending = resume.get("pending") if isinstance(resume, dict) else None
+    if not isinstance(pending, dict) or pending.get("action") not in _CONTINUE:
+        raise ValueError("resume.pending must be the pending decision of a handed-back llm_request")
+    if pending.get("target") not in chain:
+        raise ValueError("resume.pending.target %r is not in the target chain (%s)"
+                         % (pending.get("target"), ", ".join(chain)))
+    for key in ("delay_s", "wait_s"):
+        if not isinstance(pending.get(key), (int, float)) or isinstance(pending.get(key), bool):
+            raise ValueError("resume.pending.%s must be a number" % key)
+    if not isinstance(resume.get("history") or [], list) or not isinstance(resume.get("skipped") or [], list):
+        raise ValueError("resume.history and resume.skipped must be lists")
 
 
 def _result(decision, outcome, history, skipped, alerts, calls, total, breakers, resume_state):
