@@ -1,5 +1,5 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.llm.routing import make_policy, next_step, resolve_chain
+from synthralos_lib.llm.routing import check_outcome, make_policy, next_step, resolve_chain
 
 
 class LLMDecide(SynthralosAction):
@@ -9,7 +9,8 @@ class LLMDecide(SynthralosAction):
             total_delay_s=0):
         chain = resolve_chain(self.settings, targets)
         effective = make_policy(self.settings, policy, one_attempt_per_target)
-        decision = self.scrub(next_step(self.settings, self.store, chain, outcome or None, history or [], effective,
+        outcome = check_outcome(outcome or None, chain)
+        decision = self.scrub(next_step(self.settings, self.store, chain, outcome, history or [], effective,
                                         record=record, total_delay_s=total_delay_s))
         self.logger.info(
             "[Retry] decision=%s target=%s wait=%ss attempts=%d reason=%s"

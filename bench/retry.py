@@ -13,12 +13,26 @@ produce the answer). Time is REAL wall-clock time with every delay scaled
 down (backoff base 0.05 s, cap 1 s, breaker cooldown 1 s, Retry-After around
 0.2-1 s) so that --quick stays under two minutes.
 
+Besides the in-process figures it reports what a request costs inside st2,
+where every python-script action execution is a new process:
+`executions_per_request` (ours: 1 for the fast path, +1 per wait handed back
+to the workflow's task delay, +1 per alert dispatched; LiteLLM and tenacity
+counted as one python-script action wrapping them), `st2_p95_latency_s`
+(p95 of in-process latency + executions x --per-execution-cost, 1.5 s by
+default), `primary_share` (requests served by the primary / requests) and
+`cost_per_1k_usd` (what the served answers cost per 1,000 requests, from the
+token counts in the provider's usage, fallback priced 5x the primary).
+
 Strategies:
-* ours: `llm_routing.next_step` (record -> decide -> breaker check) around
-  `llm_client.call_llm`, exactly what the llm_retry workflow runs per
-  iteration, with breakers shared through a real redis-server. The workflow
-  rounds each delay up to whole seconds (Orquesta task delays are integers);
-  here the delays are used as computed, since everything is scaled down.
+* ours: `fastpath.serve`, exactly what the llm_request action runs (the
+  attempt loop of llm_retry / reroute_request: record -> decide -> breaker
+  check -> sleep a short wait -> call), with breakers shared through a real
+  redis-server. A wait over --fast-path-max-wait (0.5 s, the pack's 10 s
+  scaled like the backoff) is handed back: the bench sleeps it (the
+  workflow's task delay) and resumes, counting one more execution. The
+  workflow rounds a handed-back delay up to whole seconds (Orquesta task
+  delays are integers); here it is used as computed, since everything is
+  scaled down.
   retry_after_cap_s is 0.25 s (latency-first: a longer Retry-After sends the
   request to the next target while the limited one cools down for everyone);
   `--retry-after-cap 2` gives the pack's default ratio.
@@ -34,7 +48,12 @@ Strategies:
   wait_random_exponential with the same base and cap), then the fallback.
 
 Writes bench/results/retry.json:
-{"<scenario>": {"ours": {"success_rate", "p95_latency_s", "wasted_calls"}, "litellm_router": {...}, "tenacity": {...}}}
+{"<scenario>": {"ours": {"success_rate", "p95_latency_s", "wasted_calls", "executions_per_request",
+                         "st2_p95_latency_s", "primary_share", "cost_per_1k_usd"},
+                "litellm_router": {...}, "tenacity": {...}}}
+ours also has "previous_executions_per_request": what the same attempts cost in
+the one-attempt-per-task workflow this pack had before llm_request
+(start + decide/route/call per attempt + a final decide/route, + alerts).
 """
 
 import argparse
@@ -55,10 +74,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # never fetch the
 
 import requests  # noqa: E402
 
+from synthralos_lib.llm import fastpath  # noqa: E402
 from synthralos_lib.llm import policy as llm_policy  # noqa: E402
 from synthralos_lib.state.config import load_config  # noqa: E402
 from synthralos_lib.llm.client import call_llm  # noqa: E402
-from synthralos_lib.llm.routing import make_policy, next_step  # noqa: E402
+from synthralos_lib.llm.routing import make_policy  # noqa: E402
 from synthralos_lib.state.store import RedisStore  # noqa: E402
 from synthralos_tests.llm_provider import LLMProviderServer  # noqa: E402
 
@@ -74,6 +94,10 @@ MAX_DELAY_S = 1.0
 # 120 s against a 60 s backoff cap, would be 2.0 here: `--retry-after-cap 2`).
 RETRY_AFTER_CAP_S = 0.25
 COOLDOWN_S = 1
+FAST_PATH_MAX_WAIT_S = 0.5  # the pack's 10 s default, scaled like the backoff (1 s -> 0.05 s)
+PER_EXECUTION_COST_S = 1.5  # a python-script execution on a small st2 box (1.2-2.9 s measured)
+# USD per 1M tokens (input, output): the primary at gpt-4o-mini's list price, the fallback 5x.
+PRICES = {"p": (0.15, 0.60), "f": (0.75, 3.00)}
 
 # LiteLLM reads its backoff constants from the environment when imported: scale them like ours.
 os.environ.setdefault("INITIAL_RETRY_DELAY", str(BASE_DELAY_S))
@@ -117,6 +141,7 @@ class Ours(object):
     name = "ours"
 
     retry_after_cap_s = RETRY_AFTER_CAP_S
+    max_wait_s = FAST_PATH_MAX_WAIT_S
 
     def __init__(self, server, redis_url):
         self.settings = load_config({
@@ -138,14 +163,22 @@ class Ours(object):
         self.session.mount("http://", adapter)
 
     def request(self):
-        decision = next_step(self.settings, self.store, self.chain, None, [], self.policy)
-        while decision["action"] in (llm_policy.RETRY, llm_policy.NEXT_TARGET):
-            if decision["delay_s"]:
-                time.sleep(decision["delay_s"])
-            target = self.settings.llm_target(decision["target"])
-            outcome = call_llm(target, MESSAGES, max_tokens=64, session=self.session)
-            decision = next_step(self.settings, self.store, self.chain, outcome, decision["history"], self.policy)
-        return decision["action"] == llm_policy.DONE
+        """(ok, executions): one llm_request execution, one more per hand-back, one per alert."""
+
+        def call(name):
+            return call_llm(self.settings.llm_target(name), MESSAGES, max_tokens=64, session=self.session)
+
+        result = fastpath.serve(self.settings, self.store, self.chain, self.policy, call,
+                                max_wait_s=self.max_wait_s, budget_s=300)
+        executions = 1 + len(result["alerts"])
+        while result["handed_back"]:
+            time.sleep(result["resume"]["pending"]["delay_s"])  # the workflow's task delay
+            result = fastpath.serve(self.settings, self.store, self.chain, self.policy, call,
+                                    resume=result["resume"], max_wait_s=self.max_wait_s, budget_s=300)
+            executions += 1 + len(result["alerts"])
+        previous = 1 + 3 * result["attempt_count"] + 2 + sum(1 for a in result["attempts"]
+                                                             if a["error_class"] in llm_policy.ALERT_CLASSES)
+        return result["action"] == llm_policy.DONE, executions, previous
 
 
 class LiteLLMRouter(object):
@@ -179,8 +212,8 @@ class LiteLLMRouter(object):
         try:
             response = self.router.completion(model="primary", messages=MESSAGES, max_tokens=64)
         except Exception:
-            return False
-        return bool(response.choices[0].message.content)
+            return False, 1, None
+        return bool(response.choices[0].message.content), 1, None
 
 
 class Tenacity(object):
@@ -215,10 +248,10 @@ class Tenacity(object):
     def request(self):
         for target in self.targets:
             try:
-                return bool(self.call(target))
+                return bool(self.call(target)), 1, None
             except Exception:
                 continue
-        return False
+        return False, 1, None
 
 
 STRATEGIES = [Ours, LiteLLMRouter, Tenacity]
@@ -233,7 +266,7 @@ def p95(values):
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
-def run_one(strategy_cls, scenario, requests_n, rate, redis_url):
+def run_one(strategy_cls, scenario, requests_n, rate, redis_url, per_execution_cost):
     duration = requests_n / float(rate)
     server = LLMProviderServer()
     try:
@@ -251,8 +284,8 @@ def run_one(strategy_cls, scenario, requests_n, rate, redis_url):
 
         def one(i):
             started = time.monotonic()
-            ok = strategy.request()
-            results[i] = (ok, time.monotonic() - started)
+            ok, executions, previous = strategy.request()
+            results[i] = (ok, time.monotonic() - started, executions, previous)
 
         server.reset_clock()
         start = time.monotonic()
@@ -267,16 +300,24 @@ def run_one(strategy_cls, scenario, requests_n, rate, redis_url):
         for thread in threads:
             thread.join(60)
         done = [r for r in results if r is not None]
-        successes = sum(1 for ok, _ in done if ok)
-        calls = len(server.requests())
-        served_by_primary = sum(1 for c in server.calls("p") if c["status"] == 200)
+        successes = sum(1 for r in done if r[0])
+        calls = server.calls()
+        served_by_primary = sum(1 for c in calls if c["endpoint"] == "p" and c["status"] == 200)
+        usd = sum(c["usage"][0] * PRICES[c["endpoint"]][0] + c["usage"][1] * PRICES[c["endpoint"]][1]
+                  for c in calls if c["endpoint"] in PRICES) / 1e6
+        executions = [r[2] for r in done]
         metrics = {
             "success_rate": round(successes / float(requests_n), 4),
-            "p95_latency_s": round(p95([lat for _, lat in done]), 3),
-            "wasted_calls": calls - successes,
+            "p95_latency_s": round(p95([r[1] for r in done]), 3),
+            "wasted_calls": len(calls) - successes,
+            "executions_per_request": round(sum(executions) / float(max(len(done), 1)), 3),
+            "st2_p95_latency_s": round(p95([r[1] + r[2] * per_execution_cost for r in done]), 3),
+            "primary_share": round(served_by_primary / float(requests_n), 4),
+            "cost_per_1k_usd": round(usd / requests_n * 1000, 6),
         }
-        # Printed, not in the JSON: how much of the traffic the primary still served.
-        return metrics, round(served_by_primary / float(max(successes, 1)), 3)
+        if all(r[3] is not None for r in done):
+            metrics["previous_executions_per_request"] = round(sum(r[3] for r in done) / float(max(len(done), 1)), 3)
+        return metrics
     finally:
         server.close()
 
@@ -313,39 +354,44 @@ def main(argv=None):
     parser.add_argument("--only", help="comma-separated scenario names")
     parser.add_argument("--retry-after-cap", type=float, default=RETRY_AFTER_CAP_S,
                         help="ours: longest Retry-After honoured before moving to the next target (s)")
+    parser.add_argument("--fast-path-max-wait", type=float, default=FAST_PATH_MAX_WAIT_S,
+                        help="ours: longest wait slept inside the one execution (s); longer ones go to the workflow")
+    parser.add_argument("--per-execution-cost", type=float, default=PER_EXECUTION_COST_S,
+                        help="seconds one st2 action execution adds (process start, imports, engine round trip)")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "retry.json"))
     args = parser.parse_args(argv)
     Ours.retry_after_cap_s = args.retry_after_cap
+    Ours.max_wait_s = args.fast_path_max_wait
     requests_n = args.requests or (40 if args.quick else 150)
     chosen = [s for s in SCENARIOS if not args.only or s[0] in args.only.split(",")]
 
     redis_proc, redis_url = start_redis()
-    results, shares = {}, {}
+    results = {}
     began = time.monotonic()
     try:
         for name, scenario in chosen:
             results[name] = {}
             for strategy_cls in STRATEGIES:
-                metrics, share = run_one(strategy_cls, scenario, requests_n, args.rate, redis_url)
+                metrics = run_one(strategy_cls, scenario, requests_n, args.rate, redis_url, args.per_execution_cost)
                 results[name][strategy_cls.name] = metrics
-                shares[(name, strategy_cls.name)] = share
                 print("  %-24s %-15s %s" % (name, strategy_cls.name, metrics), file=sys.stderr)
     finally:
         redis_proc.kill()
         redis_proc.wait()
     elapsed = time.monotonic() - began
 
-    print("LLM retry/reroute benchmark: %d requests per cell at %.0f/s, real time (delays scaled down), %.0fs total"
-          % (requests_n, args.rate, elapsed))
-    header = "%-24s | %-15s | %12s | %13s | %12s | %16s" % ("scenario", "strategy", "success_rate",
-                                                             "p95_latency_s", "wasted_calls", "served_by_primary")
+    print("LLM retry/reroute benchmark: %d requests per cell at %.0f/s, real time (delays scaled down), %.0fs total;"
+          " st2 latency = in-process + executions x %.1fs" % (requests_n, args.rate, elapsed, args.per_execution_cost))
+    columns = [("success_rate", "%12.3f"), ("p95_latency_s", "%13.3f"), ("wasted_calls", "%12d"),
+               ("executions_per_request", "%22.2f"), ("st2_p95_latency_s", "%17.3f"), ("primary_share", "%13.3f"),
+               ("cost_per_1k_usd", "%15.4f")]
+    header = "%-24s | %-15s | " % ("scenario", "strategy") + " | ".join(
+        ("%" + fmt[1:].split(".")[0].rstrip("df") + "s") % key for key, fmt in columns)
     print(header)
     print("-" * len(header))
     for name in results:
         for strategy, row in results[name].items():
-            print("%-24s | %-15s | %12.3f | %13.3f | %12d | %16.3f" % (
-                name, strategy, row["success_rate"], row["p95_latency_s"], row["wasted_calls"],
-                shares[(name, strategy)]))
+            print("%-24s | %-15s | " % (name, strategy) + " | ".join(fmt % row[key] for key, fmt in columns))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump(results, handle, indent=2, sort_keys=False)

@@ -5,7 +5,7 @@ import json
 import unittest
 
 from synthralos_tests.base import SynthralosActionTestCase
-from synthralos_tests.llm_provider import LLMProviderServer
+from synthralos_tests.llm_provider import ProviderServerMixin
 
 from llm_breaker_reset import LLMBreakerReset
 from llm_breaker_status import LLMBreakerStatus
@@ -20,22 +20,11 @@ AGENT_KEY = "agent-api-secret-4444dddd"
 USER = [{"role": "user", "content": "Say hello"}]
 
 
-class ProviderMixin(object):
+class ProviderMixin(ProviderServerMixin):
     """A provider server for the class, three targets in the config: oa (priority 1), an (2), oa2 (3)."""
-
-    @classmethod
-    def setUpClass(cls):
-        super(ProviderMixin, cls).setUpClass()
-        cls.server = LLMProviderServer()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.close()
-        super(ProviderMixin, cls).tearDownClass()
 
     def setUp(self):
         super(ProviderMixin, self).setUp()
-        self.server.reset()
         self.server.add_endpoint("oa", "openai", KEYS["oa"], region="us")
         self.server.add_endpoint("an", "anthropic", KEYS["an"], region="eu")
         self.server.add_endpoint("oa2", "openai", KEYS["oa2"], region="ap")

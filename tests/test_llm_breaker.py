@@ -34,23 +34,64 @@ class BreakerContract(StoreBackendMixin):
         self.assertEqual(b.record("a", True)["state"], "closed")
         self.assertEqual(b.record("a", False, E.TRANSIENT)["state"], "closed")
         self.assertEqual(b.record("a", True)["state"], "closed")  # 1/3, under min_requests
-        status = b.record("a", False, E.TRANSIENT)  # 2/4 = 0.5 >= 0.5
-        self.assertEqual(status, {"target": "a", "state": "open", "reason": "failure rate 2/4", "open_for_s": 30.0,
-                                  "cooldown_s": 30, "cooling_for_s": 0.0, "window_requests": 4,
-                                  "window_failures": 2, "failure_rate": 0.5})
-        self.assertEqual(b.try_acquire("a"), (False, "circuit open (failure rate 2/4) for 30.0s more"))
+        # 2/4 = 0.5, but 4 outcomes are no evidence: a 30 % target shows 2/4 a third of the time.
+        self.assertEqual(b.record("a", False, E.TRANSIENT)["state"], "closed")
+        for _ in range(4):
+            self.assertEqual(b.record("a", False, E.TRANSIENT)["state"], "closed")  # up to 6/8
+        status = b.record("a", False, E.TRANSIENT)  # 7/9: >= 0.5 with 95 % confidence
+        self.assertEqual(status, {"target": "a", "state": "open", "reason": "failure rate 7/9", "open_for_s": 30.0,
+                                  "cooldown_s": 30, "cooling_for_s": 0.0, "window_requests": 9,
+                                  "window_failures": 7, "failure_rate": 0.7778})
+        self.assertEqual(b.try_acquire("a"), (False, "circuit open (failure rate 7/9) for 30.0s more"))
         # Shared: another process sees the open circuit.
         self.assertEqual(self.other_process().try_acquire("a")[0], False)
 
-    def test_a_run_of_failures_opens_even_after_a_healthy_stretch(self):
+    def test_the_rate_rule(self):
+        from synthralos_lib.llm.breaker import rate_reaches
+
+        self.assertEqual([n for n in range(1, 12) if rate_reaches(n, n, 0.5)][0], 3)  # a full outage
+        self.assertEqual([rate_reaches(f, 20, 0.5) for f in (10, 13, 14)], [False, False, True])
+        self.assertEqual([rate_reaches(f, 1000, 0.5) for f in (499, 530)], [False, True])  # the plain rate, nearly
+        self.assertEqual((rate_reaches(4, 5, 1.0), rate_reaches(5, 5, 1.0)), (False, True))
+        self.assertEqual((rate_reaches(0, 5, 0.0), rate_reaches(0, 0, 0.5)), (True, False))
+
+    def test_a_short_run_below_the_threshold_does_not_open(self):
         b = self.breakers
         for _ in range(20):
             b.record("a", True)
-        for _ in range(3):
-            self.assertEqual(b.record("a", False, E.TRANSIENT)["state"], "closed")  # 3/23, 3 in a row
-        status = b.record("a", False, E.TRANSIENT)
-        self.assertEqual((status["state"], status["reason"], status["failure_rate"]),
-                         ("open", "4 failures in a row", 0.1667))
+        for _ in range(6):
+            self.assertEqual(b.record("a", False, E.TRANSIENT)["state"], "closed")  # 6 in a row, 6/26 < 0.5
+        status = b.status("a")
+        self.assertEqual((status["state"], status["window_failures"], status["failure_rate"]), ("closed", 6, 0.2308))
+
+    def test_thirty_percent_failures_in_runs_of_three_stay_closed(self):
+        states = set()
+        for i in range(100):
+            self.clock.now += 0.25  # 4 calls a second: the 60 s window holds all of them
+            failed = i % 10 >= 7  # 7 successes, then 3 failures in a row (> min_requests - 1)
+            states.add(self.breakers.record("a", not failed, E.TRANSIENT if failed else None)["state"])
+        self.assertEqual(states, {"closed"})
+        self.assertEqual(self.breakers.status("a")["failure_rate"], 0.3)
+
+    def test_a_full_outage_opens_within_min_requests_calls(self):
+        b = self.breakers
+        states = [b.record("a", False, E.TRANSIENT)["state"] for _ in range(SETTINGS["min_requests"])]
+        self.assertEqual(states, ["closed"] * (SETTINGS["min_requests"] - 1) + ["open"])
+        self.assertEqual(b.status("a")["reason"], "failure rate 4/4")
+
+    def test_an_outage_after_a_healthy_stretch_opens_on_an_implausible_run(self):
+        b = self.breakers
+        for _ in range(20):
+            b.record("a", True)
+        states = [b.record("a", False, E.TRANSIENT)["state"] for _ in range(10)]
+        self.assertEqual(states, ["closed"] * 9 + ["open"])  # 10/30: the rate lags, the run does not
+        self.assertEqual(b.status("a")["reason"], "10 failures in a row")
+
+    def test_the_run_rule(self):
+        from synthralos_lib.llm.breaker import run_needed
+
+        self.assertEqual([run_needed(4, t) for t in (0.0, 0.5, 0.8)], [4, 10, 31])
+        self.assertEqual((run_needed(12, 0.5), run_needed(4, 1.0)), (12, float("inf")))
 
     def test_request_errors_do_not_count_against_the_target(self):
         b = self.breakers
@@ -138,6 +179,33 @@ class BreakerContract(StoreBackendMixin):
             self.assertEqual(sorted(wins), [False] * 7 + [True])  # SET NX: exactly one
         else:
             self.assertGreaterEqual(wins.count(True), 1)  # datastore: best-effort, at least one
+
+
+class RedisDownBreakerTest(StoreBackendMixin, unittest.TestCase):
+    """redis.url set, Redis killed: the breakers fail open (every target usable), nothing raises."""
+
+    backend = "redis"
+
+    def test_breakers_fail_open_when_redis_is_down(self):
+        from synthralos_tests.redis_server import RedisServer
+
+        server = RedisServer().start()
+        try:
+            config = {"redis": {"url": server.url, "key_prefix": "down:"}}
+            from synthralos_lib.state.config import load_config
+            from synthralos_lib.state.store import get_store
+
+            breakers = Breakers(get_store(load_config(config), self.action_service), SETTINGS)
+            breakers.record("a", False, E.AUTH_CONFIG)
+            self.assertEqual(breakers.try_acquire("a")[0], False)  # up: open
+            server.kill()
+            breakers = Breakers(get_store(load_config(config), self.action_service), SETTINGS)
+            self.assertEqual(breakers.try_acquire("a"), (True, "breaker store unavailable: fail open"))
+            self.assertTrue(breakers.degraded.startswith("breaker store unavailable, breakers fail open: redis "))
+            status = breakers.record("a", False, E.TRANSIENT)
+            self.assertEqual((status["state"], status["reason"]), ("unknown", breakers.degraded))
+        finally:
+            server.stop()
 
 
 class DatastoreBreakerTest(BreakerContract, unittest.TestCase):

@@ -262,6 +262,21 @@ class RetryLoopTest(unittest.TestCase):
         # st2 renders the output of failed workflows too.
         self.assertEqual(run.output, {"answer": None, "attempts": 4, "last_error": "down"})
 
+    def test_executions_and_engine_restarts(self):
+        restarted_at = []
+
+        def restart(run, conductor):
+            restarted_at.append(len(run.tasks))
+            return len(run.tasks) == 2  # after start and the first call: a retry is pending
+
+        run = run_workflow(fixture("retry_loop.yaml"), {"max_attempts": 2, "initial_delay": 5},
+                           actions={"fixture.flaky": outcomes(python_failure("e0"), python_result(7))},
+                           restart=restart)
+        self.assertEqual(run.status, "succeeded", run.errors)
+        self.assertEqual(run.restarts, [{"next_tasks": [("call", 10)]}])  # re-rendered from the restored ctx
+        self.assertEqual(run.delays_for("call"), [5, 10])
+        self.assertEqual((run.executions, run.output["answer"]), (4, 7))  # start, call x2, done
+
     def test_endless_loop_hits_max_steps(self):
         with self.assertRaises(WorkflowStepLimitExceeded):
             run_workflow(

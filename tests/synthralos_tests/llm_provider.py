@@ -179,7 +179,8 @@ class LLMProviderServer(StubHTTPServer):
 
     # -- inspection -------------------------------------------------------
     def calls(self, endpoint=None):
-        """What each request got (dicts: endpoint, path, model, fault, status, t), oldest first."""
+        """What each request got (dicts: endpoint, path, model, fault, status, t, usage: (input, output)
+        tokens of a 200), oldest first."""
         with self._state_lock:
             return [dict(r) for r in self._calls if endpoint is None or r["endpoint"] == endpoint]
 
@@ -257,6 +258,7 @@ class LLMProviderServer(StubHTTPServer):
                 "fault": fault,
                 "status": status,
                 "t": round(self.now(), 4),
+                "usage": _billed_usage(answer),
             })
         return answer
 
@@ -455,6 +457,19 @@ def _success(ep, body, text, stop):
     return 200, headers, json.dumps(payload).encode("utf-8"), None
 
 
+def _billed_usage(answer):
+    """(input_tokens, output_tokens) a 200 answer reports in its usage (what a provider bills), else (0, 0)."""
+    status, _, body = answer[0], answer[1], answer[2]
+    if status != 200 or not body:
+        return (0, 0)
+    try:
+        usage = json.loads(body.decode("utf-8")).get("usage") or {}
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return (0, 0)
+    return (int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0),
+            int(usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0))
+
+
 def _to_wire(answer):
     """A Reply for the stub server from (status, headers, body, action)."""
     status, headers, body, action = answer
@@ -463,3 +478,21 @@ def _to_wire(answer):
     if isinstance(action, tuple):  # ("sleep", seconds, then): a hang or a slow answer
         return Reply(status, body, headers, delay=action[1], drop=action[2] == "drop")
     return Reply(status, body, headers)
+
+
+class ProviderServerMixin(object):
+    """For TestCases: one LLMProviderServer per class as `cls.server`, reset before each test."""
+
+    @classmethod
+    def setUpClass(cls):
+        super(ProviderServerMixin, cls).setUpClass()
+        cls.server = LLMProviderServer()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.close()
+        super(ProviderServerMixin, cls).tearDownClass()
+
+    def setUp(self):
+        super(ProviderServerMixin, self).setUp()
+        self.server.reset()

@@ -745,7 +745,10 @@ class WorkflowRun(object):
     like ``fail`` included), ``context`` (the terminal workflow context),
     ``injected_triggers`` (``{trigger, payload, trace_tag}`` from
     ``core.inject_trigger``, subworkflows included), ``log`` (one entry per
-    requested action execution, with its delay) and ``conductor`` (the final
+    requested action execution, with its delay), ``executions`` (how many action
+    executions st2 would create, subworkflows' included), ``restarts`` (one entry
+    per simulated engine restart: the tasks the restored conductor scheduled
+    next, with their re-rendered delays) and ``conductor`` (the final
     WorkflowConductor).
     """
 
@@ -763,6 +766,14 @@ class WorkflowRun(object):
         self.state_sequence = []
         self.conductor = None
         self.st2_context = None
+        self.restarts = []
+
+    @property
+    def executions(self):
+        """Action executions st2 creates for this run: one per task action (per item for
+        ``with items``), a subworkflow's own execution plus everything it ran."""
+        count = sum(1 for entry in self.log if entry["action"] and entry["outcome"] in ACTION_END_STATUSES)
+        return count + sum(t.subrun.executions for t in self.tasks if t.subrun is not None)
 
     @property
     def task_sequence(self):
@@ -1103,7 +1114,8 @@ def _action_delay(task, action, itemized):
 
 
 class _Driver(object):
-    def __init__(self, registry, max_steps, render_jinja, user, execution_context, st2_context):
+    def __init__(self, registry, max_steps, render_jinja, user, execution_context, st2_context, restart=None):
+        self.restart = restart
         self.registry = registry
         self.max_steps = max_steps
         self.render_jinja = render_jinja
@@ -1319,8 +1331,25 @@ class _Driver(object):
             conductor = self._roundtrip(conductor, run)
             if request_failed:
                 break
+            restarted = self.restart is not None and self.restart(run, conductor)
+            if restarted:
+                conductor = self._restart(conductor)
             next_tasks = conductor.get_next_tasks()
+            if restarted:
+                run.restarts.append({"next_tasks": [(t["id"], t.get("delay")) for t in next_tasks]})
         return conductor
+
+    @staticmethod
+    def _restart(conductor):
+        """An engine restart: the workflow state goes to disk, the conductor object is
+        dropped, and a new one is built from what was persisted (st2 keeps it in MongoDB)."""
+        import tempfile
+
+        with tempfile.TemporaryFile(mode="w+") as handle:
+            json.dump(conductor.serialize(), handle)
+            del conductor
+            handle.seek(0)
+            return _conducting.WorkflowConductor.deserialize(json.load(handle))
 
     def _step(self, run, steps):
         steps += 1
@@ -1455,6 +1484,7 @@ def run_workflow(
     execution_context=None,
     st2_context=None,
     render_jinja_params=True,
+    restart=None,
 ):
     """Run ``workflow_path`` through the real Orquesta conductor to completion.
 
@@ -1473,10 +1503,12 @@ def run_workflow(
     st2 execution context seen as ``ctx().parent`` (e.g. a rule's trace
     context); ``st2_context`` overrides keys of ``ctx().st2``.
     ``render_jinja_params=False`` turns off st2's Jinja rendering of parameters.
+    ``restart(run, conductor) -> bool``: asked between rounds; True simulates an
+    engine restart there (see ``WorkflowRun.restarts``).
 
     Raises UnknownActionError, WorkflowInspectionError, WorkflowDefinitionError
     or ActionParameterError where st2 would refuse to start the execution.
     """
     registry = _Registry(actions, subworkflows, action_meta_dir, config, action_service, pack)
-    driver = _Driver(registry, max_steps, render_jinja_params, user, execution_context, st2_context)
+    driver = _Driver(registry, max_steps, render_jinja_params, user, execution_context, st2_context, restart)
     return driver.run(workflow_path, copy.deepcopy(inputs or {}), 0, top_level=True)

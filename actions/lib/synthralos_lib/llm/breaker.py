@@ -10,16 +10,41 @@ store (Redis when configured, else the st2 datastore), keyed by target name:
 
 Life of a circuit:
 
-    closed --(failure rate >= threshold over >= min_requests in window_s,
-              or the last min_requests outcomes all failed,
+    closed --(failure rate >= threshold over >= min_requests in window_s, with 95 %
+              confidence; or a run of failures implausible at the threshold rate;
               or one quota_exhausted / auth_config)--> open
     open   --(cooldown over)--> half-open: exactly one caller wins the probe lock
     probe ok --> closed (window cleared);  probe failed --> open, cooldown doubled (<= max_cooldown_s)
 
+The failure rate of a window of n outcomes with f failures counts as >= the
+threshold t when the lower end of its one-sided 95 % Wilson interval is (see
+`rate_reaches`): with a large window that is the plain rate f/n >= t, with a
+few outcomes it asks for more evidence, because 3 failures out of 5 happen
+now and then (16 %) to a target failing 30 % of the time. A full outage
+(every call fails) still opens after max(min_requests, 2.71 * t / (1 - t))
+calls: 5 with the defaults (min_requests 5, t 0.5), 3 at t 0.5 and
+min_requests 3; t = 1 opens only when every outcome in the window failed.
+After a healthy stretch the window's rate lags a sudden outage, so a run of
+k failures in a row also opens, with k the smallest run that happens less
+than 0.1 % of the time to a target failing at exactly the threshold rate
+(t^k <= 0.001: 10 at t 0.5; never fewer than min_requests). A target failing
+30 % of calls has such a run once in ~170,000 calls; the old rule (a run of
+min_requests, 5) once in ~400.
+
 quota_exhausted and auth_config open the circuit at once for `max_cooldown_s`:
-they need a human (billing, keys), not a few seconds. A cooled target (429,
-overloaded) is skipped by requests choosing a new target, while the request
-that was told to wait it out may still retry it.
+they need a human (billing, keys), not a few seconds. A provider's explicit
+cooldown (429 / 529 with Retry-After) cools the target for that long: it is
+skipped by requests choosing a new target, while the request that was told
+to wait it out may still retry it. Nothing else opens a circuit: a short run
+of failures at a rate below the threshold (a 30 % transient error rate
+produces runs of 3-5 now and then) does not, so a healthy-enough primary is
+not abandoned for a dearer fallback.
+
+Store down (Redis refused or timed out): the breakers fail OPEN, i.e. every
+target counts as closed and nothing is recorded, so requests are still
+served; `degraded` holds the reason (callers log a warning and say so in
+their result). After the first store error an instance stops asking the
+store, so a hung Redis costs one timeout per execution, not one per call.
 
 What counts against a target: transient, rate_limited, overloaded,
 quota_exhausted, auth_config, invalid_output. context_overflow,
@@ -30,9 +55,11 @@ On Redis the window append and the probe claim are atomic (LPUSH+LTRIM in
 MULTI, SET NX); on the st2 datastore they are best-effort (see store.py).
 """
 
+import math
 import time
 
 from synthralos_lib.llm import errors as E
+from synthralos_lib.state.store import StoreError
 
 CLOSED = "closed"
 OPEN = "open"
@@ -43,6 +70,36 @@ FAILURE_CLASSES = frozenset([E.TRANSIENT, E.RATE_LIMITED, E.OVERLOADED, E.QUOTA_
 OPEN_AT_ONCE = frozenset([E.QUOTA_EXHAUSTED, E.AUTH_CONFIG])
 COOL_CLASSES = frozenset([E.RATE_LIMITED, E.OVERLOADED])
 WINDOW_MAX_LEN = 200  # outcomes kept per target; the window is also bounded by time
+CONFIDENCE_Z = 1.645  # one-sided 95 %
+
+
+def rate_reaches(failures, total, threshold, z=CONFIDENCE_Z):
+    """True when `failures` of `total` show a failure rate >= `threshold` with 95 % confidence."""
+    if total <= 0:
+        return False
+    if threshold >= 1:
+        return failures >= total
+    rate = failures / float(total)
+    if rate < threshold:
+        return False
+    low = (rate + z * z / (2 * total) - z * math.sqrt(rate * (1 - rate) / total + z * z / (4.0 * total * total))) \
+        / (1 + z * z / total)
+    return low >= threshold - 1e-9
+
+
+RUN_ALPHA = 0.001  # a run of failures opens when it is this unlikely at the threshold rate
+
+
+def run_needed(min_requests, threshold, alpha=RUN_ALPHA):
+    """Failures in a row that open a circuit whatever the window holds: threshold**k <= alpha
+    (10 at 0.5, 31 at 0.8), never fewer than min_requests; infinite (never) when threshold >= 1."""
+    if threshold >= 1:
+        return float("inf")
+    if threshold <= 0:
+        return max(1, min_requests)
+    return max(min_requests, int(math.ceil(math.log(alpha) / math.log(threshold) - 1e-9)))
+
+
 DEFAULTS = {"window_s": 60, "min_requests": 5, "failure_rate_threshold": 0.5, "cooldown_s": 30,
             "max_cooldown_s": 600}
 
@@ -56,10 +113,26 @@ class Breakers(object):
         self.settings.update(settings or {})
         self.clock = clock
         self.probe_ttl_s = probe_ttl_s
+        self.degraded = None  # why the store is not used (fail open), or None
+
+    def _guard(self, fn, fallback):
+        """Run a store-backed step; on a store error fail open (return `fallback`) from now on."""
+        if self.degraded is None:
+            try:
+                return fn()
+            except StoreError as exc:
+                self.degraded = "breaker store unavailable, breakers fail open: %s" % exc
+        return fallback
 
     # -- reading ----------------------------------------------------------
     def status(self, target):
-        """A JSON-able view of one target's breaker (no side effects)."""
+        """A JSON-able view of one target's breaker (no side effects); state `unknown` when the store is down."""
+        unknown = {"target": target, "state": "unknown", "reason": self.degraded, "open_for_s": 0.0,
+                   "cooldown_s": None, "cooling_for_s": 0.0, "window_requests": 0, "window_failures": 0,
+                   "failure_rate": 0.0}
+        return self._guard(lambda: self._status(target), None) or dict(unknown, reason=self.degraded)
+
+    def _status(self, target):
         now = self.clock()
         opened = self.store.get(self._key(target))
         cool = self.store.get(self._key(target, "cool"))
@@ -90,6 +163,9 @@ class Breakers(object):
         `retrying`: the caller already called this target and was told to wait;
         a cooldown (429/overloaded) does not stop it, an open circuit does.
         """
+        return self._guard(lambda: self._try_acquire(target, retrying), (True, "breaker store unavailable: fail open"))
+
+    def _try_acquire(self, target, retrying):
         now = self.clock()
         opened = self.store.get(self._key(target))
         if opened is not None:
@@ -107,6 +183,10 @@ class Breakers(object):
 
     def record(self, target, ok, error_class=None, cool_s=None):
         """Record one outcome; returns the breaker's status afterwards."""
+        self._guard(lambda: self._record(target, ok, error_class, cool_s), None)
+        return self.status(target)
+
+    def _record(self, target, ok, error_class, cool_s):
         now = self.clock()
         failed = (not ok) and error_class in FAILURE_CLASSES
         cfg = self.settings
@@ -129,20 +209,20 @@ class Breakers(object):
             elif opened is None and failed:
                 window = self._window(target, now)
                 failures = sum(1 for item in window if item.get("failed"))
-                latest = window[: cfg["min_requests"]]
-                if len(window) >= cfg["min_requests"] and failures >= cfg["failure_rate_threshold"] * len(window):
+                run = next((i for i, item in enumerate(window) if not item.get("failed")), len(window))
+                if len(window) >= cfg["min_requests"] and rate_reaches(failures, len(window),
+                                                                      cfg["failure_rate_threshold"]):
                     self._open(target, now, cfg["cooldown_s"], "failure rate %d/%d" % (failures, len(window)))
-                elif len(latest) == cfg["min_requests"] and all(item.get("failed") for item in latest):
-                    # A sudden outage after a healthy stretch: the rate over the whole
-                    # window lags, but min_requests failures in a row are clear enough.
-                    self._open(target, now, cfg["cooldown_s"], "%d failures in a row" % len(latest))
+                elif run >= run_needed(cfg["min_requests"], cfg["failure_rate_threshold"]):
+                    # A sudden outage after a healthy stretch: the window's rate lags, but a
+                    # run this long is implausible (< 0.1 %) for a target failing at the threshold.
+                    self._open(target, now, cfg["cooldown_s"], "%d failures in a row" % run)
         if failed and error_class in COOL_CLASSES and cool_s:
             self.store.set(self._key(target, "cool"), {"until": now + float(cool_s), "reason": error_class},
                            ttl=float(cool_s))
-        return self.status(target)
 
     def reset(self, target):
-        """Close the circuit and forget its window and cooldown."""
+        """Close the circuit and forget its window and cooldown (raises StoreError when the store is down)."""
         for key in (self._key(target), self._key(target, "outcomes"), self._key(target, "cool")):
             self.store.delete(key)
 

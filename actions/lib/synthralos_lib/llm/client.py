@@ -16,6 +16,7 @@ The target's API key is scrubbed from every string it returns.
 """
 
 import json
+import math
 import time
 
 import requests
@@ -26,6 +27,8 @@ from synthralos_lib.state.redaction import scrub
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_TIMEOUT_S = 60.0
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a chat completion is never this big; stop reading junk
+MAX_TOKENS = 200000  # no model generates more in one answer
+MAX_TIMEOUT_S = 3600.0
 _MESSAGE_LIMIT = 500  # error messages are cut to this many characters
 
 
@@ -46,7 +49,6 @@ def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None
     """
     kind = target.get("kind")
     api_key = target.get("api_key") or ""
-    timeout = float(timeout_s if timeout_s is not None else target.get("timeout_s") or DEFAULT_TIMEOUT_S)
     outcome = {
         "ok": False,
         "content": None,
@@ -62,6 +64,8 @@ def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None
         "region": target.get("region", "default"),
     }
     try:
+        timeout = check_params(max_tokens, temperature, timeout_s)
+        timeout = timeout or float(target.get("timeout_s") or DEFAULT_TIMEOUT_S)
         url, headers, body = _build_request(target, messages, max_tokens, temperature, system)
     except _TargetProblem as exc:
         return _failed(outcome, llm_errors.AUTH_CONFIG, str(exc), api_key)
@@ -109,6 +113,30 @@ def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None
         return _failed(outcome, llm_errors.INVALID_OUTPUT, "the model returned no text (stop: %s)" % stop, api_key)
     outcome["ok"] = True
     return outcome
+
+
+def _finite(name, value, low, high, integer=False):
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise ValueError("%s must be %s" % (name, "an integer" if integer else "a number"))
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError("%s must be a finite number, not %s" % (name, value))
+    if not low <= value <= high:
+        raise ValueError("%s must be between %g and %g" % (name, low, high))
+    return value
+
+
+def check_params(max_tokens, temperature, timeout_s):
+    """Validate what JSON schema cannot (NaN, Infinity pass `type: number` and its bounds).
+
+    Raises ValueError naming the field; returns the timeout as a float (None: the target's).
+    """
+    _finite("max_tokens", max_tokens, 1, MAX_TOKENS, integer=True)
+    if temperature is not None:
+        _finite("temperature", temperature, 0, 2)
+    if timeout_s is None:
+        return None
+    return float(_finite("timeout_s", timeout_s, 0.001, MAX_TIMEOUT_S))
 
 
 def _failed(outcome, error_class, message, api_key):

@@ -14,6 +14,7 @@ and after every call. It
 
 import random
 
+from synthralos_lib.llm import errors as E
 from synthralos_lib.llm import policy as llm_policy
 from synthralos_lib.state.config import ConfigError
 from synthralos_lib.llm.breaker import COOL_CLASSES, Breakers
@@ -49,25 +50,52 @@ def make_policy(settings, overrides=None, one_attempt_per_target=False):
     return llm_policy.make_policy(settings.section("retry"), settings.section("reroute"), overrides)
 
 
+def make_breakers(settings, store, chain, clock=None):
+    """The breakers of `chain`'s targets (a probe lock outlives the slowest target's call)."""
+    kwargs = {"clock": clock} if clock is not None else {}
+    timeouts = [settings.llm_target(name).get("timeout_s") or 60 for name in chain]
+    return Breakers(store, settings.section("circuit_breaker"), probe_ttl_s=max(timeouts) + 30, **kwargs)
+
+
+def check_outcome(outcome, chain):
+    """An outcome handed in from outside (a workflow, a caller) must name a target of the chain and say `ok`."""
+    if outcome is None:
+        return None
+    if not isinstance(outcome, dict):
+        raise ValueError("outcome must be an llm_call result (an object)")
+    if not isinstance(outcome.get("target"), str) or not outcome["target"]:
+        raise ValueError("outcome.target is missing: pass the llm_call result unchanged")
+    if outcome["target"] not in chain:
+        raise ValueError("outcome.target %r is not in the target chain (%s)" % (outcome["target"], ", ".join(chain)))
+    if not isinstance(outcome.get("ok"), bool):
+        raise ValueError("outcome.ok must be true or false")
+    return outcome
+
+
+def reached_provider(outcome):
+    """False for an outcome refused before any request (bad input): it says nothing about the target."""
+    return not (outcome.get("status") is None and outcome.get("error_class") == E.BAD_REQUEST)
+
+
 def next_step(settings, store, chain, outcome=None, history=None, policy=None, record=True, rand=None, clock=None,
-              total_delay_s=0):
+              total_delay_s=0, breakers=None):
     """The decision after `outcome` (None before the first call), with breakers applied.
 
     Returns the decision dict of `llm_policy.decide` plus `history` (with this
     outcome and the wait that follows it appended), `attempts`,
     `total_delay_s` (the `total_delay_s` given, from the previous step, plus
-    this step's wait), `chain`, `skipped` ([{target, why}]) and `breaker` (the
-    status of the outcome's target after recording, or None).
+    this step's wait), `chain`, `skipped` ([{target, why}]), `breaker` (the
+    status of the outcome's target after recording, or None) and
+    `breaker_warning` (why the breakers failed open, or None). `breakers`
+    lets a loop keep one `Breakers` (and its fail-open state) across steps.
     """
     history = [dict(a) for a in history or []]
     policy = policy or make_policy(settings)
     rng = random.Random() if rand is None else None
-    kwargs = {"clock": clock} if clock is not None else {}
-    timeouts = [settings.llm_target(name).get("timeout_s") or 60 for name in chain]
-    breakers = Breakers(store, settings.section("circuit_breaker"), probe_ttl_s=max(timeouts) + 30, **kwargs)
+    breakers = breakers or make_breakers(settings, store, chain, clock)
 
     breaker = None
-    if outcome is not None and record and outcome.get("target") in chain:
+    if outcome is not None and record and outcome.get("target") in chain and reached_provider(outcome):
         cool_s = None
         if not outcome.get("ok") and outcome.get("error_class") in COOL_CLASSES:
             failures = 1 + sum(1 for a in history if a.get("target") == outcome.get("target"))
@@ -99,6 +127,7 @@ def next_step(settings, store, chain, outcome=None, history=None, policy=None, r
         "chain": chain,
         "skipped": skipped,
         "breaker": breaker,
+        "breaker_warning": breakers.degraded,
     })
     return decision
 

@@ -171,6 +171,11 @@ def load_config(raw, schema_path=SCHEMA_PATH):
     if errors:
         problems = ["%s: %s" % (_path(e), _describe(e)) for e in errors]
         raise ConfigError("invalid synthralos config: " + "; ".join(problems))
+    names = [t.get("name") for t in values.get("llm_targets") or []]
+    duplicates = sorted(set(n for n in names if names.count(n) > 1))
+    if duplicates:
+        raise ConfigError("invalid synthralos config: llm_targets: duplicate name(s) %s (each name must be unique)"
+                          % ", ".join(repr(n) for n in duplicates))
     return PackConfig(values, st2_schema)
 
 
