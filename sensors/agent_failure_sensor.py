@@ -3,6 +3,7 @@ import synthralos_sensor_lib  # noqa: F401  (puts actions/lib on sys.path)
 import os
 import socket
 import threading
+import time
 
 from st2reactor.sensor.base import Sensor
 
@@ -24,6 +25,7 @@ class AgentFailureSensor(Sensor):
         self._logger = self.sensor_service.get_logger(name=self.__class__.__name__)
         self._consumer = None
         self._stopped = threading.Event()
+        self.clock = time.time  # stamps detected_at
 
     def setup(self):
         settings = load_config(self.config)
@@ -39,7 +41,7 @@ class AgentFailureSensor(Sensor):
             stream=section["stream"],
             group=section["group"],
             consumer=consumer,
-            prepare=lambda entry_id, fields: prepare_entry(entry_id, fields, secrets=secrets),
+            prepare=lambda entry_id, fields: prepare_entry(entry_id, fields, secrets=secrets, now=self.clock()),
             dispatch=self._dispatch,
             dead_letter_stream=section["dead_letter_stream"],
             block_ms=section["block_ms"],
