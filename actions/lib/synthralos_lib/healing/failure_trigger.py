@@ -199,3 +199,23 @@ def _number(value):
 
 def _kind(value):
     return "null" if value is None else type(value).__name__
+
+
+def accept_post(body, source_id, secrets=(), now=None):
+    """A failure POSTed to the webhook (`{agent_id, execution_id, result, trace_context?}`).
+
+    `{"failed": False, "summary"}` when the execution did not fail, else
+    `{"failed": True, "payload", "trace_tag", "summary"}`; MalformedFailure
+    (naming the field) when the body breaks the contract.
+    """
+    if not isinstance(body, dict):
+        raise MalformedFailure("the body must be a JSON object, got %s" % _kind(body))
+    for name in ("agent_id", "execution_id", "result"):
+        if name not in body:
+            raise MalformedFailure("the body has no %s" % name)
+    built = build_failure(body["agent_id"], body["execution_id"], body["result"], "webhook", source_id,
+                          trace_context=body.get("trace_context"), secrets=secrets, now=now)
+    if built is None:
+        return {"failed": False, "summary": "no failure: status %r" % (body["result"].get("status"),)}
+    built.update(failed=True, summary=built["payload"]["evidence"]["summary"])
+    return built
