@@ -67,10 +67,8 @@ class AgentFailureSensor(Sensor):
             self._consumer.stop()
 
     def _dispatch(self, item):
-        payload = item["payload"]
-        self.sensor_service.dispatch(trigger=TRIGGER_REF, payload=payload, trace_tag=item["trace_tag"])
-        self._logger.info("[Self-Healing] agent %s execution %s failed (%s): dispatched %s", payload["agent_id"],
-                          payload["execution_id"], payload["failure_type"], TRIGGER_REF)
+        # One log line per batch (StreamConsumer); each failure is a trigger instance in st2 anyway.
+        self.sensor_service.dispatch(trigger=TRIGGER_REF, payload=item["payload"], trace_tag=item["trace_tag"])
 
     @property
     def stats(self):

@@ -95,23 +95,25 @@ def build_failure(agent_id, execution_id, result, source, source_id, trace_conte
         trace_context = {}
     if not isinstance(trace_context, dict):
         raise MalformedFailure("trace_context must be a JSON object, got %s" % _kind(trace_context))
+    # Scrub once, first: everything below (evidence, error, output, raw) derives from scrubbed data.
+    result = scrub(result, secrets)
     failure_type, found = classify(result)
     if failure_type is None:
         return None
-    trace = {key: scrub(value, secrets) for key, value in trace_context.items()
+    trace = {key: value for key, value in scrub(trace_context, secrets).items()
              if key in TRACE_KEYS and isinstance(value, str) and value}
     payload = {
         "agent_id": agent_id,
         "execution_id": execution_id,
         "failure_type": failure_type,
-        "error": _capped(_text(result.get("error") or result.get("llm_error")), secrets, ERROR_LIMIT),
-        "output_excerpt": _capped(_text(result.get("output")), secrets, OUTPUT_LIMIT),
+        "error": _capped(_text(result.get("error") or result.get("llm_error")), ERROR_LIMIT),
+        "output_excerpt": _capped(_text(result.get("output")), OUTPUT_LIMIT),
         "duration_ms": _number(result.get("duration_ms")),
-        "evidence": scrub(_evidence(found, failure_type, result), secrets),
+        "evidence": _evidence(found, failure_type, result),
         "trace_context": trace,
         "source": source,
         "source_id": str(source_id),
-        "raw": cap_raw(scrub(result if raw is None else raw, secrets)),
+        "raw": cap_raw(result if raw is None else scrub(raw, secrets)),
         "detected_at": iso_utc(time.time() if now is None else now),
     }
     trace_tag = trace.get("trace_id") or "synthralos:%s:%s" % (agent_id, execution_id)
@@ -120,15 +122,15 @@ def build_failure(agent_id, execution_id, result, source, source_id, trace_conte
 
 def cap_raw(raw, limit=RAW_LIMIT):
     """`raw` when its JSON fits in `limit` bytes; else with long strings cut; else the excerpt form."""
-    text = _dumps(raw)
-    if len(text.encode("utf-8")) <= limit:
+    text = _dumps(raw)  # ensure_ascii: characters == bytes
+    if len(text) <= limit:
         return raw if isinstance(raw, dict) else {"value": raw}
     trimmed = _trim_strings(raw, _RAW_STRING_LIMIT)
-    if isinstance(trimmed, dict) and len(_dumps(trimmed).encode("utf-8")) <= limit:
+    if isinstance(trimmed, dict) and len(_dumps(trimmed)) <= limit:
         return trimmed
     # {"truncated": true, "excerpt": ""} is 36 bytes; JSON escaping may double a character.
     excerpt = text[: (limit - 64) // 2]
-    while len(_dumps({"truncated": True, "excerpt": excerpt}).encode("utf-8")) > limit:
+    while len(_dumps({"truncated": True, "excerpt": excerpt})) > limit:
         excerpt = excerpt[: int(len(excerpt) * 0.9)]
     return {"truncated": True, "excerpt": excerpt}
 
@@ -157,10 +159,8 @@ def _evidence(found, failure_type, result):
     return evidence
 
 
-def _capped(text, secrets, limit):
-    if text is None:
-        return None
-    return _clip(scrub(text, secrets), limit)
+def _capped(text, limit):
+    return None if text is None else _clip(text, limit)
 
 
 def _clip(text, limit):
@@ -188,7 +188,7 @@ def _trim_strings(value, limit):
 
 
 def _dumps(value):
-    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+    return json.dumps(value, default=str, separators=(",", ":"))
 
 
 def _number(value):

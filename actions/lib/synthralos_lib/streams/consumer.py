@@ -176,7 +176,7 @@ class StreamConsumer(object):
     def _process(self, client, entries):
         if not entries:
             return 0
-        acks, dead = [], []
+        acks, dead, dispatched = [], [], 0
         for entry_id, fields in entries:
             self.stats["read"] += 1
             if entry_id in self._dispatched_unacked:
@@ -199,9 +199,13 @@ class StreamConsumer(object):
                           "%d ms): %s", self._prefix, self.stream, entry_id, self.claim_idle_ms, _reason(exc))
                 continue
             self.stats["dispatched"] += 1
+            dispatched += 1
             self._dispatched_unacked.add(entry_id)
             acks.append(entry_id)
         self._ack(client, acks, dead)
+        if dispatched:
+            self._log("info", "%s stream %s: dispatched %d failures (%d entries read)", self._prefix, self.stream,
+                      dispatched, len(entries))
         return len(entries)
 
     def _ack(self, client, acks, dead):
