@@ -291,3 +291,30 @@ class AgentFailureSensorTest(BaseSensorTestCase):
         sensor.cleanup()
         self.running[-1][1].join(3)
         self.assertFalse(self.running[-1][1].is_alive())
+
+
+class SensorMetadataTest(BaseSensorTestCase):
+    sensor_cls = AgentFailureSensor
+
+    def test_st2_loads_the_class_named_in_the_metadata(self):
+        import os
+
+        import yaml
+
+        from synthralos_lib.state.config import PACK_ROOT
+
+        with open(os.path.join(PACK_ROOT, "sensors", "agent_failure_sensor.yaml")) as handle:
+            meta = yaml.safe_load(handle)
+        path = os.path.join(PACK_ROOT, "sensors", meta["entry_point"])
+        with open(path) as handle:
+            self.assertTrue(handle.readline().startswith("import synthralos_sensor_lib"))
+        self.assertNotIn("trigger_types", meta)  # declared once, in triggers/agent_failure.yaml
+        try:
+            from st2common.util.loader import register_plugin_class
+        except ImportError:  # the st2 stand-in has no loader
+            self.assertEqual(meta["class_name"], AgentFailureSensor.__name__)
+            return
+        from st2reactor.sensor.base import Sensor
+
+        loaded = register_plugin_class(base_class=Sensor, file_path=path, class_name=meta["class_name"])
+        self.assertEqual(loaded.__name__, "AgentFailureSensor")
