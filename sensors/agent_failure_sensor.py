@@ -74,12 +74,7 @@ class AgentFailureSensor(Sensor):
     def stats(self):
         return dict(self._consumer.stats) if self._consumer is not None else {}
 
-    # The trigger takes no parameters: nothing to do when one is created or removed.
-    def add_trigger(self, trigger):
-        pass
+    def _ignore_trigger(self, trigger):
+        """synthralos.agent_failure takes no parameters: nothing to do when one is created, updated or removed."""
 
-    def update_trigger(self, trigger):
-        pass
-
-    def remove_trigger(self, trigger):
-        pass
+    add_trigger = update_trigger = remove_trigger = _ignore_trigger
