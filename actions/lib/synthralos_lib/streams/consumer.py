@@ -211,7 +211,11 @@ class StreamConsumer(object):
     def _ack(self, client, acks, dead):
         if not acks and not dead:
             return
-        pipe = client.pipeline(transaction=True)
+        if not dead:
+            client.xack(self.stream, self.group, *acks)
+            self._dispatched_unacked.difference_update(acks)
+            return
+        pipe = client.pipeline(transaction=True)  # the dead letter and its ack together
         for entry_id, fields, reason in dead:
             if self.dead_letter_stream:
                 pipe.xadd(self.dead_letter_stream, {

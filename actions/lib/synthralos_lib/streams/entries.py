@@ -92,4 +92,4 @@ def prepare_entry(entry_id, fields, secrets=(), now=None):
 
     record = decode_entry(fields)
     return build_failure(record["agent_id"], record["execution_id"], record["result"], "redis_stream", entry_id,
-                         trace_context=record["trace_context"], raw=record["result"], secrets=secrets, now=now)
+                         trace_context=record["trace_context"], secrets=secrets, now=now)  # raw: the result
