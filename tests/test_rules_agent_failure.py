@@ -183,6 +183,18 @@ class PolicyTest(unittest.TestCase):
         self.assertEqual((meta["resource_ref"], meta["policy_type"]), ("synthralos.llm_call", "action.concurrency"))
         self.assertEqual(parameters, {"action": "delay", "threshold": 10})
 
+    def test_every_policy_validates_and_names_a_pack_action(self):
+        import glob
+
+        actions = {load_yaml("actions", os.path.basename(p))["name"]
+                   for p in glob.glob(os.path.join(PACK_ROOT, "actions", "*.yaml"))}
+        checked = {}
+        for path in sorted(glob.glob(os.path.join(PACK_ROOT, "policies", "*.yaml"))):
+            meta, parameters = self.validated(os.path.basename(path)[:-5])
+            self.assertIn(meta["resource_ref"].split(".", 1)[1], actions, path)
+            checked[meta["resource_ref"]] = checked.get(meta["resource_ref"], 0) + 1
+        self.assertEqual(checked["synthralos.agent_recovery"], 2)
+
     def test_a_wrong_policy_is_refused(self):
         policy_type = self.policy_types()["action.concurrency.attr"]
         schema = st2_schema.get_schema_for_resource_parameters(parameters_schema=policy_type["parameters"])
