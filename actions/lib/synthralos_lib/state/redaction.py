@@ -9,12 +9,17 @@ def scrub(value, secrets):
     secrets = sorted((s for s in secrets if s), key=len, reverse=True)
     if not secrets:
         return value
+    return _scrub(value, secrets)
+
+
+def _scrub(value, secrets):
     if isinstance(value, str):
         for secret in secrets:
-            value = value.replace(secret, REDACTED)
+            if secret in value:
+                value = value.replace(secret, REDACTED)
         return value
     if isinstance(value, dict):
-        return {k: scrub(v, secrets) for k, v in value.items()}
+        return {k: _scrub(v, secrets) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [scrub(v, secrets) for v in value]
+        return [_scrub(v, secrets) for v in value]
     return value

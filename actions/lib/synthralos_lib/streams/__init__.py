@@ -1,0 +1,3 @@
+"""Readers of outside event streams for the pack's sensors: a Redis Streams
+consumer-group reader and the decoding of agent execution entries.
+"""
