@@ -18,8 +18,6 @@ The target's API key is scrubbed from every string it returns.
 import json
 import time
 
-import requests
-
 from synthralos_lib.llm import errors as llm_errors
 from synthralos_lib.state.redaction import scrub
 
@@ -67,6 +65,8 @@ def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None
         return _failed(outcome, llm_errors.AUTH_CONFIG, str(exc), api_key)
     except ValueError as exc:
         return _failed(outcome, llm_errors.BAD_REQUEST, str(exc), api_key)
+
+    import requests  # lazily: its import is paid by every action execution that loads this module
 
     started = time.monotonic()
     try:
@@ -192,6 +192,8 @@ def _json(raw):
 
 
 def _describe_exception(exc, timeout):
+    import requests
+
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return "connect timed out after %.1fs" % timeout
     if isinstance(exc, requests.exceptions.ReadTimeout):
