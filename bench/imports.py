@@ -6,9 +6,10 @@ action (every `actions/*.yaml` whose entry point is a .py file), in a fresh
 subprocess per run:
 
 1. import what st2's python_action_wrapper has already imported before it
-   loads the action (st2common's log, config, runners.base_action,
-   runners.utils, util.loader; six; orjson when present), so that is not
-   charged to the action;
+   loads the action (the wrapper module itself when the python runner is
+   installed, else st2common's log, config, runners.base_action,
+   runners.utils, util.loader; six; orjson), so that is not charged to the
+   action;
 2. `import <action module>` under `python -X importtime`, and sum the
    cumulative time of the top-level imports after the marker: the module,
    the pack library it pulls and any third-party module not yet loaded.
@@ -48,6 +49,10 @@ try:
     import st2common.runners.base_action  # noqa
 except ImportError:
     sys.path.insert(0, {standin!r})
+try:  # what st2 itself has loaded when it imports the action (st2's own python runner)
+    import python_runner.python_action_wrapper  # noqa
+except ImportError:
+    pass
 for name in ("six", "orjson", "st2common.log", "st2common.config", "st2common.runners.base_action",
              "st2common.runners.utils", "st2common.util.loader", "st2common.constants.action",
              "st2common.constants.keyvalue", "st2common.constants.runners"):
