@@ -12,7 +12,7 @@ from synthralos_tests.agent_api_server import AgentPlatformServer
 from synthralos_tests.base import SynthralosActionTestCase
 from synthralos_tests.http_server import hang
 from synthralos_tests.llm_provider import LLMProviderServer
-from synthralos_tests.redis_server import RedisServer
+from synthralos_tests.redis_server import RedisServer, _free_port as free_port
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
 AGENT_KEY = "agent-health-key-1111"
@@ -20,14 +20,6 @@ OA_KEY = "sk-oa-health-2222"
 AN_KEY = "sk-ant-health-3333"
 REDIS_USER, REDIS_PASS = "ops", "right-pass-4444"
 ALL_CHECKS = ["redis", "st2_datastore", "rudderstack", "agent_api", "llm:oa", "llm:an"]
-
-
-def closed_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 class FailingDatastore(MockActionService):
@@ -178,7 +170,7 @@ class HealthCheckTest(SynthralosActionTestCase):
     # -- down -----------------------------------------------------------------------
 
     def test_refused(self):
-        port = closed_port()
+        port = free_port()  # nothing listens there: connections are refused
         dead = "http://127.0.0.1:%d" % port
         config = self.config(redis_url="redis://127.0.0.1:%d/0" % port, sink_url=dead, agent_url=dead + "/api",
                              llm_url=dead + "/v1")

@@ -8,13 +8,13 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import unittest
 
 from synthralos_tests.base import StoreBackendMixin
+from synthralos_tests.redis_server import _free_port as free_port
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
 from flush_events import FlushEvents
@@ -224,11 +224,7 @@ class RedisMetricsTest(MetricsContract, unittest.TestCase):
     backend = "redis"
 
     def test_store_down_every_part_reported(self):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        sock.close()
-        config = dict(self.config(), redis={"url": "redis://127.0.0.1:%d/0" % port})
+        config = dict(self.config(), redis={"url": "redis://127.0.0.1:%d/0" % free_port()})
         action = GetSystemMetrics(config=config, action_service=self.action_service)
         with self.assertLogs(action.logger, level="INFO") as logs:
             out = action.run(format="prometheus")

@@ -206,23 +206,23 @@ def check_llm_target(target, timeout_s, session=None):
     return result
 
 
-def _provider_message(text):
+def _json_object(text):
     try:
         body = json.loads(text)
     except ValueError:
-        return text
-    error = body.get("error") if isinstance(body, dict) else None
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _provider_message(text):
+    error = _json_object(text).get("error")
     if isinstance(error, dict) and error.get("message"):
         return str(error["message"])
     return text
 
 
 def _listed_models(text):
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return None
-    data = body.get("data") if isinstance(body, dict) else None
+    data = _json_object(text).get("data")
     if not isinstance(data, list):
         return None
     return [m.get("id") for m in data if isinstance(m, dict)]

@@ -75,6 +75,13 @@ def _same(a, b):
     return a == b
 
 
+def _length(schema, value, path, errors, low, high):
+    if low in schema and len(value) < schema[low]:
+        errors.append(SchemaError(path, low, schema[low], "too short"))
+    if high in schema and len(value) > schema[high]:
+        errors.append(SchemaError(path, high, schema[high], "too long"))
+
+
 def _check(schema, value, path, errors):
     kind = schema.get("type")
     if kind is not None:
@@ -89,17 +96,11 @@ def _check(schema, value, path, errors):
         if "maximum" in schema and value > schema["maximum"]:
             errors.append(SchemaError(path, "maximum", schema["maximum"], "greater than the maximum"))
     if isinstance(value, str):
-        if "minLength" in schema and len(value) < schema["minLength"]:
-            errors.append(SchemaError(path, "minLength", schema["minLength"], "too short"))
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            errors.append(SchemaError(path, "maxLength", schema["maxLength"], "too long"))
+        _length(schema, value, path, errors, "minLength", "maxLength")
         if "pattern" in schema and not re.search(schema["pattern"], value):
             errors.append(SchemaError(path, "pattern", schema["pattern"], "does not match the pattern"))
     if isinstance(value, list):
-        if "minItems" in schema and len(value) < schema["minItems"]:
-            errors.append(SchemaError(path, "minItems", schema["minItems"], "too short"))
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            errors.append(SchemaError(path, "maxItems", schema["maxItems"], "too long"))
+        _length(schema, value, path, errors, "minItems", "maxItems")
         if isinstance(schema.get("items"), dict):
             for index, item in enumerate(value):
                 _check(schema["items"], item, path + [index], errors)
