@@ -2,6 +2,7 @@ import time
 
 from synthralos_lib.action_base import SynthralosAction
 from synthralos_lib.healing.history import record_failure
+from synthralos_lib.ops import recovery_stats
 
 
 class RecordFailureAction(SynthralosAction):
@@ -37,4 +38,8 @@ class RecordFailureAction(SynthralosAction):
         }
         stored = record_failure(self.store, agent_id, self.scrub(entry), max_entries=max_entries)
         self.logger.info("[Self-Healing] recorded %s for agent %s (%s)", outcome, agent_id, failure.get("failure_type"))
+        try:  # metrics must never fail the record itself
+            recovery_stats.record(self.store, failure.get("failure_type"), outcome, duration)
+        except Exception as exc:
+            self.logger.warning("[Observability] recovery metrics not updated: %s", self.scrub(str(exc)))
         return {"entry": stored, "duration_s": duration, "store": self.store.name}

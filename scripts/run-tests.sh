@@ -28,6 +28,18 @@ ensure_redis_server() {
     command -v redis-server >/dev/null || { echo "redis-server still missing" >&2; exit 1; }
 }
 
+# promtool validates the Prometheus exposition in tests/test_ops_metrics.py
+# (Debian's prometheus package ships it; the test skips without it).
+ensure_promtool() {
+    command -v promtool >/dev/null 2>&1 && return
+    log "installing promtool (Debian package prometheus)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
+        log "prometheus package not installed: the promtool check will be skipped"
+}
+
 find_python() {
     local version=$1 candidate
     for candidate in "$(command -v "python$version" || true)" \
@@ -66,6 +78,7 @@ ensure_venv() {
 }
 
 ensure_redis_server
+ensure_promtool
 
 status=0
 for version in $PYTHONS; do

@@ -9,7 +9,7 @@
     # Faults, first in first out, before any handler: 5xx, hangs, malformed JSON
     server.script("POST", server.EXECUTIONS, Reply(503), hang(3), malformed_json())
 
-It enforces what the contract documents: Bearer auth (401), unknown agent or
+It enforces what the contract documents (`GET /health` included): Bearer auth (401), unknown agent or
 execution (404), a body that is not a JSON object or has unknown or mistyped
 fields (400 / 422), a retried tool that is not part of the execution (422),
 Idempotency-Key replays (same key -> same execution, not a second run), and
@@ -86,6 +86,7 @@ class AgentPlatformServer(StubHTTPServer):
     # -- the contract -------------------------------------------------------
 
     def setup_routes(self):
+        self.add_route("GET", self.prefix + r"/health", self._health)
         self.add_route("GET", self.EXECUTION, self._get_execution)
         self.add_route("POST", self.EXECUTIONS, self._reexecute)
         self.add_route("POST", self.TOOL_RETRIES, self._retry_tool)
@@ -108,6 +109,12 @@ class AgentPlatformServer(StubHTTPServer):
         if execution is None or execution["agent_id"] != agent:
             return None, _error(404, "execution_not_found", "no execution %s" % execution_id)
         return execution, None
+
+    def _health(self, request):
+        if request.bearer_token() != self.api_key:
+            return Reply(401, {"error": {"code": "unauthorized", "message": "missing or invalid bearer token"}},
+                         {"WWW-Authenticate": 'Bearer realm="agents"'})
+        return 200, {"status": "ok"}
 
     def _get_execution(self, request):
         with self._state:

@@ -6,7 +6,10 @@ speaks either OpenAI's chat completions API (`POST .../chat/completions`,
 `Authorization: Bearer <key>`) or Anthropic's messages API (`POST
 .../messages`, `x-api-key` + `anthropic-version`), checks the credentials and
 the request shape the way the real service does, and answers with the
-real services' success and error bodies:
+real services' success and error bodies. `GET .../v1/models` lists the
+endpoint's models in each provider's shape (same auth checks; Anthropic also
+wants `anthropic-version`), for health checks.
+Errors:
 
 * OpenAI errors: `{"error": {"message", "type", "param", "code"}}`, e.g. 429
   `rate_limit_exceeded` / `insufficient_quota`, 400 `context_length_exceeded`,
@@ -222,6 +225,8 @@ class LLMProviderServer(StubHTTPServer):
         if ep is None:
             return self._record(None, path, None, "unknown_endpoint", _plain(404, "no such endpoint"))
         route = "/".join(parts[1:])
+        if method == "GET" and route == "v1/models":
+            return self._models(ep, path, headers)
         expected = "v1/chat/completions" if ep.kind == "openai" else "v1/messages"
         if method != "POST" or route != expected:
             return self._record(ep, path, None, "unknown_route",
@@ -247,6 +252,24 @@ class LLMProviderServer(StubHTTPServer):
         with self._state_lock:
             spec = self._choose(ep)
         return self._record(ep, path, model, spec["fault"], _answer(ep, spec, body))
+
+    def _models(self, ep, path, headers):
+        """`GET /v1/models`, both dialects' list shapes; queued faults and outages apply as to completions."""
+        auth = _check_auth(ep, headers)
+        if auth is not None:
+            return self._record(ep, path, None, "auth", auth)
+        if ep.kind == "anthropic" and headers.get("anthropic-version") not in ANTHROPIC_VERSIONS:
+            return self._record(ep, path, None, "bad_request",
+                                _error("anthropic", 400, "bad_request", "anthropic-version: header is required"))
+        with self._state_lock:
+            spec = self._choose(ep)
+        if spec["fault"] not in ("ok", "slow", "hang", "empty", "refusal"):
+            return self._record(ep, path, None, spec["fault"], _answer(ep, spec, {"model": "", "messages": []}))
+        answer = _model_list(ep)
+        if spec["fault"] in ("slow", "hang"):
+            then = "drop" if spec.get("then") == "drop" else None
+            answer = answer[:3] + (("sleep", float(spec.get("delay_s", 30 if spec["fault"] == "hang" else 1)), then),)
+        return self._record(ep, path, None, spec["fault"], answer)
 
     def _record(self, ep, path, model, fault, answer):
         status = answer[0]
@@ -413,6 +436,19 @@ def _error(kind, status, fault, message, code="default", param=None):
         body = {"type": "error", "error": {"type": an_type, "message": message}}
         headers = {"content-type": "application/json", "request-id": "req_" + uuid.uuid4().hex[:24]}
     return status, headers, json.dumps(body).encode("utf-8"), None
+
+
+def _model_list(ep):
+    names = sorted(ep.models) if ep.models is not None else (
+        ["gpt-4o-mini", "gpt-4o"] if ep.kind == "openai" else ["claude-3-5-haiku-latest", "claude-3-5-sonnet-latest"])
+    if ep.kind == "openai":
+        payload = {"object": "list", "data": [{"id": n, "object": "model", "created": 1700000000,
+                                               "owned_by": "system"} for n in names]}
+    else:
+        payload = {"data": [{"type": "model", "id": n, "display_name": n, "created_at": "2024-10-22T00:00:00Z"}
+                            for n in names],
+                   "has_more": False, "first_id": names[0] if names else None, "last_id": names[-1] if names else None}
+    return 200, {"content-type": "application/json"}, json.dumps(payload).encode("utf-8"), None
 
 
 def _plain(status, text):

@@ -34,8 +34,6 @@ import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
-import requests
-
 LOG = logging.getLogger(__name__)
 
 # rudder-server's default Gateway.maxReqSizeInKB is 4000 (x 1024 bytes). Stay
@@ -128,7 +126,7 @@ class RudderStackClient(object):
         self.base_delay_s = float(retry_delay_ms) / 1000.0
         self.timeout_s = timeout_s
         self.use_gzip = use_gzip
-        self._session = session or requests.Session()
+        self._session = session  # created on first send: importing requests costs every action execution
         self._sleep = sleep
         self._rand = rand
 
@@ -233,6 +231,10 @@ class RudderStackClient(object):
             # Level 1: most of the size gain on JSON for a fraction of the CPU.
             data = gzip_module.compress(data, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
+        import requests
+
+        if self._session is None:
+            self._session = requests.Session()
         try:
             response = self._session.post(self.url, data=data, headers=headers, auth=self._auth, timeout=self.timeout_s)
         except requests.RequestException as exc:

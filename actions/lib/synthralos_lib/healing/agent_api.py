@@ -30,8 +30,7 @@ text the client returns.
 
 import logging
 import time
-
-import requests
+from urllib.parse import quote
 
 from synthralos_lib.state.redaction import scrub
 
@@ -75,9 +74,18 @@ class AgentApiClient(object):
         self.verify_tls = section.get("verify_tls", True)
         self.poll_s = poll_s
         self._api_key = section.get("api_key") or ""
-        self._session = session or requests.Session()
+        self._session_given = session
         self._clock = clock
         self._sleep = sleep
+
+    @property
+    def _session(self):
+        # Created on first use: importing requests costs every execution that loads this module.
+        if self._session_given is None:
+            import requests
+
+            self._session_given = requests.Session()
+        return self._session_given
 
     # -- the three calls ----------------------------------------------------
 
@@ -123,6 +131,8 @@ class AgentApiClient(object):
             ok=False, status=None, error_class=None, error_message=None, body=None, retry_after_s=None,
             latency_s=None, method=method, path=path,
         )
+        import requests
+
         try:
             response = self._session.request(
                 method, self.base_url + path, json=body, headers=headers, timeout=self.timeout_s, verify=self.verify_tls
@@ -205,7 +215,7 @@ def _seg(value):
     text = str(value)
     if not text or text in (".", "..") or "/" in text:
         raise ValueError("invalid id %r for the agent API" % _short(text))
-    return requests.utils.quote(text, safe="")
+    return quote(text, safe="")
 
 
 def _short(text, limit=_MESSAGE_LIMIT):

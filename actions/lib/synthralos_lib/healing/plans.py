@@ -24,7 +24,7 @@ import math
 import re
 import time
 
-import jsonschema
+from synthralos_lib.state.schema_check import iter_errors
 
 LOG = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def alternative_target(failure, targets):
 
 
 def _valid_params(action, params):
-    return not list(jsonschema.Draft4Validator(PARAMS_SCHEMAS[action]).iter_errors(params))
+    return not iter_errors(PARAMS_SCHEMAS[action], params)  # no jsonschema import on the rule planner's path
 
 
 def order_steps(steps):
@@ -316,6 +316,8 @@ def _reject_duplicate_keys(pairs):
 
 
 def _schema_check(schema, value, where):
+    import jsonschema  # the LLM planner only: its messages are part of the recorded rejection reasons
+
     errors = sorted(jsonschema.Draft4Validator(schema).iter_errors(value), key=lambda e: [str(p) for p in e.path])
     if errors:
         error = errors[0]

@@ -19,8 +19,6 @@ import json
 import math
 import time
 
-import requests
-
 from synthralos_lib.llm import errors as llm_errors
 from synthralos_lib.state.redaction import scrub
 
@@ -71,6 +69,8 @@ def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None
         return _failed(outcome, llm_errors.AUTH_CONFIG, str(exc), api_key)
     except ValueError as exc:
         return _failed(outcome, llm_errors.BAD_REQUEST, str(exc), api_key)
+
+    import requests  # lazily: its import is paid by every action execution that loads this module
 
     started = time.monotonic()
     try:
@@ -220,6 +220,8 @@ def _json(raw):
 
 
 def _describe_exception(exc, timeout):
+    import requests
+
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return "connect timed out after %.1fs" % timeout
     if isinstance(exc, requests.exceptions.ReadTimeout):

@@ -11,8 +11,9 @@ import copy
 import os
 import threading
 
-import jsonschema
 import yaml
+
+from synthralos_lib.state.schema_check import iter_errors
 
 PACK_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 SCHEMA_PATH = os.path.join(PACK_ROOT, "config.schema.yaml")
@@ -167,7 +168,7 @@ def load_config(raw, schema_path=SCHEMA_PATH):
     st2_schema = load_st2_schema(schema_path)
     json_schema = to_json_schema(st2_schema)
     values = apply_defaults(json_schema, dict(raw or {}))
-    errors = sorted(jsonschema.Draft4Validator(json_schema).iter_errors(values), key=lambda e: list(e.path))
+    errors = sorted(iter_errors(json_schema, values), key=lambda e: list(e.path))
     if errors:
         problems = ["%s: %s" % (_path(e), _describe(e)) for e in errors]
         raise ConfigError("invalid synthralos config: " + "; ".join(problems))
