@@ -10,11 +10,13 @@ locks) lives in a shared store:
 * `RedisStore`, when `redis.url` is configured.
 
 Atomicity. Redis runs every operation atomically (INCRBY, SET NX PX, a Lua
-compare-and-delete for unlock, MULTI for bounded list append). The st2
-datastore has no compare-and-set, so on it `incr`, `acquire_lock` and
-`list_push` are read-modify-write and only best-effort under concurrency: two
-processes racing may both read the same value and one write wins. Use Redis
-where concurrent writers matter (many parallel recoveries, busy breakers).
+compare-and-delete for unlock, MULTI for bounded list append, WATCH/MULTI
+with retries for `update`, the read-modify-write of one JSON document). The
+st2 datastore has no compare-and-set, so on it `incr`, `acquire_lock`,
+`list_push` and `update` are read-modify-write and only best-effort under
+concurrency: two processes racing may both read the same value and one write
+wins. Use Redis where concurrent writers matter (many parallel recoveries,
+busy breakers, cron jobs whose runs overlap).
 
 TTL. The st2 datastore expires keys itself when given a TTL, but st2tests'
 mock datastore ignores TTL, and expiry in st2 is not instant; the datastore
@@ -24,11 +26,16 @@ an expired entry as absent. Values are JSON.
 
 import json
 import math
+import re
 import time
 import uuid
 from contextlib import contextmanager
 
 DATASTORE_PREFIX = "synthralos."
+
+
+#: Returned by an `update` function as the new value: leave the key as it is.
+KEEP = object()
 
 
 class StoreError(RuntimeError):
@@ -77,6 +84,20 @@ class Store(object):
 
     def list_range(self, key, start=0, stop=-1):
         """Items `start..stop` inclusive (like LRANGE), newest first."""
+        raise NotImplementedError
+
+    def update(self, key, fn, ttl=None):
+        """Read-modify-write one value: `fn(current or None) -> (new, result)`; return `result`.
+
+        `new` is the value to store (with `ttl`), None to delete the key, or KEEP
+        to leave it. On Redis the whole step is atomic (fn may be called again
+        when another writer got in first, so it must not have side effects); on
+        the datastore it is best-effort (see module doc).
+        """
+        raise NotImplementedError
+
+    def scan(self, prefix):
+        """Every (key, value) whose key starts with `prefix`, in no particular order."""
         raise NotImplementedError
 
     @contextmanager
@@ -191,6 +212,40 @@ class DatastoreStore(Store):
         items = self.get(key, default=[])
         return _lrange(items, start, stop)
 
+    def update(self, key, fn, ttl=None):
+        envelope = self._read(key)
+        new, result = fn(None if envelope is None else envelope["v"])
+        if new is None:
+            if envelope is not None:
+                self.delete(key)
+        elif new is not KEEP:
+            self.set(key, new, ttl=ttl)
+        return result
+
+    def scan(self, prefix, page_size=100):
+        # st2's API pages list_values (api.max_page_size); st2tests' mock ignores
+        # limit/offset, so stop as soon as a page brings nothing new.
+        found, offset = {}, 0
+        while True:
+            try:
+                page = self._service.list_values(local=False, prefix=self._name(prefix), limit=page_size,
+                                                 offset=offset) or []
+            except Exception as exc:
+                raise StoreError("st2 datastore listing of %r failed: %s" % (prefix, exc))
+            fresh = [item for item in page if item.name not in found]
+            for item in fresh:
+                found[item.name] = item.value
+            if len(page) < page_size or not fresh:
+                break
+            offset += len(page)
+        items = []
+        for name in sorted(found):
+            key = name[len(self._prefix):]
+            envelope = self._read(key)  # re-read: expiry and JSON checks in one place
+            if envelope is not None:
+                items.append((key, envelope["v"]))
+        return items
+
 
 def _lrange(items, start, stop):
     stop = len(items) + stop if stop < 0 else stop
@@ -243,10 +298,13 @@ class RedisStore(Store):
     atomic = True
     name = "redis"
 
-    def __init__(self, url, key_prefix="synthralos:"):
+    #: How often `update` re-reads after losing a race before giving up.
+    UPDATE_ATTEMPTS = 50
+
+    def __init__(self, url, key_prefix="synthralos:", client=None):
         self.url = url
         self.prefix = key_prefix
-        self.client = redis_client(url)
+        self.client = client if client is not None else redis_client(url)
 
     def key(self, key):
         """The full Redis key for a store key (used by modules that need raw Redis, e.g. the outbox)."""
@@ -297,6 +355,42 @@ class RedisStore(Store):
 
     def list_range(self, key, start=0, stop=-1):
         return [json.loads(item) for item in self._call("LRANGE", self.client.lrange, self.key(key), start, stop)]
+
+    def update(self, key, fn, ttl=None):
+        import redis
+
+        full = self.key(key)
+        px = None if ttl is None else max(1, int(float(ttl) * 1000))
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                for _ in range(self.UPDATE_ATTEMPTS):
+                    try:
+                        pipe.watch(full)
+                        raw = pipe.get(full)
+                        new, result = fn(None if raw is None else json.loads(raw))
+                        if new is KEEP:
+                            pipe.unwatch()
+                            return result
+                        pipe.multi()
+                        if new is None:
+                            pipe.delete(full)
+                        else:
+                            pipe.set(full, json.dumps(new), px=px)
+                        pipe.execute()  # raises WatchError if the key changed since WATCH
+                        return result
+                    except redis.WatchError:
+                        continue
+        except redis.RedisError as exc:
+            raise StoreError("redis update of %r failed: %s" % (key, exc))
+        raise StoreError("redis update of %r lost the race %d times in a row" % (key, self.UPDATE_ATTEMPTS))
+
+    def scan(self, prefix):
+        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", self.key(prefix)) + "*"
+        keys = sorted(self._call("SCAN", lambda: list(self.client.scan_iter(match=pattern, count=500))))
+        if not keys:
+            return []
+        values = self._call("MGET", self.client.mget, keys)
+        return [(k[len(self.prefix):], json.loads(v)) for k, v in zip(keys, values) if v is not None]
 
 
 def get_store(config, service):
