@@ -1,14 +1,14 @@
-from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.cron.backoff import CronBackoff, InvalidJobId
+from synthralos_lib.cron.action import CronBackoffAction
+from synthralos_lib.cron.backoff import InvalidJobId
 from synthralos_lib.state.store import StoreError
 
 
-class CronBackoffCheck(SynthralosAction):
+class CronBackoffCheck(CronBackoffAction):
     """May a cron job run now? (claims the probe of a disabled job whose quiet period is over)"""
 
     def run(self, job_id):
         try:
-            decision = CronBackoff.from_config(self.settings, self.store).check(job_id)
+            decision = self.backoff().check(job_id)
         except (InvalidJobId, StoreError) as exc:
             return False, {"job_id": job_id, "error": self.scrub(str(exc))}
         verb = "runs" if decision["allowed"] else "skipped"

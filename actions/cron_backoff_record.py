@@ -1,15 +1,15 @@
-from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.cron.backoff import CronBackoff, InvalidJobId
+from synthralos_lib.cron.action import CronBackoffAction
+from synthralos_lib.cron.backoff import InvalidJobId
 from synthralos_lib.cron.events import forward_transitions
 from synthralos_lib.state.store import StoreError
 
 
-class CronBackoffRecord(SynthralosAction):
+class CronBackoffRecord(CronBackoffAction):
     """Record a cron job run's outcome; forward disable / probe / re-enable events."""
 
     def run(self, job_id, succeeded, result=None, error="", trace_tag=None):
         try:
-            outcome = CronBackoff.from_config(self.settings, self.store).record(
+            outcome = self.backoff().record(
                 job_id, succeeded, error=error or result)
         except (InvalidJobId, StoreError) as exc:
             return False, {"job_id": job_id, "error": self.scrub(str(exc))}

@@ -1,15 +1,15 @@
-from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.cron.backoff import CronBackoff, InvalidJobId
+from synthralos_lib.cron.action import CronBackoffAction
+from synthralos_lib.cron.backoff import InvalidJobId
 from synthralos_lib.cron.events import forward_transitions
 from synthralos_lib.state.store import StoreError
 
 
-class CronBackoffReset(SynthralosAction):
+class CronBackoffReset(CronBackoffAction):
     """Forget a cron job's failures and re-enable it at once."""
 
     def run(self, job_id):
         try:
-            outcome = CronBackoff.from_config(self.settings, self.store).reset(job_id)
+            outcome = self.backoff().reset(job_id)
         except (InvalidJobId, StoreError) as exc:
             return False, {"job_id": job_id, "error": self.scrub(str(exc))}
         self.logger.info("[CronBackoff] %s reset by hand (was %s)", job_id,

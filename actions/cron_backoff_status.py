@@ -1,13 +1,13 @@
-from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.cron.backoff import CronBackoff, InvalidJobId
+from synthralos_lib.cron.action import CronBackoffAction
+from synthralos_lib.cron.backoff import InvalidJobId
 from synthralos_lib.state.store import StoreError
 
 
-class CronBackoffStatus(SynthralosAction):
+class CronBackoffStatus(CronBackoffAction):
     """Backoff state of one cron job, or of every job in backoff or disabled."""
 
     def run(self, job_id=""):
-        backoff = CronBackoff.from_config(self.settings, self.store)
+        backoff = self.backoff()
         try:
             if job_id:
                 return self.scrub(backoff.status(job_id))

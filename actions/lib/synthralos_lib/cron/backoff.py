@@ -167,8 +167,10 @@ class CronBackoff(object):
         def apply(state):
             now = self.clock()
             if succeeded:
-                return self._on_success(job_id, state, now)
-            return self._on_failure(job_id, state, now, error)
+                new, outcome, transitions = self._on_success(job_id, state, now)
+            else:
+                new, outcome, transitions = self._on_failure(job_id, state, now, error)
+            return new, (state if new is KEEP else new, outcome, transitions)
 
         new_state, outcome, transitions = self.store.update(key, apply)
         result = {

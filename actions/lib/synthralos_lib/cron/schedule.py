@@ -35,7 +35,7 @@ def _capped(base_ms, multiplier, exponent, cap_ms):
         value = base_ms * multiplier ** exponent
     except OverflowError:  # float power of a long streak
         value = float("inf")
-    return min(float(value), float(cap_ms)) / 1000.0
+    return float(min(value, cap_ms)) / 1000.0  # compare first: a huge int does not fit a float
 
 
 def backoff_s(failures, settings):

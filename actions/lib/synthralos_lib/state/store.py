@@ -223,19 +223,24 @@ class DatastoreStore(Store):
         return result
 
     def scan(self, prefix, page_size=100):
-        # st2's API pages list_values (api.max_page_size); st2tests' mock ignores
-        # limit/offset, so stop as soon as a page brings nothing new.
+        # st2's API pages list_values (api.max_page_size, 100 by default); older
+        # action services take no limit/offset (one page then), and st2tests' mock
+        # ignores them, so stop as soon as a page brings nothing new.
         found, offset = {}, 0
         while True:
             try:
-                page = self._service.list_values(local=False, prefix=self._name(prefix), limit=page_size,
-                                                 offset=offset) or []
+                try:
+                    page = self._service.list_values(local=False, prefix=self._name(prefix), limit=page_size,
+                                                     offset=offset)
+                except TypeError:
+                    page, page_size = self._service.list_values(local=False, prefix=self._name(prefix)), None
             except Exception as exc:
                 raise StoreError("st2 datastore listing of %r failed: %s" % (prefix, exc))
+            page = page or []
             fresh = [item for item in page if item.name not in found]
             for item in fresh:
                 found[item.name] = item.value
-            if len(page) < page_size or not fresh:
+            if page_size is None or len(page) < page_size or not fresh:
                 break
             offset += len(page)
         items = []
