@@ -10,20 +10,12 @@ failed probe and capped at `max_probe_quiet_period_ms` (24 h, never below the fi
 period); a quiet period of 0 turns probing off.
 """
 
-DEFAULTS = {
-    "max_consecutive_failures": 10,
-    "initial_backoff_ms": 60000,
-    "max_backoff_ms": 86400000,
-    "backoff_multiplier": 2,
-    "probe_quiet_period_ms": 3600000,
-    "max_probe_quiet_period_ms": 86400000,
-    "probe_lease_ms": 3600000,
-}
+from synthralos_lib.state.config import load_st2_schema
 
 
 def settings_from(section):
-    """The `cron_backoff` config section with the defaults filled in."""
-    merged = dict(DEFAULTS)
+    """The `cron_backoff` config section with the schema's defaults filled in (config.schema.yaml holds them)."""
+    merged = {name: spec.get("default") for name, spec in load_st2_schema()["cron_backoff"]["properties"].items()}
     merged.update({k: v for k, v in (section or {}).items() if v is not None})
     return merged
 
