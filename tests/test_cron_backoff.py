@@ -346,10 +346,8 @@ class RedisStoreUpdateTest(StoreUpdateContract, unittest.TestCase):
     backend = "redis"
 
 
-class RedisRaceTest(StoreBackendMixin, unittest.TestCase):
-    """Two runs of one job fail at the same moment, each through its own Redis client."""
-
-    backend = "redis"
+class RaceHelpers(StoreBackendMixin):
+    """Runs of one job that hit the store at the same moment, each through its own store object."""
 
     def racing_processes(self, count=2, now=T0):
         """`count` CronBackoffs, each with its own connection pool, whose clock waits at a barrier
@@ -364,8 +362,11 @@ class RedisRaceTest(StoreBackendMixin, unittest.TestCase):
                 barrier.wait()
             return clock.now
 
-        stores = [RedisStore(self.redis.url, client=self.redis.client()) for _ in range(count)]
-        self.assertEqual(len({id(s.client.connection_pool) for s in stores}), count)
+        if self.backend == "redis":
+            stores = [RedisStore(self.redis.url, client=self.redis.client()) for _ in range(count)]
+            self.assertEqual(len({id(s.client.connection_pool) for s in stores}), count)
+        else:
+            stores = [self.make_store() for _ in range(count)]
         return [CronBackoff(store, {}, clock=racing_clock) for store in stores]
 
     def run_together(self, fns):
@@ -384,6 +385,13 @@ class RedisRaceTest(StoreBackendMixin, unittest.TestCase):
             t.join(20)
         self.assertEqual(errors, [])
         return results
+
+
+
+class RedisRaceTest(RaceHelpers, unittest.TestCase):
+    """On Redis (each run with its own client and connection pool) nothing is lost."""
+
+    backend = "redis"
 
     def test_two_concurrent_failures_count_two(self):
         first, second = self.racing_processes()
@@ -417,6 +425,25 @@ class RedisRaceTest(StoreBackendMixin, unittest.TestCase):
         with self.assertRaises(StoreError) as raised:
             store.update("doc", interfere)
         self.assertIn("lost the race 3 times", str(raised.exception))
+
+
+class DatastoreRaceTest(RaceHelpers, unittest.TestCase):
+    """The st2 datastore has no compare-and-set: what the module doc says can be lost, is."""
+
+    backend = "datastore"
+
+    def test_two_concurrent_failures_can_count_one(self):
+        first, second = self.racing_processes()
+        self.run_together([lambda: first.record("job-1", False, "a"), lambda: second.record("job-1", False, "b")])
+        self.assertEqual(CronBackoff(self.make_store(), {}, clock=Clock()).status("job-1")["consecutive_failures"], 1)
+
+    def test_two_concurrent_checks_can_both_probe(self):
+        setup = CronBackoff(self.make_store(), {}, clock=Clock())
+        for _ in range(10):
+            setup.record("job-1", False, "boom")
+        processes = self.racing_processes(2, now=T0 + HOUR)
+        results = self.run_together([(lambda p=p: p.check("job-1")) for p in processes])
+        self.assertEqual([r["reason"] for r in results], ["probe", "probe"])
 
 
 if __name__ == "__main__":
