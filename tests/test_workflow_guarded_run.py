@@ -259,7 +259,10 @@ class RedisGuardedRunTest(GuardedRunContract, unittest.TestCase):
 
 try:
     import bson
+    from st2common.models.db.action import ActionDB
     from st2common.models.db.rule import ActionExecutionSpecDB, RuleDB
+    from st2common.models.db.runner import RunnerTypeDB
+    from st2common.util import schema as st2_schema
     from st2common.models.db.trigger import TriggerInstanceDB
     from st2common.util import param as st2_param
     from st2reactor.rules.matcher import RulesMatcher
@@ -311,6 +314,15 @@ class CronRuleTest(StoreBackendMixin, unittest.TestCase):
                                               {"trigger": instance.payload})
         self.assertEqual(params, {"job_id": "nightly-report", "action_ref": "core.local", "parameters": {
             "cmd": '/opt/reports/nightly.sh --since "%s"' % self.EXECUTED_AT, "timeout": 3600}})
+        # st2's request validation (st2common/services/action.py create_request)
+        schema = st2_schema.get_schema_for_action_parameters(
+            ActionDB(pack="synthralos", name="guarded_run", runner_type={"name": "orquesta"},
+                     parameters=guard_meta["parameters"]),
+            RunnerTypeDB(name="orquesta", runner_parameters=runner))
+        st2_schema.validate(params, schema, st2_schema.get_validator(), use_default=True, allow_default_none=True)
+        with self.assertRaises(jsonschema.ValidationError):
+            st2_schema.validate(dict(params, job_id="nightly report"), schema, st2_schema.get_validator(),
+                                use_default=True, allow_default_none=True)
         config = self.make_config()
         job = outcomes(python_result({"failed": False, "succeeded": True, "return_code": 0, "stdout": "done",
                                       "stderr": ""}))
