@@ -26,6 +26,7 @@ an expired entry as absent. Values are JSON.
 
 import json
 import math
+import random
 import re
 import time
 import uuid
@@ -303,8 +304,9 @@ class RedisStore(Store):
     atomic = True
     name = "redis"
 
-    #: How often `update` re-reads after losing a race before giving up.
+    #: How often `update` re-reads after losing a race before giving up, and the longest pause between tries.
     UPDATE_ATTEMPTS = 50
+    UPDATE_MAX_PAUSE_S = 0.05
 
     def __init__(self, url, key_prefix="synthralos:", client=None):
         self.url = url
@@ -368,7 +370,10 @@ class RedisStore(Store):
         px = None if ttl is None else max(1, int(float(ttl) * 1000))
         try:
             with self.client.pipeline(transaction=True) as pipe:
-                for _ in range(self.UPDATE_ATTEMPTS):
+                for attempt in range(self.UPDATE_ATTEMPTS):
+                    if attempt:
+                        # Jittered pause so writers that keep colliding spread out instead of livelocking.
+                        time.sleep(random.uniform(0, min(self.UPDATE_MAX_PAUSE_S, 0.001 * 2 ** attempt)))
                     try:
                         pipe.watch(full)
                         raw = pipe.get(full)
