@@ -22,13 +22,11 @@ from forward_event import ForwardEvent
 from get_system_metrics import GetSystemMetrics
 from record_failure import RecordFailureAction
 from synthralos_lib.llm.breaker import Breakers
+from synthralos_lib.cron.backoff import CronBackoff
 from synthralos_lib.ops import metrics, recovery_stats
 
-CRON_JOBS = [
-    {"job": "nightly_export", "state": "disabled", "consecutive_failures": 10, "next_allowed_at": None},
-    {"job": "hourly_sync", "state": "backoff", "consecutive_failures": 2, "next_allowed_at": 1900000000.0},
-    {"job": "healthy_job", "state": "ok", "consecutive_failures": 0, "next_allowed_at": None},
-]
+# (job id, consecutive failures): disabled at the default limit of 10, in backoff, recovered.
+CRON_FAILURES = [("hourly_sync", 2), ("nightly_export", 10), ("healthy_job", 0)]
 # (seconds ago, failure type, outcome, duration_s)
 RECOVERIES = [
     (100, "timeout", "repaired", 30.0),
@@ -50,7 +48,6 @@ class MetricsContract(StoreBackendMixin):
         super(MetricsContract, self).setUp()
         self.sink = RudderStackSink().start()
         self.addCleanup(self.sink.stop)
-        self.addCleanup(metrics.set_cron_reader, None)
 
     def config(self, write_key=DEFAULT_WRITE_KEY):
         return {
@@ -76,7 +73,9 @@ class MetricsContract(StoreBackendMixin):
     def script(self):
         """The scripted sequence the figures must agree with."""
         self.forward(3)  # delivered
-        self.forward(1, config=self.config(write_key="revoked-key"), first=3)  # dead-lettered (401)
+        revoked = self.config(write_key="revoked-key")
+        revoked["rudderstack"]["config_error_fix_window_s"] = 0  # no wait for a fixed key: dead-lettered at once
+        self.forward(1, config=revoked, first=3)  # dead-lettered (401)
         if self.backend == "redis":
             for i in (4, 5):  # queued, not flushed yet
                 self.run_action(ForwardEvent, event_type="agent_execution", status="succeeded",
@@ -86,7 +85,12 @@ class MetricsContract(StoreBackendMixin):
         now = time.time()
         for ago, failure_type, outcome, duration in RECOVERIES:
             recovery_stats.record(store, failure_type, outcome, duration, clock=lambda ago=ago: now - ago)
-        metrics.set_cron_reader(lambda store, settings: CRON_JOBS)
+        cron = CronBackoff(store, clock=lambda: now)
+        for job_id, failures in CRON_FAILURES:
+            for _ in range(failures):
+                cron.record(job_id, succeeded=False, error="exit 1")
+        cron.record("healthy_job", succeeded=True)
+        self.cron_now = now
 
     def test_metrics_agree_with_the_script(self):
         self.script()
@@ -102,7 +106,12 @@ class MetricsContract(StoreBackendMixin):
         self.assertEqual({k: events[k] for k in expected_events}, expected_events)
         self.assertEqual([(c["target"], c["state"], c["reason"]) for c in out["llm_circuits"]],
                          [("oa", "open", "auth_config"), ("an", "closed", None)])
-        self.assertEqual(out["cron"], {"available": True, "jobs": CRON_JOBS[:2], "backoff": 1, "disabled": 1})
+        self.assertEqual(out["cron"], {"available": True, "backoff": 1, "disabled": 1, "jobs": [
+            {"job": "hourly_sync", "state": "backoff", "consecutive_failures": 2,
+             "next_allowed_at": self.cron_now + 120.0},  # 60 s x 2^(2-1) after the last failure
+            {"job": "nightly_export", "state": "disabled", "consecutive_failures": 10,
+             "next_allowed_at": self.cron_now + 3600.0},  # the default quiet period before a probe
+        ]})
         recoveries = out["recoveries"]
         self.assertEqual(recoveries["window_s"], 3600)
         self.assertEqual(recoveries["all"], {"failures": 5, "attempted": 4, "repaired": 2, "escalated": 2,
@@ -130,7 +139,7 @@ class MetricsContract(StoreBackendMixin):
         out = self.run_action(GetSystemMetrics, window_s=3600, format="prometheus")
         self.assertEqual(out["errors"], {})
         lines = out["text"].splitlines()
-        backend = "redis_stream" if self.backend == "redis" else "direct"
+        backend = "redis_stream" if self.backend == "redis" else "st2_datastore"
         for expected in [
             "# HELP synthralos_outbox_depth Events in the outbox (waiting and in flight).",
             "# TYPE synthralos_outbox_depth gauge",
@@ -188,9 +197,7 @@ class MetricsContract(StoreBackendMixin):
         self.assertEqual(out["recoveries"]["all"], {"failures": 0, "attempted": 0, "repaired": 0, "escalated": 0,
                                                     "planned": 0, "recovery_rate": None, "mttr_s": None})
         self.assertEqual(out["recoveries"]["totals"], [])
-        if importlib.util.find_spec("synthralos_lib.cron") is None:
-            self.assertEqual(out["cron"], {"available": False, "reason": "cron backoff library not installed",
-                                           "jobs": [], "backoff": 0, "disabled": 0})
+        self.assertEqual(out["cron"], {"available": True, "jobs": [], "backoff": 0, "disabled": 0})
         text = self.run_action(GetSystemMetrics, format="prometheus")["text"]
         self.assert_promtool_accepts(text)
 
@@ -228,9 +235,10 @@ class RedisMetricsTest(MetricsContract, unittest.TestCase):
         action = GetSystemMetrics(config=config, action_service=self.action_service)
         with self.assertLogs(action.logger, level="INFO") as logs:
             out = action.run(format="prometheus")
-        self.assertEqual(sorted(out["errors"]), ["events", "llm_circuits", "recoveries", "recovery_totals"])
+        # Breakers fail open without their store, so the circuits part still answers.
+        self.assertEqual(sorted(out["errors"]), ["cron", "events", "recoveries", "recovery_totals"])
         self.assertIn('synthralos_metrics_part_up{part="events"} 0', out["text"].splitlines())
-        self.assertIn('synthralos_metrics_part_up{part="cron"} 1', out["text"].splitlines())
+        self.assertIn('synthralos_metrics_part_up{part="cron"} 0', out["text"].splitlines())
         messages = [r.getMessage() for r in logs.records]
         self.assertEqual(len(messages), 4)
         self.assertTrue(all(m.startswith("[Observability] metrics part ") for m in messages), messages)

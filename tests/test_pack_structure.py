@@ -110,6 +110,9 @@ class PackMetadataTest(unittest.TestCase):
                 "initial_backoff_ms": 60000,
                 "max_backoff_ms": 86400000,
                 "backoff_multiplier": 2,
+                "probe_quiet_period_ms": 3600000,
+                "max_probe_quiet_period_ms": 86400000,
+                "probe_lease_ms": 3600000,
             },
         )
         self.assertEqual(config.section("rudderstack")["data_plane_url"], "https://hosted.rudderlabs.com")

@@ -16,13 +16,8 @@ the others still come out:
 (version 0.0.4): `synthralos_` names, HELP and TYPE lines, labels `target`,
 `state`, `failure_type`, `outcome`; counters end in `_total`.
 
-Cron jobs. The cron backoff library (`synthralos_lib.cron`, built on another
-branch) owns its keys. This module reads it through one hook: if
-`synthralos_lib.cron` imports and exposes `job_states(store, settings)`
-returning [{"job", "state" ("ok" | "backoff" | "disabled"),
-"consecutive_failures", "next_allowed_at"}], that is used; a function set with
-`set_cron_reader(fn)` (same signature) wins over it. Without either, the
-metrics say the cron part is unavailable instead of guessing key names.
+Cron jobs are read through the cron backoff library
+(`cron.backoff.CronBackoff.status`), which owns their keys.
 """
 
 import logging
@@ -34,31 +29,21 @@ import time
 LOG = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_S = 3600
-_cron_reader = None
-
-
-def set_cron_reader(fn):
-    """Install the function that lists cron job states (None: back to the default lookup)."""
-    global _cron_reader
-    _cron_reader = fn
-
-
-def _default_cron_reader():
-    """(reader or None, why not)."""
-    try:
-        from synthralos_lib import cron  # absent until the cron backoff library is merged
-    except ImportError:
-        return None, "cron backoff library not installed"
-    reader = getattr(cron, "job_states", None)
-    return reader, None if reader else "synthralos_lib.cron has no job_states(store, settings)"
+# The cron library's statuses, folded into the two states the metrics count.
+_CRON_STATE = {"backoff": "backoff", "retry_due": "backoff",
+               "disabled": "disabled", "probe_due": "disabled", "probing": "disabled"}
 
 
 def cron_job_states(store, settings):
-    """{"available", "jobs": [...], "backoff": n, "disabled": n} (jobs only in backoff or disabled)."""
-    reader, reason = (_cron_reader, None) if _cron_reader else _default_cron_reader()
-    if reader is None:
-        return {"available": False, "reason": reason, "jobs": [], "backoff": 0, "disabled": 0}
-    jobs = [j for j in (reader(store, settings) or []) if j.get("state") in ("backoff", "disabled")]
+    """{"available", "jobs": [...], "backoff": n, "disabled": n}: the jobs in backoff or disabled."""
+    from synthralos_lib.cron.backoff import CronBackoff
+
+    jobs = []
+    for view in CronBackoff.from_config(settings, store).status():
+        state = _CRON_STATE.get(view["status"])
+        if state:
+            jobs.append({"job": view["job_id"], "state": state, "consecutive_failures": view["consecutive_failures"],
+                         "next_allowed_at": view["next_allowed_at"]})
     return {
         "available": True,
         "jobs": jobs,

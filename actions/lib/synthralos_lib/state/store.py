@@ -10,11 +10,13 @@ locks) lives in a shared store:
 * `RedisStore`, when `redis.url` is configured.
 
 Atomicity. Redis runs every operation atomically (INCRBY, SET NX PX, a Lua
-compare-and-delete for unlock, MULTI for bounded list append). The st2
-datastore has no compare-and-set, so on it `incr`, `acquire_lock` and
-`list_push` are read-modify-write and only best-effort under concurrency: two
-processes racing may both read the same value and one write wins. Use Redis
-where concurrent writers matter (many parallel recoveries, busy breakers).
+compare-and-delete for unlock, MULTI for bounded list append, WATCH/MULTI
+with retries for `update`, the read-modify-write of one JSON document). The
+st2 datastore has no compare-and-set, so on it `incr`, `acquire_lock`,
+`list_push` and `update` are read-modify-write and only best-effort under
+concurrency: two processes racing may both read the same value and one write
+wins. Use Redis where concurrent writers matter (many parallel recoveries,
+busy breakers, cron jobs whose runs overlap).
 
 TTL. The st2 datastore expires keys itself when given a TTL, but st2tests'
 mock datastore ignores TTL, and expiry in st2 is not instant; the datastore
@@ -24,11 +26,17 @@ an expired entry as absent. Values are JSON.
 
 import json
 import math
+import random
+import re
 import time
 import uuid
 from contextlib import contextmanager
 
 DATASTORE_PREFIX = "synthralos."
+
+
+#: Returned by an `update` function as the new value: leave the key as it is.
+KEEP = object()
 
 
 class StoreError(RuntimeError):
@@ -77,6 +85,20 @@ class Store(object):
 
     def list_range(self, key, start=0, stop=-1):
         """Items `start..stop` inclusive (like LRANGE), newest first."""
+        raise NotImplementedError
+
+    def update(self, key, fn, ttl=None):
+        """Read-modify-write one value: `fn(current or None) -> (new, result)`; return `result`.
+
+        `new` is the value to store (with `ttl`), None to delete the key, or KEEP
+        to leave it. On Redis the whole step is atomic (fn may be called again
+        when another writer got in first, so it must not have side effects); on
+        the datastore it is best-effort (see module doc).
+        """
+        raise NotImplementedError
+
+    def scan(self, prefix):
+        """Every (key, value) whose key starts with `prefix`, in no particular order."""
         raise NotImplementedError
 
     @contextmanager
@@ -215,6 +237,45 @@ class DatastoreStore(Store):
             out = out[offset : offset + limit]
         return out
 
+    def update(self, key, fn, ttl=None):
+        envelope = self._read(key)
+        new, result = fn(None if envelope is None else envelope["v"])
+        if new is None:
+            if envelope is not None:
+                self.delete(key)
+        elif new is not KEEP:
+            self.set(key, new, ttl=ttl)
+        return result
+
+    def scan(self, prefix, page_size=100):
+        # st2's API pages list_values (api.max_page_size, 100 by default); older
+        # action services take no limit/offset (one page then), and st2tests' mock
+        # ignores them, so stop as soon as a page brings nothing new.
+        found, offset = {}, 0
+        while True:
+            try:
+                try:
+                    page = self._service.list_values(local=False, prefix=self._name(prefix), limit=page_size,
+                                                     offset=offset)
+                except TypeError:
+                    page, page_size = self._service.list_values(local=False, prefix=self._name(prefix)), None
+            except Exception as exc:
+                raise StoreError("st2 datastore listing of %r failed: %s" % (prefix, exc))
+            page = page or []
+            fresh = [item for item in page if item.name not in found]
+            for item in fresh:
+                found[item.name] = item.value
+            if page_size is None or len(page) < page_size or not fresh:
+                break
+            offset += len(page)
+        items = []
+        for name in sorted(found):
+            key = name[len(self._prefix):]
+            envelope = self._read(key)  # re-read: expiry and JSON checks in one place
+            if envelope is not None:
+                items.append((key, envelope["v"]))
+        return items
+
 
 def _lrange(items, start, stop):
     stop = len(items) + stop if stop < 0 else stop
@@ -266,6 +327,10 @@ class RedisStore(Store):
 
     atomic = True
     name = "redis"
+
+    #: How often `update` re-reads after losing a race before giving up, and the longest pause between tries.
+    UPDATE_ATTEMPTS = 50
+    UPDATE_MAX_PAUSE_S = 0.05
 
     def __init__(self, url, key_prefix="synthralos:", client=None):
         self.url = url
@@ -321,6 +386,45 @@ class RedisStore(Store):
 
     def list_range(self, key, start=0, stop=-1):
         return [json.loads(item) for item in self._call("LRANGE", self.client.lrange, self.key(key), start, stop)]
+
+    def update(self, key, fn, ttl=None):
+        import redis
+
+        full = self.key(key)
+        px = None if ttl is None else max(1, int(float(ttl) * 1000))
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                for attempt in range(self.UPDATE_ATTEMPTS):
+                    if attempt:
+                        # Jittered pause so writers that keep colliding spread out instead of livelocking.
+                        time.sleep(random.uniform(0, min(self.UPDATE_MAX_PAUSE_S, 0.001 * 2 ** attempt)))
+                    try:
+                        pipe.watch(full)
+                        raw = pipe.get(full)
+                        new, result = fn(None if raw is None else json.loads(raw))
+                        if new is KEEP:
+                            pipe.unwatch()
+                            return result
+                        pipe.multi()
+                        if new is None:
+                            pipe.delete(full)
+                        else:
+                            pipe.set(full, json.dumps(new), px=px)
+                        pipe.execute()  # raises WatchError if the key changed since WATCH
+                        return result
+                    except redis.WatchError:
+                        continue
+        except redis.RedisError as exc:
+            raise StoreError("redis update of %r failed: %s" % (key, exc))
+        raise StoreError("redis update of %r lost the race %d times in a row" % (key, self.UPDATE_ATTEMPTS))
+
+    def scan(self, prefix):
+        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", self.key(prefix)) + "*"
+        keys = sorted(self._call("SCAN", lambda: list(self.client.scan_iter(match=pattern, count=500))))
+        if not keys:
+            return []
+        values = self._call("MGET", self.client.mget, keys)
+        return [(k[len(self.prefix):], json.loads(v)) for k, v in zip(keys, values) if v is not None]
 
 
 def get_store(config, service):
