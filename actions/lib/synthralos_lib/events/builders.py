@@ -97,17 +97,11 @@ class Correlation(object):
         if not self.values["langfuse_trace_url"] and base and self.values["trace_id"]:
             self.values["langfuse_trace_url"] = "%s/trace/%s" % (base, self.values["trace_id"])
 
+    #: What goes into an event's properties: the trace fields (agent and user are the event's own).
+    PROPERTY_FIELDS = FIELDS[:7]
+
     def properties(self):
-        keys = (
-            "trace_id",
-            "workspace_id",
-            "organization_id",
-            "st2_execution_id",
-            "st2_trace_tag",
-            "traceparent",
-            "langfuse_trace_url",
-        )
-        return {k: self.values[k] for k in keys}
+        return {k: self.values[k] for k in self.PROPERTY_FIELDS}
 
     def identity(self):
         """RudderStack needs userId or anonymousId: the user when known, else the agent, else the pack."""
