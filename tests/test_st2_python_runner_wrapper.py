@@ -242,8 +242,9 @@ class PythonRunnerWrapperTest(unittest.TestCase):
         self.addCleanup(sink.stop)
         config = {
             "redis": {"url": self.redis.url},
+            # An hour of flush interval: forwards never flush inline, however slow the machine.
             "rudderstack": {"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url, "max_retries": 1,
-                            "retry_delay_ms": 0},
+                            "retry_delay_ms": 0, "flush_interval_ms": 3600000},
             "features": {"track_model_costs": True, "enable_similarity_logging": True},
         }
         forwarded = self.assertSucceeded(
