@@ -185,10 +185,22 @@ use_git_clone() {
 }
 
 # ---- virtualenvs ---------------------------------------------------------------
+# needs_build VENV WANTED: VENV is missing or was built from other inputs.
+needs_build() {
+    [ ! -x "$1/bin/python" ] || [ "$(cat "$1/.synthralos-requirements" 2>/dev/null)" != "$2" ]
+}
+
+# new_venv PYTHON VENV: a fresh virtualenv with an up-to-date pip (log: VENV.build.log).
+new_venv() {
+    rm -rf "$2" "$2.build.log"
+    mkdir -p "$VENV_ROOT"
+    "$1" -m venv "$2" && quiet_pip "$2.build.log" "$2/bin/python" --upgrade pip
+}
+
 # ensure_standin_venv VERSION: the pack's and the tests' requirements (and on
 # 3.8 Orquesta 1.2.0); sets VENV.
 ensure_standin_venv() {
-    local version=$1 python venv stamp wanted req
+    local version=$1 python venv wanted req
     python=$(find_python "$version") || return 1
     venv="$VENV_ROOT/py$version"
     local reqs=(requirements.txt requirements-tests.txt)
@@ -196,17 +208,13 @@ ensure_standin_venv() {
         reqs+=(tests/requirements-orquesta.txt)
     fi
     wanted=$(cat "${reqs[@]}" | hash_of)
-    stamp="$venv/.synthralos-requirements"
-    if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    if needs_build "$venv" "$wanted"; then
         log "building $venv with $python (log: $venv.build.log)"
-        rm -rf "$venv" "$venv.build.log"
-        mkdir -p "$VENV_ROOT"
-        "$python" -m venv "$venv" || return 1
+        new_venv "$python" "$venv" || return 1
         local args=()
         for req in "${reqs[@]}"; do args+=(-r "$req"); done
-        quiet_pip "$venv.build.log" "$venv/bin/python" --upgrade pip || return 1
         quiet_pip "$venv.build.log" "$venv/bin/python" "${args[@]}" || return 1
-        echo "$wanted" >"$stamp"
+        echo "$wanted" >"$venv/.synthralos-requirements"
     fi
     VENV=$venv
 }
@@ -214,7 +222,7 @@ ensure_standin_venv() {
 # ensure_real_st2_venv VERSION: resolves the sources (sets ST2_DIR, ORQ_DIR and
 # their commits / origins) and sets VENV.
 ensure_real_st2_venv() {
-    local version=$1 python venv stamp wanted st2_key orq_key ujson comp
+    local version=$1 python venv wanted st2_key orq_key ujson comp
     python=$(find_python "$version") || return 1
     if ! resolve_source st2 "${ST2_SOURCE:-}" 'st2-*.tar.gz' "$ST2_GIT_URL" "$ST2_COMMIT"; then
         log "no st2 source worked (ST2_SOURCE, $VENDOR_DIR, git clone)"
@@ -234,23 +242,19 @@ ensure_real_st2_venv() {
         cat requirements.txt requirements-tests.txt "$ST2_DIR/requirements.txt"
         cat "$ST2_DIR/test-requirements.txt" 2>/dev/null || true
     } | hash_of)
-    stamp="$venv/.synthralos-requirements"
-    if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    if needs_build "$venv" "$wanted"; then
         log "building $venv with $python from $ST2_DIR and $ORQ_DIR (log: $venv.build.log)"
-        rm -rf "$venv" "$venv.build.log"
-        mkdir -p "$VENV_ROOT"
-        "$python" -m venv "$venv" || return 1
+        new_venv "$python" "$venv" || return 1
         # st2 names orquesta and optional auth/RBAC backends by git URL: drop those lines,
         # install orquesta from its source in the same resolve.
         grep -v '@ git+' "$ST2_DIR/requirements.txt" >"$venv/st2-requirements.txt"
         ujson=$(grep -E '^ujson([=<>!~ ]|$)' "$ST2_DIR/test-requirements.txt" 2>/dev/null | head -n1 || true)
-        quiet_pip "$venv.build.log" "$venv/bin/python" --upgrade pip || return 1
         quiet_pip "$venv.build.log" "$venv/bin/python" -r "$venv/st2-requirements.txt" "$ORQ_DIR" \
             "${ujson:-ujson}" virtualenv -r requirements.txt -r requirements-tests.txt || return 1
         local dirs=()
         for comp in $ST2_COMPONENTS; do dirs+=(-e "$ST2_DIR/$comp"); done
         quiet_pip "$venv.build.log" "$venv/bin/python" --no-deps --no-build-isolation "${dirs[@]}" || return 1
-        echo "$wanted" >"$stamp"
+        echo "$wanted" >"$venv/.synthralos-requirements"
     fi
     VENV=$venv
 }

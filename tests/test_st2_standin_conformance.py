@@ -100,6 +100,13 @@ def public_members(cls):
 # ------------------------------------------------------------------ behaviours
 
 
+def concrete(base, name, **methods):
+    """A subclass of ``base`` whose abstract methods do nothing (``methods`` override)."""
+    body = {method: (lambda self, *args: None) for method in getattr(base, "__abstractmethods__", ())}
+    body.update(methods)
+    return type(name, (base,), body)
+
+
 def datastore_transcript(mods, service=None):
     """What the tests rely on from MockDatastoreService (or a service wrapping it)."""
     if service is None:
@@ -208,24 +215,7 @@ def sensor_transcript(mods):
     MockSensorService = mods["st2tests.mocks.sensor"].MockSensorService
     MockSensorWrapper = mods["st2tests.mocks.sensor"].MockSensorWrapper
 
-    class Poll(base.PollingSensor):
-        def setup(self):
-            pass
-
-        def poll(self):
-            pass
-
-        def cleanup(self):
-            pass
-
-        def add_trigger(self, trigger):
-            pass
-
-        def update_trigger(self, trigger):
-            pass
-
-        def remove_trigger(self, trigger):
-            pass
+    Poll = concrete(base.PollingSensor, "Poll")
 
     service = MockSensorService(sensor_wrapper=MockSensorWrapper(pack="synthralos", class_name="Poll"))
     default = Poll(sensor_service=service)
@@ -249,24 +239,10 @@ def pack_test_case_transcript(mods):
         def run(self):
             return self.config
 
-    class Passive(base.Sensor):
-        def setup(self):
-            pass
+    def run(self):
+        self.sensor_service.dispatch("synthralos.tick", payload={"n": 1}, trace_tag="t")
 
-        def run(self):
-            self.sensor_service.dispatch("synthralos.tick", payload={"n": 1}, trace_tag="t")
-
-        def cleanup(self):
-            pass
-
-        def add_trigger(self, trigger):
-            pass
-
-        def update_trigger(self, trigger):
-            pass
-
-        def remove_trigger(self, trigger):
-            pass
+    Passive = concrete(base.Sensor, "Passive", run=run)
 
     class ActionCase(bases.BaseActionTestCase):
         action_cls = Probe
