@@ -91,10 +91,8 @@ class PythonRunnerWrapperTest(unittest.TestCase):
     def setUpClass(cls):
         from synthralos_tests.st2_python_runner import StackStormLayout
 
-        # st2's config (cfg.CONF) is parsed by st2tests' import; the layout overrides two options.
-        import st2tests.config
-
-        st2tests.config.parse_args()
+        # Importing st2tests.base parses st2's test config (cfg.CONF); the layout overrides two options.
+        import st2tests.base  # noqa: F401
         cls.api = St2ApiServer(token="st2-token-9c2e").start()
         cls.addClassCleanup(cls.api.stop)
         cls.st2 = StackStormLayout(api_url=cls.api.api_url, auth_token=cls.api.token).__enter__()
