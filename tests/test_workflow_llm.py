@@ -4,7 +4,9 @@ breakers in a real store."""
 
 import json
 import os
+import time
 import unittest
+from unittest import mock
 
 import jsonschema
 import yaml
@@ -174,10 +176,19 @@ class LLMRetryContract(WorkflowMixin):
         self.assertEqual(self.server.faults_served("an"), [])
 
     def test_every_target_cooling_waits_instead_of_failing(self):
-        breakers = Breakers(self.make_store(), {})
+        # One frozen clock for the breakers here and in llm_decide: the wait is exactly the
+        # cooldown left, however long the workflow takes to reach the decision.
+        now = time.time()
+
+        def frozen_breakers(*args, **kwargs):
+            kwargs.setdefault("clock", lambda: now)
+            return Breakers(*args, **kwargs)
+
+        breakers = frozen_breakers(self.make_store(), {})
         for name, cool_s in (("oa", 40), ("an", 20), ("oa2", 60)):
             breakers.record(name, False, "rate_limited", cool_s=cool_s)
-        run = self.run_wf("llm_retry", {})
+        with mock.patch("synthralos_lib.llm.routing.Breakers", frozen_breakers):
+            run = self.run_wf("llm_retry", {})
         self.assertEqual(run.status, "succeeded", run)
         self.assertEqual(run.delays_for("call"), [20])
         self.assertEqual((run.output["served_by"], run.output["total_delay_s"]), ("an", 20))
