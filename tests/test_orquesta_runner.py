@@ -13,6 +13,7 @@ import sys
 import tempfile
 import textwrap
 import unittest
+from unittest import mock
 
 import synthralos_tests  # noqa: F401  (import paths; st2 stand-in when st2 is absent)
 
@@ -100,11 +101,19 @@ class SkipDecoratorTest(unittest.TestCase):
             self.assertIn("orquesta", result.skipped[0][1])
             self.assertIn("%d.%d" % sys.version_info[:2], ORQUESTA_SKIP_REASON)
 
-    @unittest.skipIf(ORQUESTA_AVAILABLE, "orquesta imports here")
     def test_driver_refuses_to_run_without_orquesta(self):
-        with self.assertRaises(WorkflowRunnerError) as ctx:
-            run_workflow(fixture("linear.yaml"), {"name": "x", "text": "y"})
-        self.assertIn("orquesta", str(ctx.exception))
+        # Where Orquesta imports, pretend it does not: the driver must refuse with the reason.
+        from synthralos_tests import orquesta_runner
+
+        with mock.patch.object(orquesta_runner, "ORQUESTA_AVAILABLE", False):
+            for call in (
+                lambda: run_workflow(fixture("linear.yaml"), {"name": "x", "text": "y"}),
+                lambda: inspect_workflow(fixture("linear.yaml")),
+            ):
+                with self.assertRaises(WorkflowRunnerError) as ctx:
+                    call()
+                self.assertEqual(str(ctx.exception), ORQUESTA_SKIP_REASON)
+                self.assertIn("orquesta", str(ctx.exception))
 
 
 @skip_unless_orquesta

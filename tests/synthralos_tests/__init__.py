@@ -28,6 +28,7 @@ __all__ = [
     "add_pack_import_paths",
     "activate_st2_standin",
     "using_st2_standin",
+    "real_st2_expected",
 ]
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,6 +97,17 @@ def activate_st2_standin():
 def using_st2_standin():
     """True when the st2 classes in use are the stand-in's, not StackStorm's."""
     return activate_st2_standin()
+
+
+def real_st2_expected():
+    """Whether this run must use the real StackStorm and Orquesta 1.6 (no stand-in,
+    nothing skipped for lack of them): ``SYNTHRALOS_EXPECT_REAL_ST2`` (1 / 0, set by
+    ``scripts/run-tests.sh``) when set, else True on Python >= 3.10, where PyPI's
+    Orquesta does not import and only the real-st2 run makes sense."""
+    value = os.environ.get("SYNTHRALOS_EXPECT_REAL_ST2", "").strip()
+    if value in ("0", "1"):
+        return value == "1"
+    return sys.version_info >= (3, 10)
 
 
 add_pack_import_paths()

@@ -17,11 +17,12 @@ __all__ = [
 # Where a stock st2 install keeps pack configs (cfg.CONF.system.base_path + "configs/").
 CONFIGS_PATH = "/opt/stackstorm/configs/"
 
+# Upstream's message starts and ends with a newline; so does this one.
 CONFIG_MISSING_ITEM_ERROR = (
-    'Config for pack "%s" is missing key "%s".\n'
+    '\nConfig for pack "%s" is missing key "%s".\n'
     "Make sure that the config file exists on disk (%s) and contains that key.\n\n"
     'Also make sure you run "st2ctl reload --register-configs" when you add a\n'
-    "config and after every change you make to the config."
+    "config and after every change you make to the config.\n"
 )
 
 # One logger per action name, so handlers are not added twice.
