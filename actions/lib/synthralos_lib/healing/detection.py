@@ -140,10 +140,7 @@ def detect_failure(result, secrets=()):
         "evidence": evidence[:MAX_EVIDENCE],
         "summary": _summary(failure_type, evidence),
         "llm_error_class": llm_error_class(result) if failure_type == LLM_ERROR else None,
-        "failed_tools": [
-            dict(tool, error=_short(tool["error"], secrets=secrets) if tool["error"] else None)
-            for tool in failed_tools(result)
-        ],
+        "failed_tools": failed_tools(result, secrets),
         "provider": _name_or_none(result.get("provider"), secrets),
         "model": _name_or_none(result.get("model"), secrets),
         "max_iterations": _int_or_none(result.get("max_iterations")),
@@ -184,7 +181,7 @@ def _check_llm_error(result):
 
 def _check_tool_failure(result):
     hits = []
-    for tool in failed_tools(result):
+    for tool in _failed_tools(result):
         hits.append(("tool_results", "tool %r %s" % (tool["tool"], tool["error"] or tool["status"])))
     return hits
 
@@ -234,8 +231,15 @@ _CHECKS = (
 )
 
 
-def failed_tools(result):
-    """`[{"tool", "status", "error", "tool_call_id"}]` for every failed tool result."""
+def failed_tools(result, secrets=()):
+    """`[{"tool", "status", "error", "tool_call_id"}]` for every failed tool result (at most MAX_FAILED_TOOLS);
+    errors scrubbed of `secrets`, then capped."""
+    return [dict(tool, error=_short(tool["error"], secrets=secrets) if tool["error"] else None)
+            for tool in _failed_tools(result, secrets)]
+
+
+def _failed_tools(result, secrets=()):
+    # Errors uncut here: they are scrubbed before any cut (detect_failure, failed_tools).
     failed = []
     tools = result.get("tool_results")
     if not isinstance(tools, list):
@@ -248,10 +252,10 @@ def failed_tools(result):
         if status in TOOL_FAILED_STATUSES or item.get("error"):
             failed.append(
                 {
-                    "tool": _name_or_none(item.get("tool") or item.get("name")) or "unknown",
+                    "tool": _name_or_none(item.get("tool") or item.get("name"), secrets) or "unknown",
                     "status": status or "failed",
-                    "error": _short(_error_text(item.get("error"))) or None,
-                    "tool_call_id": _name_or_none(item.get("tool_call_id") or item.get("id")),
+                    "error": _error_text(item.get("error")) or None,
+                    "tool_call_id": _name_or_none(item.get("tool_call_id") or item.get("id"), secrets),
                 }
             )
             if len(failed) >= MAX_FAILED_TOOLS:
