@@ -5,13 +5,13 @@ server, real redis-server, a Redis URL with nothing listening)."""
 import synthralos_tests  # noqa: F401
 
 import json
-import socket
 import unittest
 
 from synthralos_tests.agent_api_server import AgentPlatformServer
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.http_server import Reply
-from synthralos_tests.orquesta_runner import ACTIONS_DIR, python_action, run_workflow, skip_unless_orquesta
+from synthralos_tests.healing import recovery_actions
+from synthralos_tests.orquesta_runner import ACTIONS_DIR, run_workflow, skip_unless_orquesta
 
 from detect_failure import DetectFailureAction
 from execute_repair_step import ExecuteRepairStepAction
@@ -34,11 +34,9 @@ RESULT_BUDGET = 256 * 1024
 
 
 def closed_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
+    from test_agent_api import free_port  # nothing listens on it once the probe socket is closed
+
+    return free_port()
 
 
 class _Base(StoreBackendMixin, unittest.TestCase):
@@ -195,12 +193,7 @@ class RedisDownTest(_Base):
 
     @skip_unless_orquesta
     def test_a_recovery_with_redis_down_repairs_and_records(self):
-        config = self.config()
-        actions = {
-            "synthralos.%s" % name: python_action(cls, config, self.action_service)
-            for name, cls in (("detect_failure", DetectFailureAction), ("generate_repair_plan", GenerateRepairPlanAction),
-                              ("execute_repair_step", ExecuteRepairStepAction), ("record_failure", RecordFailureAction))
-        }
+        actions = recovery_actions(self.config(), self.action_service)
         run = run_workflow("agent_recovery", {"agent_id": "agent-1", "execution_id": "exec-1", "result": FAILED},
                            actions=actions, action_meta_dir=ACTIONS_DIR)
         self.assertEqual(run.status, "succeeded", run)

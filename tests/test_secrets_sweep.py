@@ -14,7 +14,8 @@ from synthralos_tests.agent_api_server import AgentPlatformServer
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.http_server import Reply, malformed_json
 from synthralos_tests.llm_provider import LLMProviderServer
-from synthralos_tests.orquesta_runner import ACTIONS_DIR, python_action, run_workflow, skip_unless_orquesta
+from synthralos_tests.healing import recovery_actions
+from synthralos_tests.orquesta_runner import ACTIONS_DIR, run_workflow, skip_unless_orquesta
 
 from detect_failure import DetectFailureAction
 from execute_repair_step import ExecuteRepairStepAction
@@ -177,11 +178,7 @@ class SecretSweepContract(StoreBackendMixin):
     def test_the_agent_recovery_workflow(self):
         self.agents.default_outcome = {"status": "failed", "error": LEAKY_ERROR}
         self.provider.script("planner", [{"fault": "auth"}])
-        actions = {
-            "synthralos.%s" % name: python_action(cls, self.config, self.action_service)
-            for name, cls in (("detect_failure", DetectFailureAction), ("generate_repair_plan", GenerateRepairPlanAction),
-                              ("execute_repair_step", ExecuteRepairStepAction), ("record_failure", RecordFailureAction))
-        }
+        actions = recovery_actions(self.config, self.action_service)
         run = run_workflow("agent_recovery", {"agent_id": "agent-1", "execution_id": "exec-1", "result": FAILED,
                                               "trace_context": {"trace_id": "tr-7"}},
                            actions=actions, action_meta_dir=ACTIONS_DIR)

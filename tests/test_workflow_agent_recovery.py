@@ -5,13 +5,13 @@ import unittest
 
 from synthralos_tests.agent_api_server import AgentPlatformServer
 from synthralos_tests.base import StoreBackendMixin
+from synthralos_tests.healing import recovery_actions
 from synthralos_tests.http_server import Reply
-from synthralos_tests.orquesta_runner import ACTIONS_DIR, ActionParameterError, python_action, run_workflow, skip_unless_orquesta
+from synthralos_tests.orquesta_runner import ACTIONS_DIR, ActionParameterError, run_workflow, skip_unless_orquesta
 
 from detect_failure import DetectFailureAction
 from execute_repair_step import ExecuteRepairStepAction
 from generate_repair_plan import GenerateRepairPlanAction
-from record_failure import RecordFailureAction
 from synthralos_lib.healing.history import get_failure_history
 
 KEY = "agent-key-wf-0c91"
@@ -71,22 +71,14 @@ class AgentRecoveryContract(StoreBackendMixin):
         config = self.make_config(
             agent_api={"base_url": self.server.base_url, "api_key": KEY, "timeout_s": 2}, llm_targets=TARGETS
         )
-        actions = {
-            "synthralos.%s" % name: python_action(cls, config, self.action_service)
-            for name, cls in (
-                ("detect_failure", DetectFailureAction),
-                ("generate_repair_plan", GenerateRepairPlanAction),
-                ("execute_repair_step", ExecuteRepairStepAction),
-                ("record_failure", RecordFailureAction),
-            )
-        }
+        overrides = {}
         if step_config is not None:
-            actions["synthralos.execute_repair_step"] = python_action(ExecuteRepairStepAction, step_config, self.action_service)
+            overrides["execute_repair_step"] = (ExecuteRepairStepAction, step_config)
         if detect_config is not None:
-            detect_cls = getattr(self, "crashing_detect", DetectFailureAction)
-            actions["synthralos.detect_failure"] = python_action(detect_cls, detect_config, self.action_service)
+            overrides["detect_failure"] = (getattr(self, "crashing_detect", DetectFailureAction), detect_config)
         if plan_config is not None:
-            actions["synthralos.generate_repair_plan"] = python_action(GenerateRepairPlanAction, plan_config, self.action_service)
+            overrides["generate_repair_plan"] = (GenerateRepairPlanAction, plan_config)
+        actions = recovery_actions(config, self.action_service, **overrides)
         params = {"agent_id": "agent-1", "execution_id": "exec-1", "result": result, "trace_context": {"trace_id": "tr-9"}}
         params.update(inputs)
         return run_workflow("agent_recovery", params, actions=actions, action_meta_dir=ACTIONS_DIR)
@@ -264,11 +256,7 @@ class AgentRecoveryContract(StoreBackendMixin):
         config_targets = [TARGETS[1]]
         self.server.add_execution("agent-1", quota)
         config = self.make_config(agent_api={"base_url": self.server.base_url, "api_key": KEY}, llm_targets=config_targets)
-        actions = {
-            "synthralos.%s" % name: python_action(cls, config, self.action_service)
-            for name, cls in (("detect_failure", DetectFailureAction), ("generate_repair_plan", GenerateRepairPlanAction),
-                              ("execute_repair_step", ExecuteRepairStepAction), ("record_failure", RecordFailureAction))
-        }
+        actions = recovery_actions(config, self.action_service)
         run = run_workflow("agent_recovery", {"agent_id": "agent-1", "execution_id": "exec-1", "result": quota},
                            actions=actions, action_meta_dir=ACTIONS_DIR)
         self.assertEqual(run.status, "failed", run)
@@ -397,11 +385,7 @@ class WebhookRuleTest(StoreBackendMixin, unittest.TestCase):
         params = self.render_rule(body)
         self.assertEqual(params["trace_context"], "{}")
         config = self.make_config(agent_api={"base_url": server.base_url, "api_key": KEY}, llm_targets=TARGETS)
-        actions = {
-            "synthralos.%s" % name: python_action(cls, config, self.action_service)
-            for name, cls in (("detect_failure", DetectFailureAction), ("generate_repair_plan", GenerateRepairPlanAction),
-                              ("execute_repair_step", ExecuteRepairStepAction), ("record_failure", RecordFailureAction))
-        }
+        actions = recovery_actions(config, self.action_service)
         # run_workflow casts the rendered strings to the declared types, as st2 does.
         run = run_workflow("agent_recovery", params, actions=actions, action_meta_dir=ACTIONS_DIR)
         self.assertEqual(run.parameters["result"], TIMED_OUT)
