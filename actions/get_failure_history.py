@@ -1,5 +1,5 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.healing.history import history_key, read_with_fallback
+from synthralos_lib.healing.history import history_key, read_with_fallback, within_budget
 
 
 class GetFailureHistoryAction(SynthralosAction):
@@ -8,10 +8,12 @@ class GetFailureHistoryAction(SynthralosAction):
     def run(self, agent_id, limit=20):
         history_key(agent_id)  # validates agent_id (non-empty, not whitespace) before any store is touched
         found = read_with_fallback(self.store, self.fallback_store(), agent_id.strip(), limit=limit)
+        entries, truncated = within_budget(self.scrub(found["entries"]))
         return {
             "agent_id": agent_id.strip(),
-            "count": len(found["entries"]),
-            "entries": self.scrub(found["entries"]),
+            "count": len(entries),
+            "truncated": truncated,
+            "entries": entries,
             "store": found["store"],
             "fallback_reason": found["fallback_reason"],
         }

@@ -143,6 +143,18 @@ class BoundedShapesTest(_Base):
         self.assertNotIn("duration_ms", [e["field"] for e in found["evidence"]])
         self.assertLess(len(json.dumps(found)), RESULT_BUDGET)
 
+    def test_failure_history_results_stay_within_a_megabyte(self):
+        from synthralos_lib.healing.history import within_budget
+
+        entries = [{"n": n, "summary": "s" * 1000} for n in range(3000)]
+        kept, truncated = within_budget(entries)
+        self.assertTrue(truncated)
+        self.assertEqual([e["n"] for e in kept], list(range(len(kept))))
+        self.assertLess(len(json.dumps(kept)), 1024 * 1024)
+        self.assertEqual(within_budget(entries[:5]), (entries[:5], False))
+        history = self.action(GetFailureHistoryAction).run("agent-1")
+        self.assertEqual((history["count"], history["truncated"]), (0, False))
+
     def test_a_huge_or_deep_agent_api_body_is_bounded(self):
         deep = []
         for _ in range(200):

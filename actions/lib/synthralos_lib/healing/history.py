@@ -9,6 +9,7 @@ datastore instead and says so (`store`, `fallback_reason`);
 `read_with_fallback` reads the datastore copy when Redis cannot be read.
 """
 
+import json
 import logging
 import time
 
@@ -115,6 +116,20 @@ def record_with_fallback(store, fallback, agent_id, entry, max_entries=DEFAULT_M
         LOG.warning("[Self-Healing] failure history: %s", reason)
         return {"entry": record_failure(fallback, agent_id, entry, max_entries, clock), "store": fallback.name,
                 "fallback_reason": reason}
+
+
+MAX_RESULT_BYTES = 1024 * 1024
+
+
+def within_budget(entries, max_bytes=MAX_RESULT_BYTES):
+    """`(entries, truncated)`: the newest entries whose JSON fits in `max_bytes` (st2 results stay small)."""
+    kept, used = [], 2
+    for entry in entries:
+        used += len(json.dumps(entry, default=str)) + 2
+        if used > max_bytes:
+            return kept, True
+        kept.append(entry)
+    return kept, False
 
 
 def read_with_fallback(store, fallback, agent_id, limit=20):
