@@ -8,15 +8,17 @@ class ExecuteRepairStepAction(SynthralosAction):
 
     def run(self, agent_id, execution_id, step, failure=None, attempt=1, wait_s=300):
         client = AgentApiClient(self.settings.section("agent_api"))
-        outcome = execute_step(client, agent_id, execution_id, step, failure=failure, attempt=attempt, wait_s=wait_s)
+        outcome = execute_step(
+            client, agent_id, execution_id, step, failure=failure, attempt=attempt, wait_s=wait_s, secrets=self.secrets()
+        )
         if outcome["repaired"]:
             self.logger.info(
                 "[Self-Healing] agent %s repaired by %s (new execution %s)",
                 agent_id,
-                step["action"],
+                outcome["action"],
                 outcome["new_execution_id"],
             )
         else:
             why = outcome["error"]["message"] if outcome["error"] else (outcome["failure"] or {}).get("summary")
-            self.logger.info("[Self-Healing] agent %s: %s did not repair it: %s", agent_id, step["action"], why)
+            self.logger.info("[Self-Healing] agent %s: %s did not repair it: %s", agent_id, outcome["action"], why)
         return self.scrub(outcome)

@@ -1,6 +1,7 @@
 from synthralos_lib.action_base import SynthralosAction
 from synthralos_lib.events.builders import EventError, agent_event, custom_event
 from synthralos_lib.events.forwarding import correlation, forward
+from synthralos_lib.state.validation import check_text
 
 CORRELATION_PARAMS = (
     "agent_id", "user_id", "trace_id", "workspace_id", "organization_id", "traceparent", "langfuse_trace_url",
@@ -12,6 +13,10 @@ class ForwardEvent(SynthralosAction):
 
     def run(self, event_type, event_name=None, status=None, start_timestamp=None, end_timestamp=None, result=None,
             properties=None, source_execution_id=None, trace_tag=None, discriminator="", timestamp=None, **params):
+        try:
+            check_text(params.get("user_id"), "user_id", max_chars=512)
+        except ValueError as exc:
+            return False, {"error": str(exc)}
         try:
             corr = correlation(
                 self.settings, source_execution_id=source_execution_id, st2_trace_tag=trace_tag,

@@ -1,10 +1,19 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.healing.history import get_failure_history
+from synthralos_lib.healing.history import history_key, read_with_fallback, within_budget
 
 
 class GetFailureHistoryAction(SynthralosAction):
     """An agent's latest failures and recovery outcomes, newest first."""
 
     def run(self, agent_id, limit=20):
-        entries = get_failure_history(self.store, agent_id, limit=limit)
-        return {"agent_id": agent_id, "count": len(entries), "entries": self.scrub(entries), "store": self.store.name}
+        history_key(agent_id)  # validates agent_id (non-empty, not whitespace) before any store is touched
+        found = read_with_fallback(self.store, self.fallback_store(), agent_id.strip(), limit=limit)
+        entries, truncated = within_budget(self.scrub(found["entries"]))
+        return {
+            "agent_id": agent_id.strip(),
+            "count": len(entries),
+            "truncated": truncated,
+            "entries": entries,
+            "store": found["store"],
+            "fallback_reason": found["fallback_reason"],
+        }

@@ -1,7 +1,7 @@
 import time
 
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.healing.history import record_failure
+from synthralos_lib.healing.history import check_entry_inputs, record_with_fallback
 from synthralos_lib.ops import recovery_stats
 
 
@@ -21,25 +21,35 @@ class RecordFailureAction(SynthralosAction):
         started_at=None,
         max_entries=100,
     ):
-        failure = failure or {}
         now = time.time()
-        duration = round(now - started_at, 3) if started_at else None
-        entry = {
-            "execution_id": execution_id,
-            "failure_type": failure.get("failure_type"),
-            "summary": failure.get("summary"),
-            "evidence": failure.get("evidence") or [],
-            "outcome": outcome,
-            "repaired_by": repaired_by or None,
-            "attempts": attempts or [],
-            "plan_source": plan_source or None,
-            "trace_context": trace_context or {},
-            "duration_s": duration,
-        }
-        stored = record_failure(self.store, agent_id, self.scrub(entry), max_entries=max_entries)
-        self.logger.info("[Self-Healing] recorded %s for agent %s (%s)", outcome, agent_id, failure.get("failure_type"))
+        entry = check_entry_inputs(
+            agent_id=agent_id,
+            execution_id=execution_id,
+            failure=failure,
+            outcome=outcome,
+            repaired_by=repaired_by,
+            attempts=attempts,
+            plan_source=plan_source,
+            trace_context=trace_context,
+            started_at=started_at,
+            now=now,
+            secrets=self.secrets(),
+        )
+        recorded = record_with_fallback(self.store, self.fallback_store(), agent_id.strip(), entry, max_entries=max_entries)
+        self.logger.info(
+            "[Self-Healing] recorded %s for agent %s (%s) in %s",
+            outcome,
+            agent_id,
+            entry["failure_type"],
+            recorded["store"],
+        )
         try:  # metrics must never fail the record itself
-            recovery_stats.record(self.store, failure.get("failure_type"), outcome, duration)
+            recovery_stats.record(self.store, entry["failure_type"], outcome, entry["duration_s"])
         except Exception as exc:
             self.logger.warning("[Observability] recovery metrics not updated: %s", self.scrub(str(exc)))
-        return {"entry": stored, "duration_s": duration, "store": self.store.name}
+        return {
+            "entry": recorded["entry"],
+            "duration_s": entry["duration_s"],
+            "store": recorded["store"],
+            "fallback_reason": recorded["fallback_reason"],
+        }

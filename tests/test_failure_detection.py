@@ -85,7 +85,8 @@ CASES = [
         [("invalid_output", "output")],
     ),
     ("nothing to judge", {}, None, []),
-    ("running is not a failure", {"status": "running"}, None, []),
+    # Only an explicit success is a success: an unfinished or unknown status is a failure of its own kind.
+    ("running is not a success", {"status": "running"}, "unknown_status", [("unknown_status", "status")]),
 ]
 
 

@@ -28,24 +28,75 @@ def load_rule(name):
         return yaml.safe_load(handle)
 
 
+try:  # st2's own rule matching and parameter rendering (real StackStorm only)
+    from st2common.models.db.rule import RuleDB
+    from st2common.models.db.trigger import TriggerInstanceDB
+    from st2common.util import param as st2_param
+    from st2reactor.rules.filter import RuleFilter
+except ImportError:  # the Python 3.8 stand-in has no rules engine: a small local equivalent
+    RuleFilter = None
+
+
+def _lookup(payload, dotted):
+    value = payload
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def matches(rule, payload):
-    """st2's `regex` criteria operator: re.match of the pattern on the payload value."""
+    """Whether st2's rules engine would match `rule` on an actiontrigger `payload`."""
+    if RuleFilter is not None:
+        rule_db = RuleDB(ref="synthralos." + rule["name"], name=rule["name"], pack="synthralos", enabled=True,
+                         criteria=rule.get("criteria", {}), action=rule["action"], trigger=rule["trigger"]["type"])
+        instance = TriggerInstanceDB(trigger=rule["trigger"]["type"], payload=payload)
+        return RuleFilter(instance, {"name": "st2.generic.actiontrigger"}, rule_db).filter()
     for key, criterion in rule.get("criteria", {}).items():
-        value = payload[key.split(".", 1)[1]]
-        if criterion["type"] != "regex" or re.match(criterion["pattern"], value) is None:
+        value = _lookup(payload, key.split(".", 1)[1])
+        kind, pattern = criterion["type"], criterion.get("pattern")
+        if kind == "regex" and (not isinstance(value, str) or re.match(pattern, value) is None):
             return False
+        if (kind == "equals" and value != pattern) or (kind == "nequals" and value == pattern):
+            return False
+        if kind not in ("regex", "equals", "nequals"):
+            raise AssertionError("the local matcher does not know operator %r" % kind)
     return True
 
 
 class ForwardingRulesTest(unittest.TestCase):
-    def events_for(self, action_name, status):
-        payload = {"action_name": action_name, "status": status}
+    def events_for(self, action_name, status, parameters=None, result=None):
+        payload = {"execution_id": "e1", "action_name": action_name, "action_ref": action_name, "status": status,
+                   "parameters": parameters or {}, "result": result or {}}
         return sorted(load_rule(name)["action"]["parameters"]["event_type"] for name in FORWARD_RULES
                       if matches(load_rule(name), payload))
 
+    def test_a_repair_is_forwarded_only_when_something_was_repaired(self):
+        recovery = "synthralos.agent_recovery"
+        repaired = {"output": {"outcome": "repaired", "repaired": True}}
+        dry_run = {"output": {"outcome": "planned", "repaired": False}}
+        nothing = {"output": {"outcome": "no_failure", "repaired": False}}
+        self.assertEqual(self.events_for(recovery, "succeeded", result=repaired), ["agent_execution", "agent_repair"])
+        self.assertEqual(self.events_for(recovery, "succeeded", {"dry_run": True}, dry_run), ["agent_execution"])
+        self.assertEqual(self.events_for(recovery, "succeeded", result=nothing), ["agent_execution"])
+
+    def test_a_workflow_is_forwarded_only_at_the_level_the_user_started(self):
+        # reroute_request and llm_retry run synthralos.llm_request (a python action), never each
+        # other, so only the workflow the user started is forwarded, whatever its parameters.
+        for name in ("reroute_request", "llm_retry"):
+            with open(os.path.join(PACK_ROOT, "actions", "workflows", name + ".yaml")) as handle:
+                refs = set(re.findall(r"^\s+action:\s*(\S+)", handle.read(), re.M))
+            self.assertEqual(refs, {"synthralos.llm_request", "core.inject_trigger"}, name)
+        self.assertEqual(self.events_for("synthralos.llm_request", "succeeded", {"messages": []}), [])
+        self.assertEqual(self.events_for("synthralos.reroute_request", "failed", {"messages": []}),
+                         ["agent_execution", "agent_failure"])
+        direct = {"messages": [], "one_attempt_per_target": True}
+        self.assertEqual(self.events_for("synthralos.llm_retry", "succeeded", direct), ["agent_execution"])
+
     def test_completion_to_event_table(self):
         table = {
-            ("synthralos.agent_recovery", "succeeded"): ["agent_execution", "agent_repair"],
+            ("synthralos.agent_recovery", "succeeded"): ["agent_execution"],  # repaired nothing (see above)
             ("synthralos.agent_recovery", "failed"): ["agent_execution", "agent_failure"],
             ("synthralos.agent_recovery", "timeout"): ["agent_execution", "agent_failure"],
             ("synthralos.llm_retry", "succeeded"): ["agent_execution"],
@@ -107,7 +158,7 @@ class RuleToEventTest(StoreBackendMixin, unittest.TestCase):
         "action_name": "synthralos.agent_recovery",
         "action_ref": "synthralos.agent_recovery",
         "runner_ref": "orquesta",
-        "parameters": {"agent_id": "agent-42", "dry_run": False},
+        "parameters": {"agent_id": "agent-42", "dry_run": False, "trace_context": {"trace_id": "tr-42"}},
         "result": {"output": {"plan": ["retry_execution"]}, "errors": [{"message": "all steps failed <exhausted>"}]},
     }
 
@@ -119,6 +170,9 @@ class RuleToEventTest(StoreBackendMixin, unittest.TestCase):
             self.schema = yaml.safe_load(handle)["parameters"]
 
     def render(self, rule, payload):
+        if RuleFilter is not None:  # st2's rules engine renders and casts the action parameters
+            return st2_param.render_live_params({}, self.schema, rule["action"]["parameters"],
+                                                {"pack": "synthralos", "user": "stanley"}, {"trigger": payload})
         env = jinja2.Environment(undefined=jinja2.StrictUndefined)
 
         def render_value(value):
@@ -151,12 +205,25 @@ class RuleToEventTest(StoreBackendMixin, unittest.TestCase):
             {k: props[k] for k in ("status", "agent_id", "workflow", "result", "st2_execution_id", "started_at", "trace_id")},
             {"status": "failed", "agent_id": "agent-42", "workflow": "synthralos.agent_recovery",
              "result": self.PAYLOAD["result"], "st2_execution_id": "6790f0c1e1b2a3c4d5e6f708",
-             "started_at": "2026-11-28T12:00:00.250Z", "trace_id": None},
+             "started_at": "2026-11-28T12:00:00.250Z", "trace_id": "tr-42"},
         )
         self.assertEqual(events[1]["anonymousId"], "agent:agent-42")
+        # every forwarded event of the recovery carries its trace_context.trace_id
+        self.assertEqual([e["properties"]["trace_id"] for e in events], ["tr-42", "tr-42"])
         # no end time in the actiontrigger: stamped when forwarded, not at the start
         stamped = datetime.strptime(events[1]["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
         self.assertLess(abs((datetime.now(timezone.utc) - stamped).total_seconds()), 60)
+
+    def test_repaired_recovery_becomes_a_repair_event_with_the_trace_id(self):
+        payload = dict(self.PAYLOAD, status="succeeded", result={"output": {"outcome": "repaired", "repaired": True}})
+        config = self.make_config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": self.sink.url})
+        fired = [name for name in FORWARD_RULES if matches(load_rule(name), payload)]
+        self.assertEqual(fired, ["forward_workflow_executions", "forward_agent_repairs"])
+        for name in fired:
+            result = ForwardEvent(config=config, action_service=self.action_service).run(**self.render(load_rule(name), payload))
+            self.assertEqual(result["status"], "delivered", result)
+        self.assertEqual([(e["event"], e["properties"]["trace_id"]) for e in self.sink.accepted],
+                         [("agent_execution", "tr-42"), ("agent_repair", "tr-42")])
 
     def test_workflow_without_agent_parameters_still_forwards(self):
         payload = dict(self.PAYLOAD, action_name="synthralos.llm_retry", status="succeeded", parameters={"messages": []},

@@ -5,13 +5,13 @@ import unittest
 
 from synthralos_tests.agent_api_server import AgentPlatformServer
 from synthralos_tests.base import StoreBackendMixin
+from synthralos_tests.healing import recovery_actions
 from synthralos_tests.http_server import Reply
-from synthralos_tests.orquesta_runner import ACTIONS_DIR, ActionParameterError, python_action, run_workflow, skip_unless_orquesta
+from synthralos_tests.orquesta_runner import ACTIONS_DIR, ActionParameterError, run_workflow, skip_unless_orquesta
 
 from detect_failure import DetectFailureAction
 from execute_repair_step import ExecuteRepairStepAction
 from generate_repair_plan import GenerateRepairPlanAction
-from record_failure import RecordFailureAction
 from synthralos_lib.healing.history import get_failure_history
 
 KEY = "agent-key-wf-0c91"
@@ -67,21 +67,18 @@ class AgentRecoveryContract(StoreBackendMixin):
         self.addCleanup(self.server.stop)
         self.server.add_execution("agent-1", TIMED_OUT)
 
-    def recover(self, result=TIMED_OUT, step_config=None, **inputs):
+    def recover(self, result=TIMED_OUT, step_config=None, detect_config=None, plan_config=None, **inputs):
         config = self.make_config(
             agent_api={"base_url": self.server.base_url, "api_key": KEY, "timeout_s": 2}, llm_targets=TARGETS
         )
-        actions = {
-            "synthralos.%s" % name: python_action(cls, config, self.action_service)
-            for name, cls in (
-                ("detect_failure", DetectFailureAction),
-                ("generate_repair_plan", GenerateRepairPlanAction),
-                ("execute_repair_step", ExecuteRepairStepAction),
-                ("record_failure", RecordFailureAction),
-            )
-        }
+        overrides = {}
         if step_config is not None:
-            actions["synthralos.execute_repair_step"] = python_action(ExecuteRepairStepAction, step_config, self.action_service)
+            overrides["execute_repair_step"] = (ExecuteRepairStepAction, step_config)
+        if detect_config is not None:
+            overrides["detect_failure"] = (getattr(self, "crashing_detect", DetectFailureAction), detect_config)
+        if plan_config is not None:
+            overrides["generate_repair_plan"] = (GenerateRepairPlanAction, plan_config)
+        actions = recovery_actions(config, self.action_service, **overrides)
         params = {"agent_id": "agent-1", "execution_id": "exec-1", "result": result, "trace_context": {"trace_id": "tr-9"}}
         params.update(inputs)
         return run_workflow("agent_recovery", params, actions=actions, action_meta_dir=ACTIONS_DIR)
@@ -259,11 +256,7 @@ class AgentRecoveryContract(StoreBackendMixin):
         config_targets = [TARGETS[1]]
         self.server.add_execution("agent-1", quota)
         config = self.make_config(agent_api={"base_url": self.server.base_url, "api_key": KEY}, llm_targets=config_targets)
-        actions = {
-            "synthralos.%s" % name: python_action(cls, config, self.action_service)
-            for name, cls in (("detect_failure", DetectFailureAction), ("generate_repair_plan", GenerateRepairPlanAction),
-                              ("execute_repair_step", ExecuteRepairStepAction), ("record_failure", RecordFailureAction))
-        }
+        actions = recovery_actions(config, self.action_service)
         run = run_workflow("agent_recovery", {"agent_id": "agent-1", "execution_id": "exec-1", "result": quota},
                            actions=actions, action_meta_dir=ACTIONS_DIR)
         self.assertEqual(run.status, "failed", run)
@@ -273,6 +266,82 @@ class AgentRecoveryContract(StoreBackendMixin):
                          ("no repair step applies to this failure", [], []))
         self.assertEqual(run.injected_triggers[0]["trace_tag"], "exec-1")
         self.assertEqual(self.server.requests(), [])
+
+    # -- issue 9: a failed run is never lost --------------------------------
+
+    def assert_payload_matches_trigger_schema(self, payload):
+        import jsonschema
+        import yaml
+
+        from synthralos_tests.orquesta_runner import PACK_ROOT
+
+        with open(PACK_ROOT + "/triggers/recovery_escalated.yaml") as handle:
+            schema = yaml.safe_load(handle)["payload_schema"]
+        jsonschema.Draft4Validator(schema).validate(payload)
+
+    def test_an_unknown_status_with_an_infinite_duration_is_recovered(self):
+        crashed = {"id": "exec-1", "status": "oom_killed", "input": QUERY, "duration_ms": float("inf"), "timeout_ms": 1000}
+        run = self.recover(result=crashed)
+        self.assertEqual(run.status, "succeeded", run)
+        self.assertEqual(run.task_sequence, ["detect", "plan", "execute_step", "record_repaired"])
+        self.assertEqual(run.output["failure"]["failure_type"], "unknown_status")
+        self.assertEqual(run.output["failure"]["summary"], "unknown_status: status 'oom_killed' is not an explicit success")
+        self.assertEqual([s["action"] for s in run.output["plan"]["steps"]], ["retry_execution", "retry_with_backoff"])
+        self.assertEqual(run.output["repaired_by"], "retry_execution")
+        self.assertEqual([h["failure_type"] for h in self.history()], ["unknown_status"])
+
+    def test_a_numeric_status_escalates_with_its_evidence(self):
+        self.server.default_outcome = {"status": 137, "output": "killed"}
+        run = self.recover(result={"id": "exec-1", "status": 137, "input": QUERY})
+        self.assertEqual(run.status, "failed", run)
+        self.assertEqual(run.task_sequence[-2:], ["record_escalation", "escalate"])
+        payload = run.injected_triggers[0]["payload"]
+        self.assert_payload_matches_trigger_schema(payload)
+        self.assertEqual((payload["failure_type"], payload["summary"]),
+                         ("unknown_status", "unknown_status: status is a number (137), not an explicit success"))
+        self.assertEqual([a["failure_type"] for a in payload["attempts"]], ["unknown_status", "unknown_status"])
+
+    def test_detection_that_fails_is_still_recorded_and_escalated(self):
+        class CrashingDetect(DetectFailureAction):
+            def run(self, result, agent_id=None, execution_id=None):
+                raise RuntimeError("detector crashed on agent_api.timeout_s (ConfigError-like)")
+
+        self.crashing_detect = CrashingDetect
+        run = self.recover(detect_config=self.make_config())
+        self.assertEqual(run.status, "failed", run)
+        self.assertEqual(run.task_sequence, ["detect", "record_escalation", "escalate"])
+        payload = run.injected_triggers[0]["payload"]
+        self.assert_payload_matches_trigger_schema(payload)
+        self.assertTrue(payload["reason"].startswith("failure detection failed: "), payload["reason"])
+        self.assertTrue(payload["reason"].endswith("RuntimeError: detector crashed on agent_api.timeout_s (ConfigError-like)"),
+                        payload["reason"])
+        self.assertEqual((payload["failure_type"], payload["plan_source"], payload["steps_tried"]), (None, None, []))
+        self.assertEqual(payload["summary"], payload["reason"])
+        history = self.history()
+        self.assertEqual([(h["outcome"], h["summary"]) for h in history], [("escalated", payload["reason"])])
+        self.assertEqual(run.output["outcome"], "escalated")
+        self.assertEqual(self.server.requests(), [])
+
+    def test_planning_that_fails_is_still_recorded_and_escalated(self):
+        run = self.recover(plan_config=self.make_config(agent_api={"timeout_s": 0}))
+        self.assertEqual(run.status, "failed", run)
+        self.assertEqual(run.task_sequence, ["detect", "plan", "record_escalation", "escalate"])
+        payload = run.injected_triggers[0]["payload"]
+        self.assert_payload_matches_trigger_schema(payload)
+        self.assertTrue(payload["reason"].startswith("repair planning failed: "), payload["reason"])
+        self.assertIn("ConfigError: invalid synthralos config: agent_api.timeout_s: expected minimum 1", payload["reason"])
+        self.assertEqual((payload["failure_type"], payload["plan_source"]), ("timeout", None))
+        self.assertEqual([(h["outcome"], h["failure_type"]) for h in self.history()], [("escalated", "timeout")])
+
+    def test_a_2xx_without_an_execution_id_is_malformed_not_repaired(self):
+        self.server.script("POST", self.server.EXECUTIONS, Reply(200, {"status": "succeeded", "output": "ok"}),
+                           Reply(202, {"id": None, "status": "running"}), Reply(200, {"id": ["x"], "status": "succeeded"}))
+        run = self.recover()
+        self.assertEqual(run.status, "failed", run)
+        classes = [(a["error_class"], a["repaired"]) for a in run.output["attempt_log"]]
+        self.assertEqual(classes, [("malformed_response", False)] * 3)
+        self.assertEqual(run.output["attempt_log"][0]["error_message"], "HTTP 200 without a usable execution id (id is missing)")
+        self.assertEqual([r.path for r in self.server.requests() if r.method == "GET"], [])
 
     def test_a_result_that_is_not_an_object_is_refused(self):
         with self.assertRaises(ActionParameterError) as caught:

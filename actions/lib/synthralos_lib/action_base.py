@@ -1,10 +1,23 @@
 """Base class for the pack's python-script actions."""
 
+import decimal
+import functools
+import logging
+
 from st2common.runners.base_action import Action
 
-from synthralos_lib.state.config import load_config
-from synthralos_lib.state.redaction import scrub
-from synthralos_lib.state.store import get_store
+from synthralos_lib.state.config import load_config, raw_secrets
+from synthralos_lib.state.redaction import install_log_filter, scrub, scrub_and_cap, scrub_text
+from synthralos_lib.state.store import DatastoreStore, get_store
+
+# Errors that mean "this input broke the code", never a message a user should decode.
+_INTERNAL_ERRORS = (KeyError, TypeError, OverflowError, AttributeError, IndexError, RecursionError,
+                    decimal.InvalidOperation)
+_LIBRARY_LOGGER = "synthralos_lib"
+
+
+class ActionInputError(ValueError):
+    """The input could not be processed (raised in place of a raw KeyError/TypeError/...)."""
 
 
 class SynthralosAction(Action):
@@ -13,12 +26,24 @@ class SynthralosAction(Action):
     The config is validated on first use, not in the constructor, so a bad
     config fails the execution with a clear ConfigError instead of a
     traceback from the runner's wrapper.
+
+    Every subclass's `run` is guarded (the redaction boundary): its result is
+    scrubbed of configured secrets and credential shapes, its log lines (and
+    the pack library's) go through a redacting filter, and an exception leaves
+    with a scrubbed message; a raw KeyError/TypeError/OverflowError/... becomes
+    an `ActionInputError` that names its cause.
     """
 
     def __init__(self, config=None, action_service=None):
         super(SynthralosAction, self).__init__(config=config, action_service=action_service)
         self._settings = None
         self._store = None
+
+    def __init_subclass__(cls, **kwargs):
+        super(SynthralosAction, cls).__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and not getattr(run, "_synthralos_guarded", False):
+            cls.run = _guarded(run)
 
     @property
     def settings(self):
@@ -32,6 +57,60 @@ class SynthralosAction(Action):
             self._store = get_store(self.settings, self.action_service)
         return self._store
 
+    def fallback_store(self):
+        """The st2 datastore when the main store is Redis (for state that must survive a Redis outage)."""
+        if self.store.name == DatastoreStore.name or self.action_service is None:
+            return None
+        return DatastoreStore(self.action_service)
+
+    def secrets(self):
+        """The configured secrets; from the raw config when it does not validate."""
+        try:
+            return self.settings.secrets()
+        except Exception:
+            return raw_secrets(self.config)
+
     def scrub(self, value):
-        """`value` with every configured secret replaced by ***."""
-        return scrub(value, self.settings.secrets())
+        """`value` with every configured secret (and credential shape) replaced by ***."""
+        return scrub(value, self.secrets())
+
+
+def _guarded(run):
+    @functools.wraps(run)
+    def guarded_run(self, *args, **kwargs):
+        secrets = self.secrets()
+        _redact_logs(self, secrets)
+        try:
+            result = run(self, *args, **kwargs)
+        except _INTERNAL_ERRORS as exc:
+            raise ActionInputError(
+                "%s could not process its input (%s: %s)" % (type(self).__name__, type(exc).__name__, _message(exc, secrets))
+            )
+        except Exception as exc:
+            exc.args = tuple(scrub_text(a, secrets) if isinstance(a, str) else scrub(a, secrets) for a in exc.args)
+            raise
+        if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], bool):
+            return result[0], scrub(result[1], self.secrets())
+        return scrub(result, self.secrets())
+
+    guarded_run._synthralos_guarded = True
+    return guarded_run
+
+
+def _message(exc, secrets):
+    try:
+        text = str(exc)
+    except Exception:
+        text = type(exc).__name__
+    return scrub_and_cap(text, 500, secrets)
+
+
+def _redact_logs(action, secrets):
+    loggers = [getattr(action, "logger", None), logging.getLogger(_LIBRARY_LOGGER)]
+    loggers.extend(
+        logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)
+        if name.startswith(_LIBRARY_LOGGER + ".")
+    )
+    for logger in loggers:
+        if isinstance(logger, logging.Logger):
+            install_log_filter(logger, secrets)

@@ -34,6 +34,8 @@ import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
+from synthralos_lib.state.redaction import scrub_and_cap
+
 LOG = logging.getLogger(__name__)
 
 # rudder-server's default Gateway.maxReqSizeInKB is 4000 (x 1024 bytes). Stay
@@ -240,9 +242,9 @@ class RudderStackClient(object):
         except requests.RequestException as exc:
             return None, "network error: %s" % type(exc).__name__, None
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return response.status_code, _body_excerpt(response.text), retry_after
+        return response.status_code, _body_excerpt(response.text, self._auth[0]), retry_after
 
 
-def _body_excerpt(text):
-    """The start of a response body for results and logs (the caller scrubs secrets before showing it)."""
-    return (text or "").strip()[:300]
+def _body_excerpt(text, write_key):
+    """The start of a response body for results and logs, scrubbed before it is cut (a gateway may echo the key)."""
+    return scrub_and_cap((text or "").strip(), 300, [write_key])

@@ -22,17 +22,22 @@ whose `error_class` says what went wrong:
 | server_error       | 5xx                                                      |
 | timeout            | no response within `agent_api.timeout_s`                 |
 | unreachable        | connection refused, DNS, TLS, reset                      |
-| malformed_response | 2xx whose body is not a JSON object                      |
+| malformed_response | 2xx whose body is not a JSON object, is larger than      |
+|                    | MAX_BODY_BYTES, or (for a re-run) carries no usable id   |
 
 The API key is sent only in the Authorization header and scrubbed from any
-text the client returns.
+text the client returns (before any text is cut to length). Bodies are kept
+as bounded copies (`state.shapes.bounded`), so a huge or deeply nested answer
+cannot blow up an st2 result.
 """
 
 import logging
+import re
 import time
 from urllib.parse import quote
 
-from synthralos_lib.state.redaction import scrub
+from synthralos_lib.state.redaction import scrub, scrub_and_cap
+from synthralos_lib.state.shapes import bounded
 
 LOG = logging.getLogger(__name__)
 
@@ -49,7 +54,17 @@ MALFORMED_RESPONSE = "malformed_response"
 TERMINAL_STATUSES = frozenset(
     ["succeeded", "success", "completed", "failed", "error", "timeout", "timed_out", "cancelled", "canceled"]
 )
+# Statuses of a run that is still going; any other reported status (crashed, 137, ...) is final,
+# so polling never waits out its whole budget on a status the platform will not change.
+PENDING_STATUSES = frozenset(
+    ["running", "queued", "pending", "in_progress", "started", "accepted", "created", "scheduled", "waiting"]
+)
 _MESSAGE_LIMIT = 300
+MAX_BODY_BYTES = 1024 * 1024
+MAX_ID_CHARS = 256
+_BODY_STRING_LIMIT = 10000
+# Ids go into URL paths and the Idempotency-Key header: printable ASCII only.
+_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,%d}$" % MAX_ID_CHARS)
 _USER_AGENT = "synthralos-stackstorm-pack"
 
 
@@ -98,7 +113,7 @@ class AgentApiClient(object):
             body["input"] = input
         if reason:
             body["reason"] = reason
-        return self._request("POST", "/agents/%s/executions" % _seg(agent_id), body, idempotency_key)
+        return _require_id(self._request("POST", "/agents/%s/executions" % _seg(agent_id), body, idempotency_key))
 
     def retry_tool(self, agent_id, execution_id, tool, tool_call_id=None, reason=None, idempotency_key=None):
         body = {"tool": tool, "wait": True}
@@ -107,7 +122,7 @@ class AgentApiClient(object):
         if reason:
             body["reason"] = reason
         path = "/agents/%s/executions/%s/tool-retries" % (_seg(agent_id), _seg(execution_id))
-        return self._request("POST", path, body, idempotency_key)
+        return _require_id(self._request("POST", path, body, idempotency_key))
 
     def wait_for(self, agent_id, started, wait_s):
         """Poll a re-execution the platform accepted with 202 until it is terminal or `wait_s` passes."""
@@ -115,7 +130,7 @@ class AgentApiClient(object):
         deadline = self._clock() + wait_s
         while result.ok and not is_terminal(result.body) and self._clock() < deadline:
             self._sleep(min(self.poll_s, max(0.0, deadline - self._clock())))
-            result = self.get_execution(agent_id, result.body.get("id"))
+            result = _require_id(self.get_execution(agent_id, result.body.get("id")))
         return result
 
     # -- plumbing -----------------------------------------------------------
@@ -139,10 +154,12 @@ class AgentApiClient(object):
             )
         except requests.Timeout:
             return self._failed(outcome, TIMEOUT, "no response within %s s" % self.timeout_s, started)
-        except requests.RequestException as exc:
+        except (requests.RequestException, ValueError) as exc:  # ValueError: e.g. a header requests cannot encode
             return self._failed(outcome, UNREACHABLE, "%s: %s" % (type(exc).__name__, exc), started)
         outcome["status"] = response.status_code
-        payload, parse_error = _parse(response)
+        payload, parse_error = _parse(response, [self._api_key])
+        if isinstance(payload, dict):
+            payload = bounded(payload, [self._api_key], max_string=_BODY_STRING_LIMIT)
         if 200 <= response.status_code < 300:
             if parse_error:
                 return self._failed(outcome, MALFORMED_RESPONSE, parse_error, started)
@@ -157,7 +174,7 @@ class AgentApiClient(object):
     def _failed(self, outcome, error_class, message, started):
         outcome.update(error_class=error_class, error_message=message, latency_s=round(self._clock() - started, 3))
         outcome = ApiResult(scrub(outcome, [self._api_key]))
-        outcome["error_message"] = _short(outcome["error_message"])
+        outcome["error_message"] = scrub_and_cap(outcome["error_message"], _MESSAGE_LIMIT, [self._api_key])
         LOG.warning("[Self-Healing] agent API %s %s failed: %s", outcome["method"], outcome["path"], outcome["error_message"])
         return outcome
 
@@ -178,14 +195,64 @@ def classify_status(status):
 
 
 def is_terminal(execution):
-    return str((execution or {}).get("status") or "").lower() in TERMINAL_STATUSES
+    """Whether a reported run is finished: a known final status, or any status that is not a pending one."""
+    status = (execution or {}).get("status")
+    if status is None or (isinstance(status, str) and not status.strip()):
+        return False
+    if not isinstance(status, str):
+        return True
+    status = status.strip().lower()
+    return status in TERMINAL_STATUSES or status not in PENDING_STATUSES
 
 
-def _parse(response):
+def _require_id(result):
+    """A 2xx re-run answer without a usable execution id is malformed: nothing to poll, nothing repaired."""
+    if not result.ok:
+        return result
+    found = result.body.get("id")
+    if isinstance(found, int) and not isinstance(found, bool):
+        found = str(found)
+    if isinstance(found, str) and _ID_PATTERN.match(found) and found not in (".", "..") and "/" not in found:
+        return result
+    failed = ApiResult(result)
+    failed.update(
+        ok=False,
+        error_class=MALFORMED_RESPONSE,
+        error_message="HTTP %s without a usable execution id (id is %s)" % (result["status"], _describe_id(found)),
+    )
+    LOG.warning("[Self-Healing] agent API %s %s failed: %s", failed["method"], failed["path"], failed["error_message"])
+    return failed
+
+
+def _describe_id(value):
+    if value is None:
+        return "missing"
+    if isinstance(value, str):
+        return "an invalid string of %d characters" % len(value)
+    return "a %s" % type(value).__name__
+
+
+def check_id(value, field):
+    """`value` as an id the agent API can carry in a path and a header; ValueError naming `field` if not."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError("%s must be a string" % field)
+    text = str(value).strip()
+    if not text:
+        raise ValueError("%s must not be empty or whitespace" % field)
+    if not _ID_PATTERN.match(text) or text in (".", "..") or "/" in text:
+        raise ValueError(
+            "%s must be 1-%d printable ASCII characters without spaces or '/'" % (field, MAX_ID_CHARS)
+        )
+    return text
+
+
+def _parse(response, secrets=()):
+    if len(response.content or b"") > MAX_BODY_BYTES:
+        return None, "the body is %d bytes (limit %d)" % (len(response.content), MAX_BODY_BYTES)
     try:
         payload = response.json()
-    except ValueError:
-        return None, "the body is not JSON (%s)" % _short(response.text or "empty", 80)
+    except (ValueError, RecursionError):
+        return None, "the body is not JSON (%s)" % scrub_and_cap(response.text or "empty", 80, secrets)
     if not isinstance(payload, dict):
         return payload, "the body is JSON %s, not an object" % type(payload).__name__
     return payload, None
@@ -219,5 +286,4 @@ def _seg(value):
 
 
 def _short(text, limit=_MESSAGE_LIMIT):
-    text = str(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return scrub_and_cap(text, limit)

@@ -18,21 +18,34 @@ most specific cause to the most generic symptom:
 | 2     | llm_error      | an `llm_error` object/string, or an error whose type/code names the |
 |       |                | LLM call (llm_error, rate_limit_error, context_length_exceeded, ...) |
 | 3     | tool_failure   | a tool result with status failed/error/timeout or an `error`        |
-| 4     | error          | status failed/error/cancelled, or any `error`                       |
-| 5     | invalid_output | a run that claims success with empty output, or output that carries |
+| 4     | unknown_status | a status that is neither an explicit success nor a known failure    |
+|       |                | (crashed, killed, oom_killed, running, a number, a list, ...)       |
+| 5     | error          | status failed/error/cancelled, or any `error`                       |
+| 6     | invalid_output | a run that claims success with empty output, or output that carries |
 |       |                | an error marker (Traceback, "Error:", {"error": ...}, ...)          |
+
+Only an explicit success is a success: a status the table does not know is
+never "no failure". Detection never raises on a JSON object: NaN/Infinity
+numbers are ignored, nesting is followed to a bounded depth, and every text
+it returns is scrubbed (the `secrets` given plus credential shapes) and then
+capped; evidence, failed tools and the echoed input are bounded too.
 
 Pure: no I/O, no clock.
 """
 
+import json
 import re
+
+from synthralos_lib.state.redaction import scrub_and_cap
+from synthralos_lib.state.shapes import finite_number
 
 TIMEOUT = "timeout"
 ERROR = "error"
 INVALID_OUTPUT = "invalid_output"
 TOOL_FAILURE = "tool_failure"
 LLM_ERROR = "llm_error"
-FAILURE_TYPES = (TIMEOUT, ERROR, INVALID_OUTPUT, TOOL_FAILURE, LLM_ERROR)
+UNKNOWN_STATUS = "unknown_status"
+FAILURE_TYPES = (TIMEOUT, ERROR, INVALID_OUTPUT, TOOL_FAILURE, LLM_ERROR, UNKNOWN_STATUS)
 
 # The design's LLM error classes (llm_errors.py names them); a platform may
 # report one as llm_error.error_class, and the planner uses it.
@@ -91,15 +104,22 @@ _OUTPUT_ERROR_TEXT = re.compile(
 )
 _OUTPUT_ERROR_KEYS = ("error", "errors", "exception", "traceback")
 _EVIDENCE_TEXT_LIMIT = 300
+MAX_EVIDENCE = 20
+MAX_FAILED_TOOLS = 20
+MAX_TOOL_RESULTS_SCANNED = 1000
+MAX_INPUT_CHARS = 20000
+MAX_NAME_CHARS = 200
+_MAX_ERROR_DEPTH = 20
 
 
-def detect_failure(result):
+def detect_failure(result, secrets=()):
     """Judge one agent execution result.
 
     Returns `{"failed", "failure_type", "evidence", "summary", "llm_error_class",
     "failed_tools", "provider", "model", "max_iterations", "input"}`;
     `failure_type` is None when nothing failed. `evidence` is a list of
-    `{"check", "field", "detail"}` in check order.
+    `{"check", "field", "detail"}` in check order (at most MAX_EVIDENCE). Texts
+    are scrubbed of `secrets` before they are capped.
     """
     if not isinstance(result, dict):
         raise ValueError("an agent execution result must be a JSON object, got %s" % type(result).__name__)
@@ -109,19 +129,22 @@ def detect_failure(result):
         hits = check(result)
         if hits:
             found.append(failure_type)
-            evidence.extend({"check": failure_type, "field": field, "detail": _short(detail)} for field, detail in hits)
+            evidence.extend(
+                {"check": failure_type, "field": field, "detail": _short(detail, secrets=secrets)} for field, detail in hits
+            )
     failure_type = found[0] if found else None
+    text_input = result.get("input")
     return {
         "failed": failure_type is not None,
         "failure_type": failure_type,
-        "evidence": evidence,
+        "evidence": evidence[:MAX_EVIDENCE],
         "summary": _summary(failure_type, evidence),
         "llm_error_class": llm_error_class(result) if failure_type == LLM_ERROR else None,
-        "failed_tools": failed_tools(result),
-        "provider": _str_or_none(result.get("provider")),
-        "model": _str_or_none(result.get("model")),
+        "failed_tools": failed_tools(result, secrets),
+        "provider": _name_or_none(result.get("provider"), secrets),
+        "model": _name_or_none(result.get("model"), secrets),
         "max_iterations": _int_or_none(result.get("max_iterations")),
-        "input": result.get("input") if isinstance(result.get("input"), str) else None,
+        "input": scrub_and_cap(text_input, MAX_INPUT_CHARS, secrets) if isinstance(text_input, str) else None,
         "retry_after_s": _retry_after(result),
     }
 
@@ -135,7 +158,7 @@ def _check_timeout(result):
         hits.append(("timed_out", "timed_out is true"))
     duration, limit = _number(result.get("duration_ms")), _number(result.get("timeout_ms"))
     if duration is not None and limit is not None and limit > 0 and duration >= limit:
-        hits.append(("duration_ms", "ran %d ms, limit %d ms" % (duration, limit)))
+        hits.append(("duration_ms", "ran %s ms, limit %s ms" % (_ms(duration), _ms(limit))))
     message = _error_text(result.get("error"))
     if message and _TIMEOUT_TEXT.search(message):
         hits.append(("error", message))
@@ -158,9 +181,21 @@ def _check_llm_error(result):
 
 def _check_tool_failure(result):
     hits = []
-    for tool in failed_tools(result):
+    for tool in _failed_tools(result):
         hits.append(("tool_results", "tool %r %s" % (tool["tool"], tool["error"] or tool["status"])))
     return hits
+
+
+def _check_unknown_status(result):
+    value = result.get("status")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return []  # no status reported: the other checks judge the run
+    status = _status(result)
+    if isinstance(value, str) and status in SUCCESS_STATUSES | FAILED_STATUSES | TIMEOUT_STATUSES:
+        return []
+    if isinstance(value, str):
+        return [("status", "status %r is not an explicit success" % _short(value.strip(), 80))]
+    return [("status", "status is a %s (%s), not an explicit success" % (_json_type(value), _short(_safe_text(value), 80)))]
 
 
 def _check_error(result):
@@ -190,30 +225,41 @@ _CHECKS = (
     (TIMEOUT, _check_timeout),
     (LLM_ERROR, _check_llm_error),
     (TOOL_FAILURE, _check_tool_failure),
+    (UNKNOWN_STATUS, _check_unknown_status),
     (ERROR, _check_error),
     (INVALID_OUTPUT, _check_invalid_output),
 )
 
 
-def failed_tools(result):
-    """`[{"tool", "status", "error", "tool_call_id"}]` for every failed tool result."""
+def failed_tools(result, secrets=()):
+    """`[{"tool", "status", "error", "tool_call_id"}]` for every failed tool result (at most MAX_FAILED_TOOLS);
+    errors scrubbed of `secrets`, then capped."""
+    return [dict(tool, error=_short(tool["error"], secrets=secrets) if tool["error"] else None)
+            for tool in _failed_tools(result, secrets)]
+
+
+def _failed_tools(result, secrets=()):
+    # Errors uncut here: they are scrubbed before any cut (detect_failure, failed_tools).
     failed = []
     tools = result.get("tool_results")
     if not isinstance(tools, list):
         return failed
-    for item in tools:
+    for item in tools[:MAX_TOOL_RESULTS_SCANNED]:
         if not isinstance(item, dict):
             continue
-        status = str(item.get("status") or "").strip().lower()
+        status = item.get("status")
+        status = status.strip().lower()[:MAX_NAME_CHARS] if isinstance(status, str) else ""
         if status in TOOL_FAILED_STATUSES or item.get("error"):
             failed.append(
                 {
-                    "tool": _str_or_none(item.get("tool") or item.get("name")) or "unknown",
+                    "tool": _name_or_none(item.get("tool") or item.get("name"), secrets) or "unknown",
                     "status": status or "failed",
-                    "error": _short(_error_text(item.get("error"))) or None,
-                    "tool_call_id": _str_or_none(item.get("tool_call_id") or item.get("id")),
+                    "error": _error_text(item.get("error")) or None,
+                    "tool_call_id": _name_or_none(item.get("tool_call_id") or item.get("id"), secrets),
                 }
             )
+            if len(failed) >= MAX_FAILED_TOOLS:
+                break
     return failed
 
 
@@ -230,10 +276,11 @@ def llm_error_class(result):
             if value in LLM_ERROR_CLASSES:
                 return value
     llm_error = result.get("llm_error")
-    if isinstance(llm_error, dict) and isinstance(llm_error.get("status"), int) and not isinstance(llm_error["status"], bool):
+    status = llm_error.get("status") if isinstance(llm_error, dict) else None
+    if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
         from synthralos_lib.llm import errors as llm_errors
 
-        body = {"error": {key: llm_error.get(key) for key in ("type", "code", "message")}}
+        body = {"error": {key: _scalar_text(llm_error.get(key)) for key in ("type", "code", "message")}}
         return llm_errors.classify_http(llm_error["status"], body)
     return None
 
@@ -269,7 +316,9 @@ def _is_empty(output):
 
 
 def _status(result):
-    return str(result.get("status") or "").strip().lower()
+    """The status as a lower-case word; "" when it is missing or not a string."""
+    value = result.get("status")
+    return value.strip().lower() if isinstance(value, str) else ""
 
 
 def _error_kind(error):
@@ -282,15 +331,52 @@ def _error_kind(error):
 
 
 def _error_text(error):
-    if error is None or error is False:
-        return ""
-    if isinstance(error, dict):
+    """The human text of an error (string or nested object), followed to a bounded depth."""
+    for _ in range(_MAX_ERROR_DEPTH):
+        if error is None or error is False:
+            return ""
+        if not isinstance(error, dict):
+            return _safe_text(error)
         for key in ("message", "error", "detail", "type", "code"):
             value = error.get(key)
             if value:
-                return _error_text(value)
-        return str(error)
-    return str(error)
+                error = value
+                break
+        else:
+            return _safe_text(error)
+    return _safe_text(error)
+
+
+def _safe_text(value):
+    """Text for any JSON value without recursing without bound (deep objects, huge numbers)."""
+    if isinstance(value, str):
+        return value[: MAX_INPUT_CHARS * 2]
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10 ** 30 else "<integer of %d bits>" % value.bit_length()
+    if isinstance(value, float):
+        return repr(value)
+    try:
+        return json.dumps(value, default=lambda item: "<%s>" % type(item).__name__)[: MAX_INPUT_CHARS * 2]
+    except (RecursionError, ValueError, TypeError):
+        return "<%s nested too deep>" % _json_type(value)
+
+
+def _scalar_text(value):
+    return value if isinstance(value, str) else None
+
+
+def _json_type(value):
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {dict: "object", list: "list"}.get(type(value), type(value).__name__)
+
+
+def _ms(value):
+    return "%d" % value if abs(value) < 10 ** 15 else "%.3g" % value
 
 
 def _summary(failure_type, evidence):
@@ -300,20 +386,17 @@ def _summary(failure_type, evidence):
     return "%s: %s" % (failure_type, first["detail"])
 
 
-def _short(text):
-    text = "" if text is None else str(text)
-    return text if len(text) <= _EVIDENCE_TEXT_LIMIT else text[: _EVIDENCE_TEXT_LIMIT - 3] + "..."
+def _short(text, limit=_EVIDENCE_TEXT_LIMIT, secrets=()):
+    return scrub_and_cap("" if text is None else _safe_text(text), limit, secrets)
 
 
 def _number(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value
+    return finite_number(value)
 
 
 def _int_or_none(value):
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 31 else None
 
 
-def _str_or_none(value):
-    return value if isinstance(value, str) and value else None
+def _name_or_none(value, secrets=()):
+    return scrub_and_cap(value, MAX_NAME_CHARS, secrets) if isinstance(value, str) and value else None

@@ -80,9 +80,18 @@ def build_request(step, original_input=None):
     return "reexecute", {"input": new_input, "overrides": overrides}
 
 
-def execute_step(client, agent_id, execution_id, step, failure=None, attempt=1, wait_s=300, clock=time.time):
+def execute_step(
+    client, agent_id, execution_id, step, failure=None, attempt=1, wait_s=300, clock=time.time, secrets=()
+):
     """Apply `step` to the failed execution; return what happened (never raises for API trouble)."""
     step = check_step(step)
+    try:
+        agent_id = agent_api.check_id(agent_id, "agent_id")
+        execution_id = agent_api.check_id(execution_id, "execution_id")
+    except ValueError as exc:
+        raise StepInvalid(str(exc))
+    if failure is not None and not isinstance(failure, dict):
+        raise StepInvalid("failure must be the result of synthralos.detect_failure (an object)")
     started = clock()
     outcome = {
         "repaired": False,
@@ -96,6 +105,7 @@ def execute_step(client, agent_id, execution_id, step, failure=None, attempt=1, 
         "error": None,
     }
     original_input = (failure or {}).get("input")
+    original_input = original_input if isinstance(original_input, str) else None
     if step["action"] == SIMPLIFY_QUERY and not original_input:
         found = client.get_execution(agent_id, execution_id)
         if not found.ok:
@@ -127,7 +137,7 @@ def execute_step(client, agent_id, execution_id, step, failure=None, attempt=1, 
     if not agent_api.is_terminal(execution):
         outcome["error"] = {"class": "still_running", "message": "the re-run did not finish within %s s" % wait_s}
         return _done(outcome, None, started, clock)
-    judged = detect_failure(execution)
+    judged = detect_failure(execution, secrets)
     outcome["failure"] = judged if judged["failed"] else None
     outcome["repaired"] = not judged["failed"]
     return _done(outcome, None, started, clock)

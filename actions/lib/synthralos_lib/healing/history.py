@@ -3,20 +3,76 @@
 Kept in the pack's store (`failures.<agent_id>`), so it works on the st2
 datastore and on Redis alike. Entries expire with the list after
 `HISTORY_TTL_S` without a new failure.
+
+Redis down does not lose a failure: `record_with_fallback` writes to the st2
+datastore instead and says so (`store`, `fallback_reason`);
+`read_with_fallback` reads the datastore copy when Redis cannot be read.
 """
 
+import json
+import logging
 import time
+
+from synthralos_lib.state.shapes import bounded, finite_number
+from synthralos_lib.state.store import StoreError
+
+LOG = logging.getLogger(__name__)
 
 DEFAULT_MAX_ENTRIES = 100
 MAX_ENTRIES_LIMIT = 1000
 HISTORY_TTL_S = 30 * 24 * 3600
 OUTCOMES = ("repaired", "escalated", "no_failure", "planned", "recorded")
+MAX_ID_CHARS = 256
+MAX_ATTEMPTS = 50
+# An entry is kept small: MAX_ENTRIES_LIMIT of them fit in one datastore value / Redis list.
+_ENTRY_ITEMS, _ENTRY_STRING = 20, 1000
 
 
 def history_key(agent_id):
     if not isinstance(agent_id, str) or not agent_id.strip():
-        raise ValueError("agent_id must be a non-empty string")
+        raise ValueError("agent_id must be a non-empty string (not only whitespace)")
+    if len(agent_id.strip()) > MAX_ID_CHARS:
+        raise ValueError("agent_id must be at most %d characters" % MAX_ID_CHARS)
     return "failures." + agent_id.strip()
+
+
+def check_entry_inputs(agent_id, execution_id=None, failure=None, outcome="recorded", repaired_by=None, attempts=None,
+                       plan_source=None, trace_context=None, started_at=None, now=None, secrets=()):
+    """The history entry for record_failure's parameters, each checked (ValueError naming the field),
+    bounded and scrubbed."""
+    history_key(agent_id)
+    for name, value in (("execution_id", execution_id), ("repaired_by", repaired_by), ("plan_source", plan_source)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError("%s must be a string" % name)
+    if outcome not in OUTCOMES:
+        raise ValueError("outcome must be one of %s" % ", ".join(OUTCOMES))
+    if failure is not None and not isinstance(failure, dict):
+        raise ValueError("failure must be an object (the result of synthralos.detect_failure)")
+    if attempts is not None and not (isinstance(attempts, list) and all(isinstance(a, dict) for a in attempts)):
+        raise ValueError("attempts must be a list of objects")
+    if trace_context is not None and not isinstance(trace_context, dict):
+        raise ValueError("trace_context must be an object")
+    now = time.time() if now is None else now
+    if started_at is not None:
+        if finite_number(started_at) is None or not 0 <= started_at <= now + 86400:
+            raise ValueError("started_at must be a finite epoch time in seconds, not in the future")
+    failure = failure or {}
+    failure_type = failure.get("failure_type")
+    summary = failure.get("summary")
+    evidence = failure.get("evidence")
+    entry = {
+        "execution_id": execution_id,
+        "failure_type": failure_type if isinstance(failure_type, str) else None,
+        "summary": summary if isinstance(summary, str) else None,
+        "evidence": evidence if isinstance(evidence, list) else [],
+        "outcome": outcome,
+        "repaired_by": repaired_by or None,
+        "attempts": (attempts or [])[:MAX_ATTEMPTS],
+        "plan_source": plan_source or None,
+        "trace_context": trace_context or {},
+        "duration_s": round(now - started_at, 3) if started_at else None,
+    }
+    return bounded(entry, secrets, max_items=max(_ENTRY_ITEMS, MAX_ATTEMPTS), max_string=_ENTRY_STRING)
 
 
 def record_failure(store, agent_id, entry, max_entries=DEFAULT_MAX_ENTRIES, clock=time.time):
@@ -43,3 +99,47 @@ def _bound(value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError("the number of entries must be a positive integer")
     return min(value, MAX_ENTRIES_LIMIT)
+
+
+def record_with_fallback(store, fallback, agent_id, entry, max_entries=DEFAULT_MAX_ENTRIES, clock=time.time):
+    """Record in `store`; when it fails and a `fallback` store is given, record there.
+
+    Returns `{"entry", "store", "fallback_reason"}`; raises StoreError only when no store took it.
+    """
+    try:
+        return {"entry": record_failure(store, agent_id, entry, max_entries, clock), "store": store.name,
+                "fallback_reason": None}
+    except StoreError as exc:
+        if fallback is None:
+            raise
+        reason = "%s unavailable (%s); recorded in %s" % (store.name, exc, fallback.name)
+        LOG.warning("[Self-Healing] failure history: %s", reason)
+        return {"entry": record_failure(fallback, agent_id, entry, max_entries, clock), "store": fallback.name,
+                "fallback_reason": reason}
+
+
+MAX_RESULT_BYTES = 1024 * 1024
+
+
+def within_budget(entries, max_bytes=MAX_RESULT_BYTES):
+    """`(entries, truncated)`: the newest entries whose JSON fits in `max_bytes` (st2 results stay small)."""
+    kept, used = [], 2
+    for entry in entries:
+        used += len(json.dumps(entry, default=str)) + 2
+        if used > max_bytes:
+            return kept, True
+        kept.append(entry)
+    return kept, False
+
+
+def read_with_fallback(store, fallback, agent_id, limit=20):
+    """`{"entries", "store", "fallback_reason"}`: `store`'s entries, or `fallback`'s when `store` fails."""
+    try:
+        return {"entries": get_failure_history(store, agent_id, limit), "store": store.name, "fallback_reason": None}
+    except StoreError as exc:
+        if fallback is None:
+            raise
+        reason = "%s unavailable (%s); showing what %s holds" % (store.name, exc, fallback.name)
+        LOG.warning("[Self-Healing] failure history: %s", reason)
+        return {"entries": get_failure_history(fallback, agent_id, limit), "store": fallback.name,
+                "fallback_reason": reason}

@@ -25,6 +25,8 @@ import email.utils
 import re
 import time
 
+from synthralos_lib.state.redaction import scrub_and_cap
+
 TRANSIENT = "transient"
 RATE_LIMITED = "rate_limited"
 OVERLOADED = "overloaded"
@@ -100,7 +102,8 @@ def provider_error(body):
     if isinstance(body, (bytes, bytearray)):
         body = body.decode("utf-8", "replace")
     if isinstance(body, str):
-        return "", "", body.strip()[:500]
+        # Credential shapes go before the cut; the caller also scrubs the target's own key.
+        return "", "", scrub_and_cap(body.strip(), 500)
     return "", "", ""
 
 

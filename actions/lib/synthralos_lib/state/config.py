@@ -9,6 +9,7 @@ The schema file is the one place where defaults live.
 
 import copy
 import os
+import re
 import threading
 
 import yaml
@@ -181,14 +182,43 @@ def load_config(raw, schema_path=SCHEMA_PATH):
 
 
 def _path(error):
-    parts = [str(p) for p in error.path]
+    parts = [str(p) if isinstance(p, int) or _KEY_NAME.match(str(p)) else "<key>" for p in error.path]
     return ".".join(parts) or "(top level)"
 
 
+# A key name is echoed only when it reads like one (lower-case snake_case, short, not
+# credential-shaped): a secret pasted where a key name belongs is never repeated.
+_KEY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_CREDENTIAL_SHAPE = re.compile(r"^(sk|pk|rk|xox[a-z]?|ghp|glpat|key|tok)[_-]|[0-9]{5,}")
+
+
+def safe_key_name(name):
+    """`name` quoted if it is safe to echo in an error, else a placeholder."""
+    if isinstance(name, str) and _KEY_NAME.match(name) and not _CREDENTIAL_SHAPE.search(name):
+        return repr(name)
+    return "a key that is not a valid name (not shown)"
+
+
+def raw_secrets(raw):
+    """The secret values in an unvalidated config (for scrubbing when the config itself is invalid)."""
+    found = []
+    if isinstance(raw, dict):
+        for path in secret_paths({"properties": load_st2_schema()}):
+            found.extend(_values_at(raw, path.split(".")))
+        redis_url = (raw.get("redis") or {}).get("url") if isinstance(raw.get("redis"), dict) else None
+        if isinstance(redis_url, str):
+            found.append(_redis_password(redis_url))
+    return [s for s in found if isinstance(s, str) and s]
+
+
 def _describe(error):
-    # Say what was expected without quoting the offending value.
-    # (additionalProperties and required messages name keys, never values).
-    if error.validator in ("additionalProperties", "required"):
+    # Say what was expected without quoting the offending value; key names only when safe.
+    if error.validator == "additionalProperties":
+        allowed = set((error.schema.get("properties") or {}).keys())
+        extra = sorted(k for k in (error.instance or {}) if k not in allowed) if isinstance(error.instance, dict) else []
+        names = ", ".join(safe_key_name(k) for k in extra) or "unknown key(s)"
+        return "Additional properties are not allowed (%s %s unexpected)" % (names, "was" if len(extra) == 1 else "were")
+    if error.validator == "required":
         return error.message
     if error.validator in ("type", "enum", "minimum", "maximum", "minItems", "maxItems"):
         return "expected %s %s" % (error.validator, error.validator_value)

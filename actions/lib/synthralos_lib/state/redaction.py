@@ -1,25 +1,109 @@
-"""Keep secrets out of results, logs and events."""
+"""Keep secrets out of results, logs and events: the pack's one redaction path.
+
+`scrub` replaces every configured secret (config values marked `secret: true`)
+and every credential-shaped string (an `Authorization: Bearer ...` token, the
+`user:password@` of a URL) with ***, in strings, dicts and lists alike.
+`scrub_and_cap` scrubs BEFORE it truncates: a secret cut in half by a length
+limit is no longer recognisable, so truncating first would leak its prefix.
+Every length limit in the pack goes through it. `RedactingFilter` applies the
+same scrubbing to log records.
+"""
+
+import logging
+import re
 
 REDACTED = "***"
+ELLIPSIS = "..."
+
+# Credentials recognised by their shape, whatever their value.
+_PATTERNS = (
+    # Authorization headers and bearer/basic tokens quoted in error text.
+    (re.compile(r"(?i)\b(authorization\s*[:=]\s*(?:bearer|basic|token)?\s*)[A-Za-z0-9._~+/=-]{6,}"), r"\1" + REDACTED),
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"), r"\1" + REDACTED),
+    # The password of a URL's userinfo: scheme://user:password@host.
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*):[^\s/@]+@"), r"\1:" + REDACTED + "@"),
+    # key=value / "key": "value" pairs whose key names a credential.
+    (
+        re.compile(
+            r"(?i)([\"']?\b(?:api[_-]?key|x-api-key|write[_-]?key|password|passwd|secret|access[_-]?token)"
+            r"[\"']?\s*[:=]\s*[\"']?)([^\s\"',;&}]{4,})"
+        ),
+        r"\1" + REDACTED,
+    ),
+)
 
 
-def scrub(value, secrets):
-    """Return `value` (str, dict, list or scalar) with every secret string replaced by ***."""
+def scrub(value, secrets=()):
+    """Return `value` (str, dict, list or scalar) with every secret string replaced by ***.
+
+    Dict keys are scrubbed too (a secret pasted where a key name belongs).
+    """
     # Longest first, so a secret that contains another is replaced whole.
-    secrets = sorted((s for s in secrets if s), key=len, reverse=True)
-    if not secrets:
-        return value
-    return _scrub(value, secrets)
+    secrets = sorted(set(s for s in secrets if isinstance(s, str) and s), key=len, reverse=True)
+    return _scrub(value, secrets, 0)
 
 
-def _scrub(value, secrets):
+def _scrub(value, secrets, depth):
     if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
+        return scrub_text(value, secrets)
+    if depth > 64:  # deeper than any legitimate result: keep nothing of it
+        return REDACTED if isinstance(value, (dict, list, tuple)) else value
     if isinstance(value, dict):
-        return {k: _scrub(v, secrets) for k, v in value.items()}
+        return {_scrub(k, secrets, depth + 1): _scrub(v, secrets, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_scrub(v, secrets) for v in value]
+        return [_scrub(v, secrets, depth + 1) for v in value]
     return value
+
+
+def scrub_text(text, secrets=()):
+    """`text` with the given secrets and credential-shaped substrings replaced by ***."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def scrub_and_cap(text, limit, secrets=()):
+    """`text` as a string, scrubbed, then cut to at most `limit` characters (ending in "...")."""
+    text = scrub_text(text if isinstance(text, str) else _as_text(text), sorted(
+        set(s for s in secrets if isinstance(s, str) and s), key=len, reverse=True))
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - len(ELLIPSIS))] + ELLIPSIS
+
+
+def _as_text(value):
+    try:
+        return str(value)
+    except (RecursionError, ValueError):
+        return "<%s>" % type(value).__name__
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that scrubs each record's message (arguments merged first)."""
+
+    def __init__(self, secrets=()):
+        super(RedactingFilter, self).__init__()
+        self.secrets = list(secrets)
+
+    def filter(self, record):
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: log what we can, scrubbed
+            message = _as_text(record.msg)
+        record.msg = scrub_text(message, sorted(set(self.secrets), key=len, reverse=True))
+        record.args = ()
+        return True
+
+
+def install_log_filter(logger, secrets):
+    """Scrub everything `logger` emits (idempotent: one filter per logger, secrets refreshed)."""
+    for existing in getattr(logger, "filters", []):
+        if isinstance(existing, RedactingFilter):
+            existing.secrets = list(secrets)
+            return existing
+    redacting = RedactingFilter(secrets)
+    logger.addFilter(redacting)
+    return redacting

@@ -30,7 +30,9 @@ _TYPES = {
 class SchemaError(object):
     """One failed check, shaped like jsonschema.ValidationError for the fields the config loader reads."""
 
-    def __init__(self, path, validator, validator_value, message):
+    def __init__(self, schema, instance, path, validator, validator_value, message):
+        self.schema = schema
+        self.instance = instance
         self.path = list(path)
         self.validator = validator
         self.validator_value = validator_value
@@ -77,9 +79,9 @@ def _same(a, b):
 
 def _length(schema, value, path, errors, low, high):
     if low in schema and len(value) < schema[low]:
-        errors.append(SchemaError(path, low, schema[low], "too short"))
+        errors.append(SchemaError(schema, value, path, low, schema[low], "too short"))
     if high in schema and len(value) > schema[high]:
-        errors.append(SchemaError(path, high, schema[high], "too long"))
+        errors.append(SchemaError(schema, value, path, high, schema[high], "too long"))
 
 
 def _check(schema, value, path, errors):
@@ -87,18 +89,18 @@ def _check(schema, value, path, errors):
     if kind is not None:
         kinds = kind if isinstance(kind, list) else [kind]
         if not any(_TYPES[k](value) for k in kinds):
-            errors.append(SchemaError(path, "type", kind, "value is not of type %r" % (kind,)))
+            errors.append(SchemaError(schema, value, path, "type", kind, "value is not of type %r" % (kind,)))
     if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
-        errors.append(SchemaError(path, "enum", schema["enum"], "value is not one of %r" % (schema["enum"],)))
+        errors.append(SchemaError(schema, value, path, "enum", schema["enum"], "value is not one of %r" % (schema["enum"],)))
     if _numeric(value):
         if "minimum" in schema and value < schema["minimum"]:
-            errors.append(SchemaError(path, "minimum", schema["minimum"], "less than the minimum"))
+            errors.append(SchemaError(schema, value, path, "minimum", schema["minimum"], "less than the minimum"))
         if "maximum" in schema and value > schema["maximum"]:
-            errors.append(SchemaError(path, "maximum", schema["maximum"], "greater than the maximum"))
+            errors.append(SchemaError(schema, value, path, "maximum", schema["maximum"], "greater than the maximum"))
     if isinstance(value, str):
         _length(schema, value, path, errors, "minLength", "maxLength")
         if "pattern" in schema and not re.search(schema["pattern"], value):
-            errors.append(SchemaError(path, "pattern", schema["pattern"], "does not match the pattern"))
+            errors.append(SchemaError(schema, value, path, "pattern", schema["pattern"], "does not match the pattern"))
     if isinstance(value, list):
         _length(schema, value, path, errors, "minItems", "maxItems")
         if isinstance(schema.get("items"), dict):
@@ -108,7 +110,7 @@ def _check(schema, value, path, errors):
         properties = schema.get("properties") or {}
         for name in schema.get("required") or []:
             if name not in value:
-                errors.append(SchemaError(path, "required", schema["required"], "%r is a required property" % (name,)))
+                errors.append(SchemaError(schema, value, path, "required", schema["required"], "%r is a required property" % (name,)))
         for name, sub in properties.items():
             if name in value:
                 _check(sub, value[name], path + [name], errors)
@@ -116,7 +118,7 @@ def _check(schema, value, path, errors):
         additional = schema.get("additionalProperties", True)
         if additional is False and extra:
             verb = "was" if len(extra) == 1 else "were"
-            errors.append(SchemaError(path, "additionalProperties", False, "Additional properties are not allowed "
+            errors.append(SchemaError(schema, value, path, "additionalProperties", False, "Additional properties are not allowed "
                                       "(%s %s unexpected)" % (", ".join(repr(n) for n in sorted(extra)), verb)))
         elif isinstance(additional, dict):
             for name in extra:
