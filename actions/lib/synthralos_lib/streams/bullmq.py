@@ -640,3 +640,33 @@ class FailureWatcher(object):
         pipe.execute()
         if len(queue.seen) > 2 * queue.dedup_window:
             queue.seen = set(self.client.zrange(queue.dispatched_key, -queue.dedup_window, -1))
+
+
+# ---------------------------------------------------------------------------
+# Config and connections
+# ---------------------------------------------------------------------------
+
+
+def bullmq_settings(settings):
+    """The `bullmq` config section with its Redis URL resolved (`redis.url` when empty)."""
+    section = dict(settings.section("bullmq"))
+    section["redis_url"] = section.get("redis_url") or settings.redis_url
+    return section
+
+
+def connect(url, block_ms=1000):
+    """A redis-py client for BullMQ's Redis: text replies, a socket timeout above the blocking read, no retries
+    (the sensor reconnects with its own backoff)."""
+    import redis
+
+    if not url:
+        raise BullMQError("no Redis for BullMQ: set bullmq.redis_url (or redis.url) in the pack config")
+    options = dict(decode_responses=True, socket_timeout=block_ms / 1000.0 + 5, socket_connect_timeout=5)
+    try:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        options["retry"] = Retry(NoBackoff(), 0)
+    except ImportError:  # redis-py < 4.1
+        pass
+    return redis.Redis.from_url(url, **options)
