@@ -464,9 +464,12 @@ class WatchedQueue(object):
         self.loaded = False
 
     def load(self, client):
-        self.cursor = client.get(self.cursor_key)
-        members = client.zrange(self.dispatched_key, -self.dedup_window, -1)
-        self.seen = set(members)
+        """Read the persisted cursor and record. A cursor held in memory survives a Redis that lost its data
+        (restarted empty): the gap check then sees the stream below it and reconciles."""
+        stored = client.get(self.cursor_key)
+        if stored is not None or self.cursor is None:
+            self.cursor = stored
+        self.seen = self.seen | set(client.zrange(self.dispatched_key, -self.dedup_window, -1))
         self.loaded = True
 
 
@@ -551,12 +554,21 @@ class FailureWatcher(object):
         elif _id_tuple(info["last-generated-id"]) < cursor:
             gap = "the events stream restarted below the cursor"
         else:
+            # XTRIM (BullMQ's MAXLEN trimming) moves the first entry without touching
+            # max-deleted-entry-id, which only XDEL raises.
+            first = info.get("first-entry")
             deleted = info.get("max-deleted-entry-id")
-            if deleted is not None:
-                if _id_tuple(deleted) > cursor:
-                    gap = "entries after the cursor were trimmed"
-            elif info.get("first-entry") and _id_tuple(info["first-entry"][0]) > cursor:
-                gap = "the first entry is past the cursor"
+            if cursor == (0, 0):
+                # Reading from the very start: a gap only if anything was ever removed (Redis 7 counts).
+                added = info.get("entries-added")
+                if added is not None and int(added) > int(info.get("length") or 0):
+                    gap = "entries were trimmed before the sensor read them"
+            elif first and _id_tuple(first[0]) > cursor:
+                gap = "entries after the cursor were trimmed"
+            elif not first and _id_tuple(info["last-generated-id"]) > cursor:
+                gap = "the stream was emptied past the cursor"
+            elif deleted is not None and _id_tuple(deleted) > cursor:
+                gap = "entries after the cursor were deleted"
         if gap is None:
             return
         self.stats["gaps"] += 1
