@@ -3,7 +3,9 @@
 const { UnrecoverableError } = require('bullmq');
 
 function spec() {
-  const s = JSON.parse(process.argv[2] || '{}');
+  const arg = process.argv[2] || '{}';
+  // "@path": the spec is in a file (large job lists exceed the argument limit).
+  const s = JSON.parse(arg.startsWith('@') ? require('fs').readFileSync(arg.slice(1), 'utf8') : arg);
   s.connection = { host: s.host || '127.0.0.1', port: s.port, maxRetriesPerRequest: null };
   s.prefix = s.prefix || 'bull';
   return s;

@@ -6,14 +6,19 @@ reused afterwards). Without node or npm the caller gets ``BullMQNodeError``,
 which fails the test with what to install: the BullMQ tests are not skipped.
 
     run_script("fail_jobs.js", {"port": 6379, "queue": "q", "jobs": [...]})  # -> parsed JSON
-    start_script(...)  # a Popen, for scripts that run alongside a sensor
+    finish_script(name, start_script(name, spec))                            # the same, in two steps
+
+Waiting polls with short sleeps, so under eventlet the sensor under test keeps running.
 """
 
+import atexit
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
+import time
 
 BULLMQ_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bullmq")
 
@@ -62,23 +67,52 @@ def ensure_node_modules():
 
 def _command(script, spec):
     ensure_node_modules()
-    return [node_binary(), os.path.join(BULLMQ_DIR, script), json.dumps(spec)]
+    text = json.dumps(spec)
+    if len(text) > 64 * 1024:  # beyond what a command line safely carries: "@<file>"
+        handle = tempfile.NamedTemporaryFile("w", suffix=".json", prefix="bullmq-spec-", delete=False)
+        with handle:
+            handle.write(text)
+        atexit.register(_remove, handle.name)
+        text = "@" + handle.name
+    return [node_binary(), os.path.join(BULLMQ_DIR, script), text]
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def run_script(script, spec, timeout=120):
     """Run tests/bullmq/<script> with the JSON `spec`; return its last stdout line, parsed."""
-    done = subprocess.run(_command(script, spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-                          cwd=BULLMQ_DIR)
-    return _result(script, done.returncode, done.stdout, done.stderr)
+    return finish_script(script, start_script(script, spec), timeout)
 
 
 def start_script(script, spec):
-    return subprocess.Popen(_command(script, spec), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=BULLMQ_DIR)
+    """Start a script; its output goes to temporary files, so a full pipe never stalls it."""
+    stdout, stderr = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    process = subprocess.Popen(_command(script, spec), stdout=stdout, stderr=stderr, cwd=BULLMQ_DIR)
+    process.output_files = (stdout, stderr)
+    return process
 
 
 def finish_script(script, process, timeout=120):
-    stdout, stderr = process.communicate(timeout=timeout)
-    return _result(script, process.returncode, stdout, stderr)
+    """Wait for a started script by polling with short sleeps: under eventlet (st2tests, the sensor
+    container) a blocking wait would stall every green thread, the sensor under test included."""
+    deadline = time.time() + timeout
+    while process.poll() is None:
+        if time.time() > deadline:
+            process.kill()
+            process.wait()
+            raise BullMQNodeError("node %s did not finish within %s s" % (script, timeout))
+        time.sleep(0.02)
+    outputs = []
+    for handle in process.output_files:
+        handle.seek(0)
+        outputs.append(handle.read())
+        handle.close()
+    return _result(script, process.returncode, outputs[0], outputs[1])
 
 
 def _result(script, returncode, stdout, stderr):

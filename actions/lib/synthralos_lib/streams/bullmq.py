@@ -8,7 +8,8 @@ is the job hash, `:wait` (list), `:prioritized`, `:delayed`, `:failed`
 (tests/bullmq/package.json); see docs/bullmq.md.
 
 Failures in (`FailureWatcher`). For each queue the watcher reads `:events`
-from its cursor (XREAD, bounded BLOCK). A `failed` event, or a
+from its cursor (a Lua scan returns only the failure entries with their job hash fields;
+when nothing is new, an XREAD with a bounded BLOCK waits). A `failed` event, or a
 `retries-exhausted` event that does not directly follow the `failed` event of
 the same job (BullMQ writes both in one script when a job fails for good),
 loads the job hash and becomes one `synthralos.agent_failure` payload
@@ -325,10 +326,10 @@ def failure_payload(queue, job_id, job, event, event_fields, secrets, detected_a
         "agent_id": agent_id,
         "execution_id": execution_id,
         "failure_type": detection["failure_type"] or "unknown_status",
-        "error": _capped(scrub(_as_text(error), secrets), ERROR_CHARS) if error else None,
-        "output_excerpt": _capped(scrub(_as_text(output), secrets), OUTPUT_CHARS) if output not in (None, "") else None,
+        "error": _capped(_scrub(_as_text(error), secrets), ERROR_CHARS) if error else None,
+        "output_excerpt": _capped(_scrub(_as_text(output), secrets), OUTPUT_CHARS) if output not in (None, "") else None,
         "duration_ms": duration if isinstance(duration, (int, float)) and not isinstance(duration, bool) else None,
-        "evidence": scrub(
+        "evidence": _scrub(
             {
                 "summary": detection["summary"],
                 "checks": detection["evidence"][:EVIDENCE_ITEMS],
@@ -337,7 +338,7 @@ def failure_payload(queue, job_id, job, event, event_fields, secrets, detected_a
             },
             secrets,
         ),
-        "trace_context": scrub(trace_context, secrets),
+        "trace_context": _scrub(trace_context, secrets),
         "source": SOURCE,
         "source_id": "%s:%s" % (queue, job_id),
         "raw": _raw(queue, job_id, job, event, event_fields, secrets),
@@ -358,7 +359,7 @@ def _raw(queue, job_id, job, event, event_fields, secrets):
     traces = job.get("stacktrace")
     if isinstance(traces, list) and traces:
         raw["stacktrace"] = _capped(_as_text(traces[-1]), STACKTRACE_CHARS)
-    raw = scrub(raw, secrets)
+    raw = _scrub(raw, secrets)
     text = json.dumps(raw, sort_keys=True, default=str)
     if len(text.encode("utf-8")) <= RAW_BYTES:
         return raw
@@ -391,6 +392,18 @@ def fingerprint(job_id, job, event_id):
     if not job:
         return "%s|gone|%s" % (job_id, event_id)
     return "%s|%s|%s" % (job_id, job.get("finishedOn", "-"), job.get("attemptsMade", "-"))
+
+
+def _scrub(value, secrets):
+    """redaction.scrub, skipped when no secret occurs in the value's JSON text (the common case: one C-level
+    search instead of a walk of every string). A secret JSON would escape is always scrubbed the long way."""
+    if not secrets:
+        return value
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    for secret in secrets:
+        if secret in text or '"' in secret or "\\" in secret or any(ord(c) < 32 for c in secret):
+            return scrub(value, secrets)
+    return value
 
 
 def _first_str(source, *keys):
@@ -448,6 +461,43 @@ def _id_tuple(stream_id):
     return int(ms), int(seq or 0)
 
 
+_JOB_FIELDS = ("name", "data", "opts", "failedReason", "atm", "attemptsMade", "ats", "timestamp", "processedOn",
+               "finishedOn", "stacktrace")
+
+# KEYS: events stream. ARGV: cursor, count, job key prefix, previous event, previous jobId, job fields...
+# Returns {last id read, entries read, last event, last jobId, {{id, event, jobId, failedReason, {fields}}...}}
+# for the failed events and the retries-exhausted events not directly after their job's failed event.
+_SCAN_LUA = """
+local cursor = ARGV[1]
+local entries = redis.call("XRANGE", KEYS[1], cursor, "+", "COUNT", tonumber(ARGV[2]) + 1)
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+local prevEvent, prevJob = ARGV[4], ARGV[5]
+local last, count, found = cursor, 0, {}
+for _, entry in ipairs(entries) do
+  local id = entry[1]
+  if id ~= cursor and count < tonumber(ARGV[2]) then
+    count = count + 1
+    last = id
+    local f = entry[2]
+    local event, jobId, reason = "", "", ""
+    for i = 1, #f, 2 do
+      if f[i] == "event" then event = f[i + 1]
+      elseif f[i] == "jobId" then jobId = f[i + 1]
+      elseif f[i] == "failedReason" then reason = f[i + 1] end
+    end
+    if event == "failed" or (event == "retries-exhausted" and not (prevEvent == "failed" and prevJob == jobId)) then
+      local job = {}
+      if jobId ~= "" then job = redis.call("HMGET", ARGV[3] .. jobId, unpack(fields)) end
+      found[#found + 1] = {id, event, jobId, reason, job}
+    end
+    prevEvent, prevJob = event, jobId
+  end
+end
+return {last, count, prevEvent, prevJob, found}
+"""
+
+
 class WatchedQueue(object):
     """One queue's keys, cursor and bounded record of dispatched failures."""
 
@@ -494,6 +544,7 @@ class FailureWatcher(object):
         self.secrets = list(secrets)
         self.clock = clock
         self.stats = {"read": 0, "dispatched": 0, "duplicates": 0, "reconciled": 0, "gaps": 0}
+        self._scan_script = None
         self._needs_check = True
 
     # -- lifecycle -----------------------------------------------------------
@@ -512,19 +563,21 @@ class FailureWatcher(object):
             queue.loaded = False
 
     def poll(self):
-        """One bounded read over every queue; returns the number of entries read."""
+        """One pass over every queue; returns the number of events-stream entries read.
+
+        When nothing was new it waits for the next entry (XREAD, BLOCK
+        `block_ms`) before returning 0, so a loop of polls sleeps in Redis.
+        """
         if self._needs_check:
             self.start()
-        streams = {q.keys.events: q.cursor or "0-0" for q in self.queues}
-        response = self.client.xread(streams, count=self.batch_size, block=self.block_ms) or []
-        by_key = {q.keys.events: q for q in self.queues}
         total = 0
-        for stream, entries in response:
-            queue = by_key[_text(stream)]
-            self._handle(queue, entries)
-            total += len(entries)
-            if len(entries) >= self.batch_size:
+        for queue in self.queues:
+            read = self._scan(queue)
+            total += read
+            if read >= self.batch_size:
                 self._needs_check = True  # a backlog: BullMQ's trimming may overtake the cursor
+        if total == 0:
+            self.client.xread({q.keys.events: q.cursor or "0-0" for q in self.queues}, count=1, block=self.block_ms)
         self.stats["read"] += total
         return total
 
@@ -599,32 +652,41 @@ class FailureWatcher(object):
 
     # -- events ----------------------------------------------------------------
 
-    def _handle(self, queue, entries):
-        wanted = []
-        previous = queue.previous
-        for entry_id, fields in entries:
-            event, job_id = fields.get("event"), fields.get("jobId")
-            if event == "failed" or (event == "retries-exhausted" and previous != ("failed", job_id)):
-                wanted.append((_text(entry_id), event, job_id, fields))
-            previous = (event, job_id)
-        jobs = self._load_jobs(queue, sorted(set(w[2] for w in wanted if w[2])))
+    def _scan(self, queue):
+        """Read up to `batch_size` entries after the cursor; dispatch the failures among them.
+
+        A Lua script of this module reads the entries in Redis and returns only
+        the failure events with their job hashes' fields, so the sensor parses
+        one reply with what it needs instead of every event of the queue.
+        """
+        script = self._scan_script
+        if script is None:
+            script = self._scan_script = self.client.register_script(_SCAN_LUA)
+        previous = queue.previous or ("", "")
+        last, count, prev_event, prev_job, found = script(
+            keys=[queue.keys.events],
+            args=[queue.cursor or "0-0", self.batch_size, queue.keys.base, previous[0], previous[1]] + list(_JOB_FIELDS),
+        )
+        if not count:
+            return 0
         fresh = []
-        for entry_id, event, job_id, fields in wanted:
+        for entry_id, event, job_id, reason, values in found:
             if not job_id:
                 self.log.warning("%s BullMQ queue %s: %s event %s without jobId ignored", _LOG, queue.name, event,
                                  entry_id)
                 continue
-            job = jobs.get(job_id)
+            job = parse_job({k: v for k, v in zip(_JOB_FIELDS, values or []) if v is not None})
             mark = fingerprint(job_id, job, entry_id)
             if mark in queue.seen:
                 self.stats["duplicates"] += 1
                 continue
-            self._send(queue, job_id, job, event, fields)
+            self._send(queue, job_id, job, event, {"failedReason": reason} if reason else {})
             queue.seen.add(mark)
             fresh.append(mark)
-        queue.previous = previous
-        queue.cursor = _text(entries[-1][0])
-        self._persist(queue, fresh, queue.cursor)
+        queue.previous = (prev_event, prev_job)
+        queue.cursor = last
+        self._persist(queue, fresh, last)
+        return int(count)
 
     def _load_jobs(self, queue, job_ids):
         if not job_ids:
