@@ -361,3 +361,22 @@ class RunLoopTest(BullMQSensorCase):
         thread.join(5)
         self.assertFalse(thread.is_alive())
         self.assertEqual(self.get_dispatched_triggers(), [])
+
+
+class SensorLoadsLikeSt2Test(BullMQSensorCase):
+    def test_imports_with_only_sensors_dir_added_no_common_libs(self):
+        import os
+        import subprocess
+        import sys
+
+        pack_lib = os.path.join(synthralos_tests.PACK_ROOT, "actions", "lib")
+        sensors = os.path.join(synthralos_tests.PACK_ROOT, "sensors")
+        # st2's own packages (or the stand-in) stay importable; the pack's lib does not.
+        path = [p for p in sys.path if p and os.path.abspath(p) not in (pack_lib, synthralos_tests.PACK_ROOT,
+                                                                         os.path.join(synthralos_tests.PACK_ROOT, "actions"))]
+        code = ("import sys; sys.path.insert(0, %r); import bullmq_failure_sensor as m; "
+                "print(m.BullMQFailureSensor.__name__, m.bullmq.__name__)" % sensors)
+        done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=dict(os.environ, PYTHONPATH=os.pathsep.join(path)), timeout=60)
+        self.assertEqual(done.returncode, 0, done.stderr.decode()[-2000:])
+        self.assertEqual(done.stdout.decode().split(), ["BullMQFailureSensor", "synthralos_lib.streams.bullmq"])
