@@ -311,44 +311,51 @@ def agent_result(queue, job_id, job, event_fields):
 
 
 def failure_payload(queue, job_id, job, event, event_fields, secrets, detected_at):
-    """The `synthralos.agent_failure` payload for one failed job, and its trace tag."""
+    """The `synthralos.agent_failure` payload for one failed job, and its trace tag.
+
+    Every text is scrubbed of `secrets` before it is capped, so a cap never
+    leaves part of a secret behind.
+    """
     job = job or {}
     result = agent_result(queue, job_id, job, event_fields)
     detection = detect_failure(result)
     data = job.get("data") if isinstance(job.get("data"), dict) else {}
-    agent_id = str(result.get("agent_id") or "unknown")
-    execution_id = str(result.get("execution_id"))
-    trace_context = _trace_context(data, result)
     error = result.get("error")
     output = result.get("output")
     duration = result.get("duration_ms")
+    # One scrubbing pass over everything structured (one JSON search when no secret occurs).
+    parts = _scrub({
+        "agent_id": str(result.get("agent_id") or "unknown"),
+        "execution_id": str(result.get("execution_id")),
+        "evidence": {
+            "summary": detection["summary"],
+            "checks": detection["evidence"][:EVIDENCE_ITEMS],
+            "llm_error_class": detection["llm_error_class"],
+            "failed_tools": detection["failed_tools"][:EVIDENCE_ITEMS],
+        },
+        "trace_context": _trace_context(data, result),
+        "raw": _raw(queue, job_id, job, event, event_fields),
+    }, secrets)
     payload = {
-        "agent_id": agent_id,
-        "execution_id": execution_id,
+        "agent_id": parts["agent_id"],
+        "execution_id": parts["execution_id"],
         "failure_type": detection["failure_type"] or "unknown_status",
         "error": _capped(_scrub(_as_text(error), secrets), ERROR_CHARS) if error else None,
         "output_excerpt": _capped(_scrub(_as_text(output), secrets), OUTPUT_CHARS) if output not in (None, "") else None,
         "duration_ms": duration if isinstance(duration, (int, float)) and not isinstance(duration, bool) else None,
-        "evidence": _scrub(
-            {
-                "summary": detection["summary"],
-                "checks": detection["evidence"][:EVIDENCE_ITEMS],
-                "llm_error_class": detection["llm_error_class"],
-                "failed_tools": detection["failed_tools"][:EVIDENCE_ITEMS],
-            },
-            secrets,
-        ),
-        "trace_context": _scrub(trace_context, secrets),
+        "evidence": parts["evidence"],
+        "trace_context": parts["trace_context"],
         "source": SOURCE,
         "source_id": "%s:%s" % (queue, job_id),
-        "raw": _raw(queue, job_id, job, event, event_fields, secrets),
+        "raw": _capped_raw(parts["raw"]),
         "detected_at": detected_at,
     }
-    trace_tag = trace_context.get("trace_id") or "synthralos:%s:%s" % (agent_id, execution_id)
+    trace_tag = payload["trace_context"].get("trace_id") or "synthralos:%s:%s" % (
+        payload["agent_id"], payload["execution_id"])
     return payload, trace_tag
 
 
-def _raw(queue, job_id, job, event, event_fields, secrets):
+def _raw(queue, job_id, job, event, event_fields):
     raw = {"queue": queue, "job_id": job_id, "event": event, "job_found": bool(job)}
     for key in ("name", "data", "opts", "failedReason", "attemptsMade", "attemptsStarted", "timestamp",
                 "processedOn", "finishedOn"):
@@ -358,10 +365,15 @@ def _raw(queue, job_id, job, event, event_fields, secrets):
         raw["failedReason"] = event_fields["failedReason"]
     traces = job.get("stacktrace")
     if isinstance(traces, list) and traces:
-        raw["stacktrace"] = _capped(_as_text(traces[-1]), STACKTRACE_CHARS)
-    raw = _scrub(raw, secrets)
+        raw["stacktrace"] = _as_text(traces[-1])  # capped by _capped_raw, after scrubbing
+    return raw
+
+
+def _capped_raw(raw):
+    if "stacktrace" in raw:
+        raw["stacktrace"] = _capped(raw["stacktrace"], STACKTRACE_CHARS)
     text = json.dumps(raw, sort_keys=True, default=str)
-    if len(text.encode("utf-8")) <= RAW_BYTES:
+    if len(text) <= RAW_BYTES // 4 or len(text.encode("utf-8")) <= RAW_BYTES:
         return raw
     return {"truncated": True, "excerpt": text.encode("utf-8")[: RAW_BYTES - 512].decode("utf-8", "ignore")}
 
@@ -394,15 +406,24 @@ def fingerprint(job_id, job, event_id):
     return "%s|%s|%s" % (job_id, job.get("finishedOn", "-"), job.get("attemptsMade", "-"))
 
 
+_plain_secrets = {}
+
+
 def _scrub(value, secrets):
     """redaction.scrub, skipped when no secret occurs in the value's JSON text (the common case: one C-level
-    search instead of a walk of every string). A secret JSON would escape is always scrubbed the long way."""
+    search instead of a walk of every string). Secrets that JSON escapes are always scrubbed the long way."""
     if not secrets:
         return value
+    key = tuple(secrets)
+    plain = _plain_secrets.get(key)
+    if plain is None:
+        plain = _plain_secrets[key] = all('"' not in s and "\\" not in s and all(ord(c) >= 32 for c in s)
+                                          for s in secrets)
+    if not plain:
+        return scrub(value, secrets)
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    for secret in secrets:
-        if secret in text or '"' in secret or "\\" in secret or any(ord(c) < 32 for c in secret):
-            return scrub(value, secrets)
+    if any(secret in text for secret in key):
+        return scrub(value, secrets)
     return value
 
 
