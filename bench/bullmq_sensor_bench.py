@@ -15,7 +15,7 @@ a minimal sensor service whose dispatch() records the time:
   time minus the job's finishedOn (BullMQ's timestamp, taken by the Worker
   just before its moveToFinished script). Same host clock.
 
-    python bench/bullmq_sensor_bench.py [--quick]     # prints JSON
+    python bench/bullmq_sensor_bench.py [--quick]     # prints JSON, writes bench/results/bullmq_sensor.json
 
 bench/sensor.py imports measure(quick). Needs redis-server, node and npm
 (tests/bullmq/node_modules is installed by npm ci on first use), and the
@@ -163,7 +163,12 @@ def main(argv):
     quick = "--quick" in argv
     detail = {}
     result = measure(quick, detail)
-    print(json.dumps({"result": result, "detail": detail}, indent=2))
+    report = {"quick": quick, "result": result, "detail": detail}
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "bullmq_sensor.json"), "w") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

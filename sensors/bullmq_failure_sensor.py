@@ -37,16 +37,10 @@ class BullMQFailureSensor(Sensor):
         self._client = bullmq.connect(self._options["redis_url"], self._options["block_ms"])
         self._watcher = bullmq.FailureWatcher(
             self._client,
-            self._options["queues"],
+            self._options,
             self._dispatch,
             self._logger,
-            prefix=self._options["prefix"],
             state_prefix=self._settings.section("redis").get("key_prefix") or "synthralos:",
-            block_ms=self._options["block_ms"],
-            batch_size=self._options["batch_size"],
-            reconcile_slack_ms=self._options["reconcile_slack_ms"],
-            reconcile_max=self._options["reconcile_max"],
-            dedup_window=self._options["dedup_window"],
             secrets=self._settings.secrets(),
         )
 

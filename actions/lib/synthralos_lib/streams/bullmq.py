@@ -551,17 +551,17 @@ class FailureWatcher(object):
     with decode_responses=True and a socket timeout above `block_ms`.
     """
 
-    def __init__(self, client, queues, dispatch, logger, prefix="bull", state_prefix="synthralos:", block_ms=1000,
-                 batch_size=500, reconcile_slack_ms=60000, reconcile_max=10000, dedup_window=10000, secrets=(),
-                 clock=iso_now):
+    def __init__(self, client, options, dispatch, logger, state_prefix="synthralos:", secrets=(), clock=iso_now):
+        """`options`: the pack config's `bullmq` section, defaults applied (`bullmq_settings`)."""
         self.client = client
-        self.queues = [WatchedQueue(prefix, q, state_prefix, dedup_window) for q in queues]
+        self.queues = [WatchedQueue(options["prefix"], q, state_prefix, options["dedup_window"])
+                       for q in options["queues"]]
         self._dispatch = dispatch
         self.log = logger
-        self.block_ms = block_ms
-        self.batch_size = batch_size
-        self.reconcile_slack_ms = reconcile_slack_ms
-        self.reconcile_max = reconcile_max
+        self.block_ms = options["block_ms"]
+        self.batch_size = options["batch_size"]
+        self.reconcile_slack_ms = options["reconcile_slack_ms"]
+        self.reconcile_max = options["reconcile_max"]
         self.secrets = list(secrets)
         self.clock = clock
         self.stats = {"read": 0, "dispatched": 0, "duplicates": 0, "reconciled": 0, "gaps": 0}
