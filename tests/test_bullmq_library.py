@@ -57,3 +57,18 @@ class PayloadTest(unittest.TestCase):
         payload, _ = bullmq.failure_payload("q", "1", job, "failed", {}, [], "T")
         self.assertEqual(payload["failure_type"], "error")
         self.assertEqual(payload["error"], "bad output")
+
+
+class NodeMissingTest(unittest.TestCase):
+    def test_missing_node_fails_with_what_to_install(self):
+        import os
+        from unittest import mock
+
+        from synthralos_tests import bullmq_node
+
+        with mock.patch.dict(os.environ, {"PATH": "/nonexistent"}):
+            with self.assertRaises(bullmq_node.BullMQNodeError) as caught:
+                bullmq_node.node_binary()
+        self.assertIn("node was not found on PATH", str(caught.exception))
+        self.assertIn("npm ci --prefix tests/bullmq", str(caught.exception))
+        self.assertIsInstance(caught.exception, AssertionError)  # a test failure, not an error or a skip
