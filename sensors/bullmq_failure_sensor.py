@@ -1,7 +1,6 @@
 import synthralos_sensor_lib  # noqa: F401  (puts actions/lib on sys.path)
 
 import threading
-import time
 
 from st2reactor.sensor.base import Sensor
 
