@@ -152,7 +152,7 @@ class RedisServer(object):
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 break
-            if _port_accepts(port) and self._pings(port):
+            if _port_accepts(port) and self._pings(port, process.pid):
                 self.process = process
                 return
             time.sleep(0.02)
@@ -164,15 +164,26 @@ class RedisServer(object):
             % (port, process.returncode, self.read_log()[-2000:])
         )
 
-    def _pings(self, port):
-        # Raw RESP, so starting the server does not need redis-py.
+    def _pings(self, port, pid=None):
+        # Raw RESP, so starting the server does not need redis-py. With `pid`, the
+        # answer must come from that process: when restarting on the old port, another
+        # test process's server may have taken the port meanwhile (ours then fails to bind).
         try:
             sock = socket.create_connection((self.host, port), timeout=0.5)
         except OSError:
             return False
         try:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            if pid is None:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(b"INFO server\r\n")
+            data = b""
+            while b"process_id:" not in data or not data.endswith(b"\r\n\r\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return ("process_id:%d\r\n" % pid).encode() in data
         except OSError:
             return False
         finally:

@@ -138,6 +138,7 @@ class PackConfig(object):
         for path in secret_paths({"properties": self._st2_schema}):
             found.extend(_values_at(self.values, path.split(".")))
         found.append(_redis_password(self.redis_url))
+        found.append(_redis_password(self.section("bullmq").get("redis_url") or ""))
         return [s for s in found if isinstance(s, str) and s]
 
 

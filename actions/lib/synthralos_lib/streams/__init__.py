@@ -1,3 +1,3 @@
-"""Readers of outside event streams for the pack's sensors: a Redis Streams
-consumer-group reader and the decoding of agent execution entries.
+"""Readers and writers of the agent platform's streams and queues for the sensors:
+a Redis Streams consumer-group reader, agent execution entries, and BullMQ (failures, Queue.add).
 """

@@ -1,0 +1,767 @@
+"""BullMQ both ways: watch queues for failed jobs, and add jobs as Queue.add does.
+
+Key layout (BullMQ's, `<prefix>` defaults to "bull"): `<prefix>:<queue>:<jobId>`
+is the job hash, `:wait` (list), `:prioritized`, `:delayed`, `:failed`
+(sorted sets), `:id` (the id counter), `:pc` (priority counter), `:meta`,
+`:marker` and `:events` (a stream, trimmed by BullMQ to about
+`meta.opts.maxLenEvents`, 10,000 by default). Verified against bullmq 6.7.0
+(tests/bullmq/package.json); see docs/bullmq.md.
+
+Failures in (`FailureWatcher`). For each queue the watcher reads `:events`
+from its cursor (a Lua scan returns only the failure entries with their job hash fields;
+when nothing is new, an XREAD with a bounded BLOCK waits). A `failed` event, or a
+`retries-exhausted` event that does not directly follow the `failed` event of
+the same job (BullMQ writes both in one script when a job fails for good),
+loads the job hash and becomes one `synthralos.agent_failure` payload
+(`failure_payload`). A failure is identified by its fingerprint
+`<jobId>|<finishedOn>|<attemptsMade>` (`<jobId>|gone|<event id>` once the job
+hash was removed, e.g. removeOnFail), so a job retried by hand that fails
+again is a new failure, and an event read twice is not.
+
+Delivery is at least once: dispatch, then record. After each batch one
+MULTI stores the fingerprints dispatched (a sorted set bounded to
+`dedup_window` entries) and the cursor, in the same Redis as the queue
+(`<key_prefix>bullmq:<prefix>:<queue>:cursor` / `:dispatched`), so the
+record is exactly as durable as the stream it indexes.
+
+Gaps. On start, after a reconnect, and whenever a read returned a full batch
+(a backlog that BullMQ's trimming may overtake), the watcher compares its
+cursor with the stream (XINFO STREAM): entries after the cursor were deleted
+(`max-deleted-entry-id`, Redis 7; the first entry on older Redis), the stream
+is gone, or it restarted below the cursor. Then it reconciles from
+`:failed` (ZRANGEBYSCORE from the cursor's time minus `reconcile_slack_ms`),
+dispatching every failed job whose fingerprint it has not recorded. The
+first start of a watcher reads from the end of the stream: failures from
+before it ever ran are not replayed.
+
+Jobs out (`add_job`). One Lua script of this module does what BullMQ's
+addStandardJob / addPrioritizedJob / addDelayedJob scripts do for a job
+without parent or deduplication: id counter, jobId idempotency (an existing
+job id adds nothing and emits `duplicated`), the job hash, the `added`,
+`waiting` / `delayed` events, the wait list / prioritized / delayed set and
+the worker marker.
+"""
+
+import json
+import re
+import threading
+import time
+from datetime import datetime, timezone
+
+from synthralos_lib.healing.detection import SUCCESS_STATUSES, detect_failure
+from synthralos_lib.state.redaction import scrub
+
+SOURCE = "bullmq"
+TRIGGER = "synthralos.agent_failure"
+FAILURE_EVENTS = ("failed", "retries-exhausted")
+PRIORITY_LIMIT = 2097151  # 2^21 - 1, BullMQ's bound
+DEFAULT_MAX_EVENTS = 10000  # BullMQ's default opts.maxLenEvents
+ERROR_CHARS = 2000
+OUTPUT_CHARS = 1000
+STACKTRACE_CHARS = 2000
+RAW_BYTES = 8192
+EVIDENCE_ITEMS = 10
+_LOG = "[Self-Healing]"
+
+
+class BullMQError(ValueError):
+    """Job options BullMQ itself would refuse."""
+
+
+class QueueKeys(object):
+    """The Redis keys of one BullMQ queue."""
+
+    def __init__(self, prefix, queue):
+        if not queue or ":" in queue:
+            raise BullMQError("a BullMQ queue name must be non-empty and contain no ':' (got %r)" % (queue,))
+        self.prefix = prefix
+        self.queue = queue
+        self.base = "%s:%s:" % (prefix, queue)
+
+    def __getattr__(self, name):
+        if name in ("wait", "paused", "meta", "id", "delayed", "prioritized", "pc", "active", "events", "marker",
+                    "failed", "completed"):
+            return self.base + name
+        raise AttributeError(name)
+
+    def job(self, job_id):
+        return self.base + str(job_id)
+
+
+# ---------------------------------------------------------------------------
+# Adding jobs
+# ---------------------------------------------------------------------------
+
+
+def job_options(attempts=None, backoff_type=None, backoff_delay_ms=None, delay_ms=None, job_id=None, priority=None,
+                remove_on_complete=None, remove_on_fail=None, lifo=None):
+    """The job's `opts` as BullMQ stores them (public option names, `attempts` always set).
+
+    Raises BullMQError for what BullMQ's Job.validateOptions / Queue.add refuse.
+    """
+    opts = {}
+    if delay_ms is not None:
+        if _not_int(delay_ms) or delay_ms < 0:
+            raise BullMQError("delay must be a whole number of milliseconds >= 0")
+        opts["delay"] = delay_ms
+    if priority is not None:
+        if _not_int(priority) or not 0 <= priority <= PRIORITY_LIMIT:
+            raise BullMQError("priority must be a whole number between 0 and %d" % PRIORITY_LIMIT)
+        opts["priority"] = priority
+    if lifo:
+        opts["lifo"] = True
+    if remove_on_complete is not None:
+        opts["removeOnComplete"] = _keep_option("remove_on_complete", remove_on_complete)
+    if remove_on_fail is not None:
+        opts["removeOnFail"] = _keep_option("remove_on_fail", remove_on_fail)
+    if job_id is not None:
+        opts["jobId"] = validate_job_id(job_id)
+    if backoff_type is not None or backoff_delay_ms is not None:
+        if backoff_type not in ("fixed", "exponential"):
+            raise BullMQError("backoff type must be 'fixed' or 'exponential'")
+        if backoff_delay_ms is None or _not_int(backoff_delay_ms) or backoff_delay_ms < 0:
+            raise BullMQError("backoff needs a delay: a whole number of milliseconds >= 0")
+        opts["backoff"] = {"type": backoff_type, "delay": backoff_delay_ms}
+    if attempts is not None and (_not_int(attempts) or attempts < 0):
+        raise BullMQError("attempts must be a whole number >= 0")
+    opts["attempts"] = attempts or 0
+    return opts
+
+
+def validate_job_id(job_id):
+    job_id = str(job_id)
+    if not job_id or job_id == "0" or job_id.startswith("0:"):
+        raise BullMQError("a job id cannot be empty, '0' or start with '0:'")
+    if re.match(r"^-?\d+$", job_id) and str(int(job_id)) == job_id:
+        raise BullMQError("a custom job id cannot be an integer (BullMQ keeps those for its own ids)")
+    if ":" in job_id:
+        raise BullMQError("a custom job id cannot contain ':'")
+    return job_id
+
+
+def _keep_option(name, value):
+    # true / false, a count of jobs to keep, or {"age": s, "count": n}.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, dict) and value and set(value) <= {"age", "count", "limit"} and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value.values()
+    ):
+        return dict(value)
+    raise BullMQError("%s must be true, false, a count >= 0 or {age, count}" % name)
+
+
+def _not_int(value):
+    return isinstance(value, bool) or not isinstance(value, int)
+
+
+# KEYS: wait, meta, id, delayed, prioritized, pc, active, events, marker
+# ARGV: job key prefix, custom id or "", name, timestamp, data, opts, delay, priority, lifo
+_ADD_JOB_LUA = """
+local counter = redis.call("INCR", KEYS[3])
+local maxEvents = redis.call("HGET", KEYS[2], "opts.maxLenEvents")
+if not maxEvents then
+  maxEvents = %(max_events)d
+  redis.call("HSET", KEYS[2], "opts.maxLenEvents", maxEvents)
+end
+local jobId = ARGV[2]
+if jobId == "" then jobId = tostring(counter) end
+local jobKey = ARGV[1] .. jobId
+if ARGV[2] ~= "" and redis.call("EXISTS", jobKey) == 1 then
+  redis.call("XADD", KEYS[8], "MAXLEN", "~", maxEvents, "*", "event", "duplicated", "jobId", jobId)
+  return {jobId, "duplicated"}
+end
+redis.call("HMSET", jobKey, "name", ARGV[3], "data", ARGV[5], "opts", ARGV[6],
+           "timestamp", ARGV[4], "delay", ARGV[7], "priority", ARGV[8])
+redis.call("XADD", KEYS[8], "*", "event", "added", "jobId", jobId, "name", ARGV[3])
+local delay = tonumber(ARGV[7])
+if delay > 0 then
+  -- delayed set score: due time * 4096 plus a sequence within the millisecond
+  local due = tonumber(ARGV[4]) + delay
+  local low = due * 4096
+  local high = (due + 1) * 4096 - 1
+  local score = low
+  local last = redis.call("ZREVRANGEBYSCORE", KEYS[4], high, low, "WITHSCORES", "LIMIT", 0, 1)
+  if last[2] then
+    score = math.min(tonumber(last[2]) + 1, high)
+  end
+  redis.call("ZADD", KEYS[4], score, jobId)
+  redis.call("XADD", KEYS[8], "MAXLEN", "~", maxEvents, "*", "event", "delayed", "jobId", jobId, "delay", due)
+  local first = redis.call("ZRANGE", KEYS[4], 0, 0, "WITHSCORES")
+  if first[2] then redis.call("ZADD", KEYS[9], tonumber(first[2]) / 4096, "1") end
+  return {jobId, "delayed"}
+end
+local state = "waiting"
+local priority = tonumber(ARGV[8])
+if priority > 0 then
+  local n = redis.call("INCR", KEYS[6])
+  redis.call("ZADD", KEYS[5], priority * 4294967296 + n %% 4294967296, jobId)
+  state = "prioritized"
+elseif ARGV[9] == "1" then
+  redis.call("RPUSH", KEYS[1], jobId)
+else
+  redis.call("LPUSH", KEYS[1], jobId)
+end
+local meta = redis.call("HMGET", KEYS[2], "paused", "concurrency")
+local blocked = meta[1] ~= false
+if not blocked and meta[2] then
+  blocked = redis.call("LLEN", KEYS[7]) >= tonumber(meta[2])
+end
+if not blocked then redis.call("ZADD", KEYS[9], 0, "0") end
+redis.call("XADD", KEYS[8], "MAXLEN", "~", maxEvents, "*", "event", "waiting", "jobId", jobId)
+return {jobId, state}
+""" % {"max_events": DEFAULT_MAX_EVENTS}
+
+_scripts = {}
+_scripts_lock = threading.Lock()
+
+
+def add_job(client, queue, name, data=None, opts=None, prefix="bull", now_ms=None):
+    """Add one job to `queue`; returns `{"job_id", "created", "state", "key", "opts"}`.
+
+    `opts` is what `job_options` returns. `state` is waiting, prioritized,
+    delayed or duplicated (the job id existed: nothing was added).
+    """
+    keys = QueueKeys(prefix, queue)
+    if not isinstance(name, str) or not name:
+        raise BullMQError("a job needs a name")
+    opts = dict(opts if opts is not None else job_options())
+    opts.setdefault("attempts", 0)
+    payload = json.dumps({} if data is None else data, separators=(",", ":"), allow_nan=False)
+    timestamp = int(now_ms if now_ms is not None else time.time() * 1000)
+    script = _script(client)
+    job_id, state = script(
+        keys=[keys.wait, keys.meta, keys.id, keys.delayed, keys.prioritized, keys.pc, keys.active, keys.events,
+              keys.marker],
+        args=[keys.base, opts.get("jobId", ""), name, timestamp, payload, json.dumps(opts, separators=(",", ":")),
+              int(opts.get("delay") or 0), int(opts.get("priority") or 0), "1" if opts.get("lifo") else "0"],
+    )
+    job_id, state = _text(job_id), _text(state)
+    return {"job_id": job_id, "created": state != "duplicated", "state": state, "key": keys.job(job_id),
+            "opts": opts}
+
+
+def _script(client):
+    with _scripts_lock:
+        script = _scripts.get(id(client))
+        if script is None:
+            script = _scripts[id(client)] = client.register_script(_ADD_JOB_LUA)
+        return script
+
+
+def _text(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# ---------------------------------------------------------------------------
+# A failed job as an agent failure
+# ---------------------------------------------------------------------------
+
+
+def parse_job(job_hash):
+    """Decode a BullMQ job hash (HGETALL) into plain values; None for an empty hash."""
+    if not job_hash:
+        return None
+    job = {}
+    for key in ("name", "failedReason"):
+        if key in job_hash:
+            job[key] = job_hash[key]
+    for key in ("data", "opts", "returnvalue", "stacktrace"):
+        if key in job_hash:
+            job[key] = _json_or_text(job_hash[key])
+    for key, field in (("timestamp", "timestamp"), ("processedOn", "processedOn"), ("finishedOn", "finishedOn"),
+                       ("delay", "delay"), ("priority", "priority"), ("attemptsMade", "atm"),
+                       ("attemptsStarted", "ats")):
+        value = job_hash.get(field)
+        if value is None and key == "attemptsMade":
+            value = job_hash.get("attemptsMade")  # bullmq < 5 spelled it out
+        number = _int(value)
+        if number is not None:
+            job[key] = number
+    return job
+
+
+def agent_result(queue, job_id, job, event_fields):
+    """The agent execution result (detection's input) a failed job stands for.
+
+    The job's data may carry the platform's execution result under `result`
+    (or `execution`); its fields win. BullMQ supplies what is missing: the
+    job failed (a claimed success becomes "failed"), `error` is its
+    failedReason, `duration_ms` runs from processedOn to finishedOn.
+    """
+    job = job or {}
+    data = job.get("data") if isinstance(job.get("data"), dict) else {}
+    nested = data.get("result") if isinstance(data.get("result"), dict) else data.get("execution")
+    result = dict(nested) if isinstance(nested, dict) else {}
+    for key in ("timeout_ms", "tool_results", "llm_error", "provider", "model", "max_iterations", "input"):
+        if key not in result and key in data:
+            result[key] = data[key]
+    status = str(result.get("status") or "").strip().lower()
+    if not status or status in SUCCESS_STATUSES:
+        result["status"] = "failed"
+    reason = job.get("failedReason") or event_fields.get("failedReason")
+    if not result.get("error") and reason:
+        result["error"] = reason
+    if result.get("duration_ms") is None and job.get("processedOn") is not None and job.get("finishedOn") is not None:
+        result["duration_ms"] = job["finishedOn"] - job["processedOn"]
+    result.setdefault("agent_id", _first_str(data, "agent_id", "agentId") or job.get("name"))
+    result.setdefault("execution_id", _first_str(data, "execution_id", "executionId") or "%s:%s" % (queue, job_id))
+    return result
+
+
+def failure_payload(queue, job_id, job, event, event_fields, secrets, detected_at):
+    """The `synthralos.agent_failure` payload for one failed job, and its trace tag.
+
+    Every text is scrubbed of `secrets` before it is capped, so a cap never
+    leaves part of a secret behind.
+    """
+    job = job or {}
+    result = agent_result(queue, job_id, job, event_fields)
+    detection = detect_failure(result)
+    data = job.get("data") if isinstance(job.get("data"), dict) else {}
+    error = result.get("error")
+    output = result.get("output")
+    duration = result.get("duration_ms")
+    # One scrubbing pass over everything structured (one JSON search when no secret occurs).
+    parts = _scrub({
+        "agent_id": str(result.get("agent_id") or "unknown"),
+        "execution_id": str(result.get("execution_id")),
+        "evidence": {
+            "summary": detection["summary"],
+            "checks": detection["evidence"][:EVIDENCE_ITEMS],
+            "llm_error_class": detection["llm_error_class"],
+            "failed_tools": detection["failed_tools"][:EVIDENCE_ITEMS],
+        },
+        "trace_context": _trace_context(data, result),
+        "raw": _raw(queue, job_id, job, event, event_fields),
+    }, secrets)
+    payload = {
+        "agent_id": parts["agent_id"],
+        "execution_id": parts["execution_id"],
+        "failure_type": detection["failure_type"] or "unknown_status",
+        "error": _capped(_scrub(_as_text(error), secrets), ERROR_CHARS) if error else None,
+        "output_excerpt": _capped(_scrub(_as_text(output), secrets), OUTPUT_CHARS) if output not in (None, "") else None,
+        "duration_ms": duration if isinstance(duration, (int, float)) and not isinstance(duration, bool) else None,
+        "evidence": parts["evidence"],
+        "trace_context": parts["trace_context"],
+        "source": SOURCE,
+        "source_id": "%s:%s" % (queue, job_id),
+        "raw": _capped_raw(parts["raw"]),
+        "detected_at": detected_at,
+    }
+    trace_tag = payload["trace_context"].get("trace_id") or "synthralos:%s:%s" % (
+        payload["agent_id"], payload["execution_id"])
+    return payload, trace_tag
+
+
+def _raw(queue, job_id, job, event, event_fields):
+    raw = {"queue": queue, "job_id": job_id, "event": event, "job_found": bool(job)}
+    for key in ("name", "data", "opts", "failedReason", "attemptsMade", "attemptsStarted", "timestamp",
+                "processedOn", "finishedOn"):
+        if key in job:
+            raw[key] = job[key]
+    if not job and event_fields.get("failedReason"):
+        raw["failedReason"] = event_fields["failedReason"]
+    traces = job.get("stacktrace")
+    if isinstance(traces, list) and traces:
+        raw["stacktrace"] = _as_text(traces[-1])  # capped by _capped_raw, after scrubbing
+    return raw
+
+
+def _capped_raw(raw):
+    if "stacktrace" in raw:
+        raw["stacktrace"] = _capped(raw["stacktrace"], STACKTRACE_CHARS)
+    text = json.dumps(raw, sort_keys=True, default=str)
+    if len(text) <= RAW_BYTES // 4 or len(text.encode("utf-8")) <= RAW_BYTES:
+        return raw
+    return {"truncated": True, "excerpt": text.encode("utf-8")[: RAW_BYTES - 512].decode("utf-8", "ignore")}
+
+
+_TRACE_KEYS = (
+    ("trace_id", ("trace_id", "traceId")),
+    ("traceparent", ("traceparent",)),
+    ("langfuse_trace_url", ("langfuse_trace_url", "langfuseTraceUrl")),
+    ("workspace_id", ("workspace_id", "workspaceId")),
+    ("organization_id", ("organization_id", "organizationId")),
+)
+
+
+def _trace_context(data, result):
+    sources = [data.get("trace_context"), data, result]
+    context = {}
+    for name, spellings in _TRACE_KEYS:
+        for source in sources:
+            value = _first_str(source, *spellings) if isinstance(source, dict) else None
+            if value:
+                context[name] = value
+                break
+    return context
+
+
+def fingerprint(job_id, job, event_id):
+    """What identifies one failure of one job (see the module docstring)."""
+    if not job:
+        return "%s|gone|%s" % (job_id, event_id)
+    return "%s|%s|%s" % (job_id, job.get("finishedOn", "-"), job.get("attemptsMade", "-"))
+
+
+_plain_secrets = {}
+
+
+def _scrub(value, secrets):
+    """redaction.scrub, skipped when no secret occurs in the value's JSON text (the common case: one C-level
+    search instead of a walk of every string). Secrets that JSON escapes are always scrubbed the long way."""
+    if not secrets:
+        return value
+    key = tuple(secrets)
+    plain = _plain_secrets.get(key)
+    if plain is None:
+        plain = _plain_secrets[key] = all('"' not in s and "\\" not in s and all(ord(c) >= 32 for c in s)
+                                          for s in secrets)
+    if not plain:
+        return scrub(value, secrets)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    if any(secret in text for secret in key):
+        return scrub(value, secrets)
+    return value
+
+
+def _first_str(source, *keys):
+    for key in keys:
+        value = source.get(key)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def _json_or_text(text):
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            return int(float(value))
+        except (TypeError, ValueError):
+            return None
+
+
+def _as_text(value):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        for key in ("message", "error", "detail"):
+            if isinstance(value.get(key), str):
+                return value[key]
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _capped(text, limit):
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def iso_now():
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+# ---------------------------------------------------------------------------
+# Watching queues
+# ---------------------------------------------------------------------------
+
+
+def _id_tuple(stream_id):
+    ms, _, seq = str(stream_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
+_JOB_FIELDS = ("name", "data", "opts", "failedReason", "atm", "attemptsMade", "ats", "timestamp", "processedOn",
+               "finishedOn", "stacktrace")
+
+# KEYS: events stream. ARGV: cursor, count, job key prefix, previous event, previous jobId, job fields...
+# Returns {last id read, entries read, last event, last jobId, {{id, event, jobId, failedReason, {fields}}...}}
+# for the failed events and the retries-exhausted events not directly after their job's failed event.
+_SCAN_LUA = """
+local cursor = ARGV[1]
+local entries = redis.call("XRANGE", KEYS[1], cursor, "+", "COUNT", tonumber(ARGV[2]) + 1)
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+local prevEvent, prevJob = ARGV[4], ARGV[5]
+local last, count, found = cursor, 0, {}
+for _, entry in ipairs(entries) do
+  local id = entry[1]
+  if id ~= cursor and count < tonumber(ARGV[2]) then
+    count = count + 1
+    last = id
+    local f = entry[2]
+    local event, jobId, reason = "", "", ""
+    for i = 1, #f, 2 do
+      if f[i] == "event" then event = f[i + 1]
+      elseif f[i] == "jobId" then jobId = f[i + 1]
+      elseif f[i] == "failedReason" then reason = f[i + 1] end
+    end
+    if event == "failed" or (event == "retries-exhausted" and not (prevEvent == "failed" and prevJob == jobId)) then
+      local job = {}
+      if jobId ~= "" then job = redis.call("HMGET", ARGV[3] .. jobId, unpack(fields)) end
+      found[#found + 1] = {id, event, jobId, reason, job}
+    end
+    prevEvent, prevJob = event, jobId
+  end
+end
+return {last, count, prevEvent, prevJob, found}
+"""
+
+
+class WatchedQueue(object):
+    """One queue's keys, cursor and bounded record of dispatched failures."""
+
+    def __init__(self, prefix, queue, state_prefix, dedup_window):
+        self.keys = QueueKeys(prefix, queue)
+        self.name = queue
+        base = "%sbullmq:%s:%s:" % (state_prefix, prefix, queue)
+        self.cursor_key = base + "cursor"
+        self.dispatched_key = base + "dispatched"
+        self.dedup_window = dedup_window
+        self.cursor = None
+        self.seen = set()
+        self.previous = None  # (event, jobId) of the last entry read, to pair failed + retries-exhausted
+        self.loaded = False
+
+    def load(self, client):
+        """Read the persisted cursor and record. A cursor held in memory survives a Redis that lost its data
+        (restarted empty): the gap check then sees the stream below it and reconciles."""
+        stored = client.get(self.cursor_key)
+        if stored is not None or self.cursor is None:
+            self.cursor = stored
+        self.seen = self.seen | set(client.zrange(self.dispatched_key, -self.dedup_window, -1))
+        self.loaded = True
+
+
+class FailureWatcher(object):
+    """Reads BullMQ events streams and dispatches one trigger per job failure.
+
+    `dispatch(payload, trace_tag)` is the sensor's; `client` a redis-py client
+    with decode_responses=True and a socket timeout above `block_ms`.
+    """
+
+    def __init__(self, client, options, dispatch, logger, state_prefix="synthralos:", secrets=(), clock=iso_now):
+        """`options`: the pack config's `bullmq` section, defaults applied (`bullmq_settings`)."""
+        self.client = client
+        self.queues = [WatchedQueue(options["prefix"], q, state_prefix, options["dedup_window"])
+                       for q in options["queues"]]
+        self._dispatch = dispatch
+        self.log = logger
+        self.block_ms = options["block_ms"]
+        self.batch_size = options["batch_size"]
+        self.reconcile_slack_ms = options["reconcile_slack_ms"]
+        self.reconcile_max = options["reconcile_max"]
+        self.secrets = list(secrets)
+        self.clock = clock
+        self.stats = {"read": 0, "dispatched": 0, "duplicates": 0, "reconciled": 0, "gaps": 0}
+        self._scan_script = None
+        self._needs_check = True
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self):
+        """Load every queue's cursor and record, and close any gap. Called again after a reconnect."""
+        for queue in self.queues:
+            queue.load(self.client)
+            self._check_gap(queue)
+        self._needs_check = False
+
+    def reset(self):
+        """Forget what is only in memory (after a connection error); `start` reloads it."""
+        self._needs_check = True
+        for queue in self.queues:
+            queue.loaded = False
+
+    def poll(self):
+        """One pass over every queue; returns the number of events-stream entries read.
+
+        When nothing was new it waits for the next entry (XREAD, BLOCK
+        `block_ms`) before returning 0, so a loop of polls sleeps in Redis.
+        """
+        if self._needs_check:
+            self.start()
+        total = 0
+        for queue in self.queues:
+            read = self._scan(queue)
+            total += read
+            if read >= self.batch_size:
+                self._needs_check = True  # a backlog: BullMQ's trimming may overtake the cursor
+        if total == 0:
+            self.client.xread({q.keys.events: q.cursor or "0-0" for q in self.queues}, count=1, block=self.block_ms)
+        self.stats["read"] += total
+        return total
+
+    # -- gaps ------------------------------------------------------------------
+
+    def _stream_info(self, queue):
+        import redis
+
+        try:
+            return self.client.xinfo_stream(queue.keys.events)
+        except redis.ResponseError:
+            return None  # no such key
+
+    def _check_gap(self, queue):
+        info = self._stream_info(queue)
+        if queue.cursor is None:
+            # First start: from the end of the stream; nothing before is replayed.
+            queue.cursor = _text(info["last-generated-id"]) if info else "0-0"
+            self.client.set(queue.cursor_key, queue.cursor)
+            self.log.info("%s BullMQ queue %s: first start, reading from %s", _LOG, queue.name, queue.cursor)
+            return
+        cursor = _id_tuple(queue.cursor)
+        gap = None
+        if info is None:
+            if cursor != (0, 0):
+                gap = "the events stream is gone"
+        elif _id_tuple(info["last-generated-id"]) < cursor:
+            gap = "the events stream restarted below the cursor"
+        else:
+            # XTRIM (BullMQ's MAXLEN trimming) moves the first entry without touching
+            # max-deleted-entry-id, which only XDEL raises.
+            first = info.get("first-entry")
+            deleted = info.get("max-deleted-entry-id")
+            if cursor == (0, 0):
+                # Reading from the very start: a gap only if anything was ever removed (Redis 7 counts).
+                added = info.get("entries-added")
+                if added is not None and int(added) > int(info.get("length") or 0):
+                    gap = "entries were trimmed before the sensor read them"
+            elif first and _id_tuple(first[0]) > cursor:
+                gap = "entries after the cursor were trimmed"
+            elif not first and _id_tuple(info["last-generated-id"]) > cursor:
+                gap = "the stream was emptied past the cursor"
+            elif deleted is not None and _id_tuple(deleted) > cursor:
+                gap = "entries after the cursor were deleted"
+        if gap is None:
+            return
+        self.stats["gaps"] += 1
+        since_ms = max(0, cursor[0] - self.reconcile_slack_ms)
+        self.log.warning("%s BullMQ queue %s: %s (cursor %s); reconciling from %s:failed since %d ms", _LOG,
+                         queue.name, gap, queue.cursor, queue.keys.base, since_ms)
+        if info is None or _id_tuple(info["last-generated-id"]) < cursor:
+            queue.cursor = "0-0"
+        self.reconcile(queue, since_ms)
+
+    def reconcile(self, queue, since_ms):
+        """Dispatch every job in `:failed` finished since `since_ms` whose failure is not recorded."""
+        members = self.client.zrangebyscore(queue.keys.failed, since_ms, "+inf", start=0, num=self.reconcile_max)
+        jobs = self._load_jobs(queue, members)
+        fresh = []
+        for job_id in members:
+            job = jobs.get(job_id)
+            if job is None:
+                continue  # removed since
+            mark = fingerprint(job_id, job, None)
+            if mark in queue.seen:
+                continue
+            self._send(queue, job_id, job, "reconciled", {})
+            queue.seen.add(mark)
+            fresh.append(mark)
+            self.stats["reconciled"] += 1
+        self._persist(queue, fresh, queue.cursor)
+
+    # -- events ----------------------------------------------------------------
+
+    def _scan(self, queue):
+        """Read up to `batch_size` entries after the cursor; dispatch the failures among them.
+
+        A Lua script of this module reads the entries in Redis and returns only
+        the failure events with their job hashes' fields, so the sensor parses
+        one reply with what it needs instead of every event of the queue.
+        """
+        script = self._scan_script
+        if script is None:
+            script = self._scan_script = self.client.register_script(_SCAN_LUA)
+        previous = queue.previous or ("", "")
+        last, count, prev_event, prev_job, found = script(
+            keys=[queue.keys.events],
+            args=[queue.cursor or "0-0", self.batch_size, queue.keys.base, previous[0], previous[1]] + list(_JOB_FIELDS),
+        )
+        if not count:
+            return 0
+        fresh = []
+        for entry_id, event, job_id, reason, values in found:
+            if not job_id:
+                self.log.warning("%s BullMQ queue %s: %s event %s without jobId ignored", _LOG, queue.name, event,
+                                 entry_id)
+                continue
+            job = parse_job({k: v for k, v in zip(_JOB_FIELDS, values or []) if v is not None})
+            mark = fingerprint(job_id, job, entry_id)
+            if mark in queue.seen:
+                self.stats["duplicates"] += 1
+                continue
+            self._send(queue, job_id, job, event, {"failedReason": reason} if reason else {})
+            queue.seen.add(mark)
+            fresh.append(mark)
+        queue.previous = (prev_event, prev_job)
+        queue.cursor = last
+        self._persist(queue, fresh, last)
+        return int(count)
+
+    def _load_jobs(self, queue, job_ids):
+        if not job_ids:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(queue.keys.job(job_id))
+        return {job_id: parse_job(raw) for job_id, raw in zip(job_ids, pipe.execute())}
+
+    def _send(self, queue, job_id, job, event, fields):
+        payload, trace_tag = failure_payload(queue.name, job_id, job, event, fields, self.secrets, self.clock())
+        self._dispatch(payload, trace_tag)
+        self.stats["dispatched"] += 1
+        self.log.info("%s BullMQ job %s:%s failed (%s): dispatched %s for agent %s", _LOG, queue.name, job_id,
+                      payload["failure_type"], TRIGGER, payload["agent_id"])
+
+    def _persist(self, queue, marks, cursor):
+        now_ms = int(time.time() * 1000)
+        pipe = self.client.pipeline(transaction=True)
+        if marks:
+            # Scores keep insertion order, so the window drops the oldest record first.
+            pipe.zadd(queue.dispatched_key, {m: now_ms + i / 1000000.0 for i, m in enumerate(marks)})
+            pipe.zremrangebyrank(queue.dispatched_key, 0, -queue.dedup_window - 1)
+        pipe.set(queue.cursor_key, cursor)
+        pipe.execute()
+        if len(queue.seen) > 2 * queue.dedup_window:
+            queue.seen = set(self.client.zrange(queue.dispatched_key, -queue.dedup_window, -1))
+
+
+# ---------------------------------------------------------------------------
+# Config and connections
+# ---------------------------------------------------------------------------
+
+
+def bullmq_settings(settings):
+    """The `bullmq` config section with its Redis URL resolved (`redis.url` when empty)."""
+    section = dict(settings.section("bullmq"))
+    section["redis_url"] = section.get("redis_url") or settings.redis_url
+    return section
+
+
+def connect(url, block_ms=1000):
+    """A redis-py client for BullMQ's Redis: text replies, a socket timeout above the blocking read, no retries
+    (the sensor reconnects with its own backoff)."""
+    import redis
+
+    if not url:
+        raise BullMQError("no Redis for BullMQ: set bullmq.redis_url (or redis.url) in the pack config")
+    options = dict(decode_responses=True, socket_timeout=block_ms / 1000.0 + 5, socket_connect_timeout=5)
+    try:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        options["retry"] = Retry(NoBackoff(), 0)
+    except ImportError:  # redis-py < 4.1
+        pass
+    return redis.Redis.from_url(url, **options)

@@ -1,0 +1,94 @@
+import synthralos_sensor_lib  # noqa: F401  (puts actions/lib on sys.path)
+
+import threading
+
+from st2reactor.sensor.base import Sensor
+
+from synthralos_lib.state.config import load_config
+from synthralos_lib.state.redaction import scrub
+from synthralos_lib.streams import bullmq
+
+
+class BullMQFailureSensor(Sensor):
+    """Failed BullMQ jobs of the configured queues -> synthralos.agent_failure (source bullmq).
+
+    All decisions (what is a failure, its payload, cursor, gap reconciliation,
+    no duplicates) are in synthralos_lib.streams.bullmq. This class reads the
+    config, keeps the loop alive across Redis outages (reconnecting with
+    backoff: st2 restarts a crashed sensor only twice) and stops promptly.
+    """
+
+    def __init__(self, sensor_service, config=None):
+        super(BullMQFailureSensor, self).__init__(sensor_service=sensor_service, config=config)
+        self._logger = self.sensor_service.get_logger(name=self.__class__.__name__)
+        self._stop = threading.Event()
+        self._watcher = None
+        self._client = None
+        self._options = None
+        self._settings = None
+
+    def setup(self):
+        self._settings = load_config(self.config)
+        self._options = bullmq.bullmq_settings(self._settings)
+        if not self._options.get("enabled") or not self._options.get("queues"):
+            self._logger.info("[Self-Healing] BullMQFailureSensor idle: bullmq.enabled is off or no bullmq.queues")
+            return
+        self._client = bullmq.connect(self._options["redis_url"], self._options["block_ms"])
+        self._watcher = bullmq.FailureWatcher(
+            self._client,
+            self._options,
+            self._dispatch,
+            self._logger,
+            state_prefix=self._settings.section("redis").get("key_prefix") or "synthralos:",
+            secrets=self._settings.secrets(),
+        )
+
+    def _dispatch(self, payload, trace_tag):
+        self.sensor_service.dispatch(trigger=bullmq.TRIGGER, payload=payload, trace_tag=trace_tag)
+
+    def run(self):
+        import redis
+
+        if self._watcher is None:
+            while not self._stop.wait(1.0):
+                pass
+            return
+        try:
+            self._loop(redis)
+        finally:
+            self._client.connection_pool.disconnect()
+
+    def _loop(self, redis):
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                self._watcher.poll()
+                delay = 0.5
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                self._watcher.reset()
+                self._logger.warning(
+                    "[Self-Healing] BullMQ Redis unreachable (%s); retrying in %.1f s", type(exc).__name__, delay
+                )
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._options["reconnect_max_delay_s"])
+            except Exception as exc:  # a Redis error reply, a failed dispatch: keep the sensor alive
+                self._watcher.reset()
+                self._logger.error(
+                    "[Self-Healing] BullMQ read failed (%s: %s); retrying in %.1f s", type(exc).__name__, scrub(str(exc), self._settings.secrets()), delay
+                )
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._options["reconnect_max_delay_s"])
+
+    def cleanup(self):
+        # run() sees the flag after its current read, which blocks for at most
+        # bullmq.block_ms (<= 1 s), and closes its connections itself.
+        self._stop.set()
+
+    def add_trigger(self, trigger):
+        pass
+
+    def update_trigger(self, trigger):
+        pass
+
+    def remove_trigger(self, trigger):
+        pass
