@@ -6,7 +6,7 @@ from synthralos_lib.healing.execution import execute_step
 class ExecuteRepairStepAction(SynthralosAction):
     """Apply one repair step through the agent API and report whether the re-run succeeded."""
 
-    def run(self, agent_id, execution_id, step, failure=None, attempt=1, wait_s=300):
+    def run(self, agent_id, execution_id, step, failure=None, attempt=1, wait_s=300, trace_context=None):
         client = AgentApiClient(self.settings.section("agent_api"))
         outcome = execute_step(
             client, agent_id, execution_id, step, failure=failure, attempt=attempt, wait_s=wait_s, secrets=self.secrets()

@@ -65,6 +65,28 @@ def matches(rule, payload):
     return True
 
 
+def render_rule_parameters(schema, rule, payload):
+    """A rule's action parameters rendered from a trigger payload as st2's rules engine renders them
+    (Jinja with StrictUndefined, then casts by the action's parameter `schema`)."""
+    if RuleFilter is not None:  # st2's own rendering and casts
+        return st2_param.render_live_params({}, schema, rule["action"]["parameters"],
+                                            {"pack": "synthralos", "user": "stanley"}, {"trigger": payload})
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+
+    def render_value(value):
+        if isinstance(value, dict):
+            return {k: render_value(v) for k, v in value.items()}
+        if isinstance(value, str) and "{{" in value:
+            return env.from_string(value).render(trigger=payload)
+        return value
+
+    params = {k: render_value(v) for k, v in rule["action"]["parameters"].items()}
+    for name, value in params.items():  # st2common/util/casts.py: object params given as strings are JSON
+        if schema[name]["type"] == "object" and isinstance(value, str):
+            params[name] = json.loads(value)
+    return params
+
+
 class ForwardingRulesTest(unittest.TestCase):
     def events_for(self, action_name, status, parameters=None, result=None):
         payload = {"execution_id": "e1", "action_name": action_name, "action_ref": action_name, "status": status,
@@ -170,23 +192,7 @@ class RuleToEventTest(StoreBackendMixin, unittest.TestCase):
             self.schema = yaml.safe_load(handle)["parameters"]
 
     def render(self, rule, payload):
-        if RuleFilter is not None:  # st2's rules engine renders and casts the action parameters
-            return st2_param.render_live_params({}, self.schema, rule["action"]["parameters"],
-                                                {"pack": "synthralos", "user": "stanley"}, {"trigger": payload})
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-
-        def render_value(value):
-            if isinstance(value, dict):
-                return {k: render_value(v) for k, v in value.items()}
-            if isinstance(value, str) and "{{" in value:
-                return env.from_string(value).render(trigger=payload)
-            return value
-
-        params = {k: render_value(v) for k, v in rule["action"]["parameters"].items()}
-        for name, value in params.items():  # st2common/util/casts.py: object params given as strings are JSON
-            if self.schema[name]["type"] == "object" and isinstance(value, str):
-                params[name] = json.loads(value)
-        return params
+        return render_rule_parameters(self.schema, rule, payload)
 
     def test_failed_recovery_becomes_execution_and_failure_events(self):
         config = self.make_config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": self.sink.url})

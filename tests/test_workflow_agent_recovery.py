@@ -303,7 +303,7 @@ class AgentRecoveryContract(StoreBackendMixin):
 
     def test_detection_that_fails_is_still_recorded_and_escalated(self):
         class CrashingDetect(DetectFailureAction):
-            def run(self, result, agent_id=None, execution_id=None):
+            def run(self, result, agent_id=None, execution_id=None, trace_context=None):
                 raise RuntimeError("detector crashed on agent_api.timeout_s (ConfigError-like)")
 
         self.crashing_detect = CrashingDetect

@@ -6,6 +6,7 @@ import logging
 
 from st2common.runners.base_action import Action
 
+from synthralos_lib.ops.trace import trace_id_of, traced_logs
 from synthralos_lib.state.config import load_config, raw_secrets
 from synthralos_lib.state.redaction import install_log_filter, scrub, scrub_and_cap, scrub_text
 from synthralos_lib.state.store import DatastoreStore, get_store
@@ -31,7 +32,8 @@ class SynthralosAction(Action):
     scrubbed of configured secrets and credential shapes, its log lines (and
     the pack library's) go through a redacting filter, and an exception leaves
     with a scrubbed message; a raw KeyError/TypeError/OverflowError/... becomes
-    an `ActionInputError` that names its cause.
+    an `ActionInputError` that names its cause. While it runs with a trace id in
+    its parameters, every log line ends with ``trace_id=<id>``.
     """
 
     def __init__(self, config=None, action_service=None):
@@ -79,9 +81,12 @@ def _guarded(run):
     @functools.wraps(run)
     def guarded_run(self, *args, **kwargs):
         secrets = self.secrets()
-        _redact_logs(self, secrets)
+        loggers = _pack_loggers(self)
+        for logger in loggers:
+            install_log_filter(logger, secrets)
         try:
-            result = run(self, *args, **kwargs)
+            with traced_logs(loggers, trace_id_of(kwargs)):
+                result = run(self, *args, **kwargs)
         except _INTERNAL_ERRORS as exc:
             raise ActionInputError(
                 "%s could not process its input (%s: %s)" % (type(self).__name__, type(exc).__name__, _message(exc, secrets))
@@ -105,12 +110,11 @@ def _message(exc, secrets):
     return scrub_and_cap(text, 500, secrets)
 
 
-def _redact_logs(action, secrets):
+def _pack_loggers(action):
+    """The action's logger and the pack library's loggers (the boundary the filters guard)."""
     loggers = [getattr(action, "logger", None), logging.getLogger(_LIBRARY_LOGGER)]
     loggers.extend(
         logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)
         if name.startswith(_LIBRARY_LOGGER + ".")
     )
-    for logger in loggers:
-        if isinstance(logger, logging.Logger):
-            install_log_filter(logger, secrets)
+    return [logger for logger in loggers if isinstance(logger, logging.Logger)]
