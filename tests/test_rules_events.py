@@ -60,7 +60,9 @@ def matches(rule, payload):
             return False
         if (kind == "equals" and value != pattern) or (kind == "nequals" and value == pattern):
             return False
-        if kind not in ("regex", "equals", "nequals"):
+        if kind == "inside" and value not in pattern:  # st2: the trigger's value is one of the pattern's
+            return False
+        if kind not in ("regex", "equals", "nequals", "inside"):
             raise AssertionError("the local matcher does not know operator %r" % kind)
     return True
 

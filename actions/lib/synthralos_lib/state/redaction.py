@@ -26,7 +26,7 @@ _PATTERNS = (
     (
         re.compile(
             r"(?i)([\"']?\b(?:api[_-]?key|x-api-key|write[_-]?key|password|passwd|secret|access[_-]?token)"
-            r"[\"']?\s*[:=]\s*[\"']?)([^\s\"',;&}]{4,})"
+            r"[\"']?\s*[:=]\s*[\"']?)([^\s\"',;&})\]]{4,})"
         ),
         r"\1" + REDACTED,
     ),
