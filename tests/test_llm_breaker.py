@@ -134,6 +134,19 @@ class BreakerContract(StoreBackendMixin):
         self.assertEqual((status["state"], status["window_requests"]), ("closed", 0))
         self.assertEqual(b.try_acquire("a"), (True, "closed"))
 
+    def test_opening_and_closing_are_logged(self):
+        b = self.breakers
+        with self.assertLogs("synthralos_lib.llm.breaker", level="INFO") as logs:
+            for _ in range(4):
+                b.record("a", False, E.TRANSIENT)
+            self.clock.now += 30
+            b.try_acquire("a")
+            b.record("a", True)
+        self.assertEqual([r.getMessage() for r in logs.records], [
+            "[Reroute] circuit of a opened for %ds: failure rate 4/4" % SETTINGS["cooldown_s"],
+            "[Reroute] circuit of a closed: the half-open probe succeeded",
+        ])
+
     def test_probe_failure_reopens_with_doubled_capped_cooldown(self):
         b = self.breakers
         for _ in range(4):

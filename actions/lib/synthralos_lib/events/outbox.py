@@ -139,6 +139,10 @@ class FlushReport(object):
             self.retry_after_s = delivery.retry_after_s
         for event, reason in delivery.dead:
             self.dead.append({"message_id": event.get("messageId"), "event": event.get("event"), "reason": reason})
+            LOG.warning("[RudderStack] event %s dead-lettered: %s", event.get("messageId"), reason)
+        if delivery.delivered:
+            LOG.info("[RudderStack] batch delivered: %d event(s) in %d request(s)", len(delivery.delivered),
+                     delivery.requests)
 
     def as_dict(self):
         if self.config_error:

@@ -55,11 +55,14 @@ On Redis the window append and the probe claim are atomic (LPUSH+LTRIM in
 MULTI, SET NX); on the st2 datastore they are best-effort (see store.py).
 """
 
+import logging
 import math
 import time
 
 from synthralos_lib.llm import errors as E
 from synthralos_lib.state.store import StoreError
+
+LOG = logging.getLogger(__name__)
 
 CLOSED = "closed"
 OPEN = "open"
@@ -201,6 +204,7 @@ class Breakers(object):
                 self._open(target, now, cooldown, error_class)
             else:
                 self.reset(target)
+                LOG.info("[Reroute] circuit of %s closed: the half-open probe succeeded", target)
         else:
             self.store.list_push(self._key(target, "outcomes"), {"t": now, "failed": failed}, WINDOW_MAX_LEN,
                                  ttl=cfg["window_s"])
@@ -230,6 +234,7 @@ class Breakers(object):
     def _open(self, target, now, cooldown_s, reason):
         self.store.set(self._key(target), {"opened_at": now, "open_until": now + cooldown_s,
                                            "cooldown_s": int(cooldown_s), "reason": reason})
+        LOG.warning("[Reroute] circuit of %s opened for %ds: %s", target, int(cooldown_s), reason)
 
     def _window(self, target, now):
         since = now - self.settings["window_s"]
