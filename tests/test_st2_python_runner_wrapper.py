@@ -129,6 +129,19 @@ class PythonRunnerWrapperTest(unittest.TestCase):
         self.assertNotIn("Traceback", output["stderr"])
         return output["result"]
 
+    def outbox_config(self, **sections):
+        """A RudderStack sink, and a config that queues events for it in the Redis outbox."""
+        sink = RudderStackSink().start()
+        self.addCleanup(sink.stop)
+        config = {
+            "redis": {"url": self.redis.url},
+            # An hour of flush interval: forwards never flush inline, however slow the machine.
+            "rudderstack": {"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url, "max_retries": 1,
+                            "retry_delay_ms": 0, "flush_interval_ms": 3600000},
+        }
+        config.update(sections)
+        return sink, config
+
     # -- healing ------------------------------------------------------------
 
     def test_detect_and_plan(self):
@@ -254,15 +267,7 @@ class PythonRunnerWrapperTest(unittest.TestCase):
     # -- events ---------------------------------------------------------------
 
     def test_event_actions_through_the_outbox(self):
-        sink = RudderStackSink().start()
-        self.addCleanup(sink.stop)
-        config = {
-            "redis": {"url": self.redis.url},
-            # An hour of flush interval: forwards never flush inline, however slow the machine.
-            "rudderstack": {"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url, "max_retries": 1,
-                            "retry_delay_ms": 0, "flush_interval_ms": 3600000},
-            "features": {"track_model_costs": True, "enable_similarity_logging": True},
-        }
+        sink, config = self.outbox_config(features={"track_model_costs": True, "enable_similarity_logging": True})
         forwarded = self.assertSucceeded(
             "forward_event.py",
             {"event_type": "agent_execution", "status": "succeeded", "source_execution_id": "exec-1", "agent_id": "agent-1"},
@@ -308,19 +313,12 @@ class PythonRunnerWrapperTest(unittest.TestCase):
         status, output = self.run_action("replay_dead_letters.py", {}, config)
         self.assertEqual((status, output["exit_code"], output["result"]), ("failed", 0, {"error": NO_WRITE_KEY}))
 
-
     # -- cron -----------------------------------------------------------------
 
     def test_cron_backoff_actions(self):
-        sink = RudderStackSink().start()
-        self.addCleanup(sink.stop)
-        config = {
-            "redis": {"url": self.redis.url},
-            "rudderstack": {"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url, "max_retries": 0,
-                            "retry_delay_ms": 0, "flush_interval_ms": 3600000},
-            "agent_api": {"api_key": AGENT_KEY},
-            "cron_backoff": {"max_consecutive_failures": 2},
-        }
+        # Disabled after 2 failures (10 by default): two records instead of ten processes.
+        sink, config = self.outbox_config(agent_api={"api_key": AGENT_KEY},
+                                          cron_backoff={"max_consecutive_failures": 2})
         first = self.assertSucceeded("cron_backoff_record.py", {"job_id": "job-1", "succeeded": False, "error": "boom"},
                                      config)
         self.assertEqual(without(first, "state"),
