@@ -12,7 +12,10 @@ Real StackStorm only; the compatibility run (stand-in) skips with the reason.
 """
 
 import glob
+import json
 import os
+import shutil
+import tempfile
 import unittest
 
 import synthralos_tests  # noqa: F401  (import paths; st2 stand-in when st2 is absent)
@@ -27,6 +30,7 @@ from synthralos_tests.st2_api_server import St2ApiServer
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 from synthralos_tests.st2_python_runner import WRAPPER_AVAILABLE, WRAPPER_SKIP_REASON
 
+from synthralos_lib.cron.backoff import iso
 from synthralos_lib.events.builders import message_id
 from synthralos_lib.events.forwarding import NO_WRITE_KEY
 from synthralos_lib.healing.detection import detect_failure
@@ -65,6 +69,15 @@ COVERED = {
     "get_queue_stats.py": "test_event_actions_through_the_outbox",
     "flush_events.py": "test_event_actions_through_the_outbox",
     "replay_dead_letters.py": "test_event_actions_through_the_outbox",
+    "cron_backoff_check.py": "test_cron_backoff_actions",
+    "cron_backoff_record.py": "test_cron_backoff_actions",
+    "cron_backoff_reset.py": "test_cron_backoff_actions",
+    "cron_backoff_status.py": "test_cron_backoff_actions",
+    "health_check.py": "test_operations_actions",
+    "get_system_metrics.py": "test_operations_actions",
+    "llm_request.py": "test_llm_request",
+    "normalize_agent_failure.py": "test_agent_failure_webhook_normalize",
+    "bullmq_add_job.py": "test_bullmq_add_job",
 }
 
 
@@ -116,6 +129,19 @@ class PythonRunnerWrapperTest(unittest.TestCase):
         self.assertNotIn("Traceback", output["stderr"])
         return output["result"]
 
+    def outbox_config(self, **sections):
+        """A RudderStack sink, and a config that queues events for it in the Redis outbox."""
+        sink = RudderStackSink().start()
+        self.addCleanup(sink.stop)
+        config = {
+            "redis": {"url": self.redis.url},
+            # An hour of flush interval: forwards never flush inline, however slow the machine.
+            "rudderstack": {"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url, "max_retries": 1,
+                            "retry_delay_ms": 0, "flush_interval_ms": 3600000},
+        }
+        config.update(sections)
+        return sink, config
+
     # -- healing ------------------------------------------------------------
 
     def test_detect_and_plan(self):
@@ -148,9 +174,13 @@ class PythonRunnerWrapperTest(unittest.TestCase):
         failure = detect_failure(FAILED)
         recorded = self.assertSucceeded("record_failure.py", {"agent_id": "agent-1", "failure": failure})
         self.assertEqual((recorded["store"], recorded["entry"]["failure_type"]), ("st2_datastore", "error"))
-        self.assertEqual(sorted(self.api.keys), ["synthralos.failures.agent-1"])
+        # The failure, and the recovery counters get_system_metrics reads.
+        self.assertEqual(sorted(self.api.keys), ["synthralos.failures.agent-1", "synthralos.ops.recoveries",
+                                                 "synthralos.ops.recoveries.index",
+                                                 "synthralos.ops.recoveries.total.error.recorded"])
         history = self.assertSucceeded("get_failure_history.py", {"agent_id": "agent-1", "limit": 5})
-        self.assertEqual(history, {"agent_id": "agent-1", "count": 1, "entries": [recorded["entry"]], "store": "st2_datastore"})
+        self.assertEqual(history, {"agent_id": "agent-1", "count": 1, "entries": [recorded["entry"]],
+                                   "store": "st2_datastore", "truncated": False, "fallback_reason": None})
         self.assertEqual({r.header("x-auth-token") for r in self.api.requests()}, {"st2-token-9c2e"})
 
     def test_st2_datastore_refusing_writes_fails_the_execution(self):
@@ -201,7 +231,8 @@ class PythonRunnerWrapperTest(unittest.TestCase):
              "plan_source": None, "repaired_by": "retry_execution", "summary": failure["summary"], "trace_context": {}},
         )
         history = self.assertSucceeded("get_failure_history.py", {"agent_id": "agent-1", "limit": 5}, config)
-        self.assertEqual(history, {"agent_id": "agent-1", "count": 1, "entries": [entry], "store": "redis"})
+        self.assertEqual(history, {"agent_id": "agent-1", "count": 1, "entries": [entry], "store": "redis",
+                                   "fallback_reason": None, "truncated": False})
 
     # -- llm ------------------------------------------------------------------
 
@@ -236,15 +267,7 @@ class PythonRunnerWrapperTest(unittest.TestCase):
     # -- events ---------------------------------------------------------------
 
     def test_event_actions_through_the_outbox(self):
-        sink = RudderStackSink().start()
-        self.addCleanup(sink.stop)
-        config = {
-            "redis": {"url": self.redis.url},
-            # An hour of flush interval: forwards never flush inline, however slow the machine.
-            "rudderstack": {"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url, "max_retries": 1,
-                            "retry_delay_ms": 0, "flush_interval_ms": 3600000},
-            "features": {"track_model_costs": True, "enable_similarity_logging": True},
-        }
+        sink, config = self.outbox_config(features={"track_model_costs": True, "enable_similarity_logging": True})
         forwarded = self.assertSucceeded(
             "forward_event.py",
             {"event_type": "agent_execution", "status": "succeeded", "source_execution_id": "exec-1", "agent_id": "agent-1"},
@@ -290,6 +313,257 @@ class PythonRunnerWrapperTest(unittest.TestCase):
         status, output = self.run_action("replay_dead_letters.py", {}, config)
         self.assertEqual((status, output["exit_code"], output["result"]), ("failed", 0, {"error": NO_WRITE_KEY}))
 
+    # -- cron -----------------------------------------------------------------
+
+    def test_cron_backoff_actions(self):
+        # Disabled after 2 failures (10 by default): two records instead of ten processes.
+        sink, config = self.outbox_config(agent_api={"api_key": AGENT_KEY},
+                                          cron_backoff={"max_consecutive_failures": 2})
+        first = self.assertSucceeded("cron_backoff_record.py", {"job_id": "job-1", "succeeded": False, "error": "boom"},
+                                     config)
+        self.assertEqual(without(first, "state"),
+                         {"alert": None, "disabled_now": False, "events": [], "job_id": "job-1", "outcome": "failed",
+                          "probe": False, "recorded": True, "reenabled_now": False, "transitions": []})
+        self.assertEqual(
+            {k: first["state"][k] for k in ("status", "consecutive_failures", "backoff_s", "last_error", "disabled",
+                                            "next_allowed_run")},
+            {"status": "backoff", "consecutive_failures": 1, "backoff_s": 60.0, "last_error": "boom", "disabled": False,
+             "next_allowed_run": iso(first["state"]["next_allowed_at"])},
+        )
+        # The error comes from the failed run's result, scrubbed of the agent API key.
+        run_result = {"result": "None", "exit_code": 1, "stderr": "ValueError: key %s refused" % AGENT_KEY}
+        second = self.assertSucceeded("cron_backoff_record.py",
+                                      {"job_id": "job-1", "succeeded": False, "result": run_result}, config)
+        state = second["state"]
+        disabled_at = state["disabled_at"]
+        self.assertEqual(
+            {k: state[k] for k in ("status", "consecutive_failures", "disabled", "last_error", "quiet_period_s",
+                                   "backoff_s", "next_probe_at", "next_allowed_run")},
+            {"status": "disabled", "consecutive_failures": 2, "disabled": True,
+             "last_error": "ValueError: key *** refused", "quiet_period_s": 3600.0, "backoff_s": 120.0,
+             "next_probe_at": iso(state["next_allowed_at"]), "next_allowed_run": iso(state["next_allowed_at"])},
+        )
+        self.assertEqual((second["outcome"], second["disabled_now"], second["alert"]),
+                         ("disabled", True, {"consecutive_failures": 2, "disabled_at": disabled_at, "job_id": "job-1",
+                                             "last_error": "ValueError: key *** refused",
+                                             "next_probe_at": state["next_probe_at"]}))
+        [transition] = second["transitions"]
+        self.assertEqual([without(e, "outbox_id") for e in second["events"]],
+                         [{"dropped_oldest": 0, "event": "cron_job_disabled", "forwarded": True,
+                           "message_id": message_id("cron_job:job-1", "cron_job_disabled", transition["discriminator"]),
+                           "mode": "outbox", "status": "queued"}])
+        check = self.assertSucceeded("cron_backoff_check.py", {"job_id": "job-1"}, config)
+        self.assertEqual(
+            without(check, "state"),
+            {"allowed": False, "job_id": "job-1", "probe": False, "reason": "disabled", "skipped": True,
+             "message": "disabled after 2 consecutive failures; next probe at %s" % state["next_probe_at"],
+             "next_allowed_at": state["next_allowed_at"], "next_allowed_run": state["next_allowed_run"]},
+        )
+        listed = self.assertSucceeded("cron_backoff_status.py", {}, config)
+        self.assertEqual((listed["enabled"], listed["count"], listed["disabled"]), (True, 1, 1))
+        self.assertEqual([without(j, "wait_s") for j in listed["jobs"]], [without(state, "wait_s")])
+        reset = self.assertSucceeded("cron_backoff_reset.py", {"job_id": "job-1"}, config)
+        self.assertEqual((reset["reset"], reset["was_disabled"], without(reset["previous"], "wait_s")),
+                         (True, True, without(state, "wait_s")))
+        self.assertEqual(
+            {k: reset["state"][k] for k in ("status", "consecutive_failures", "disabled", "last_error", "wait_s")},
+            {"status": "healthy", "consecutive_failures": 0, "disabled": False, "last_error": None, "wait_s": 0.0},
+        )
+        self.assertEqual([(e["event"], e["status"]) for e in reset["events"]], [("cron_job_reenabled", "queued")])
+        self.assertEqual(without(reset["transitions"][0]["properties"], "disabled_for_s"),
+                         {"consecutive_failures": 2, "disabled_at": disabled_at, "failed_probes": 0, "job_id": "job-1",
+                          "via": "reset"})
+        # Both events wait in the Redis outbox for the flusher; nothing was posted inline.
+        outbox = self.redis.client().xrange("synthralos:events:outbox")
+        self.assertEqual([entry_id for entry_id, _ in outbox],
+                         [second["events"][0]["outbox_id"], reset["events"][0]["outbox_id"]])
+        self.assertEqual(sink.accepted, [])
+        # A job id st2's rules could not have produced fails the execution, with st2 keeping the reason.
+        status, output = self.run_action("cron_backoff_check.py", {"job_id": "no spaces allowed"}, config)
+        self.assertEqual((status, output["exit_code"], output["result"]["job_id"]), ("failed", 0, "no spaces allowed"))
+        self.assertIn("job_id must be 1-128 characters", output["result"]["error"])
+
+    # -- operations -----------------------------------------------------------
+
+    def test_operations_actions(self):
+        sink = RudderStackSink().start()
+        self.addCleanup(sink.stop)
+        agents = AgentPlatformServer(api_key=AGENT_KEY).start()
+        self.addCleanup(agents.stop)
+        llm = LLMProviderServer()
+        self.addCleanup(llm.close)
+        llm.add_endpoint("oa", "openai", LLM_KEY, region="us")
+        config = {
+            "redis": {"url": self.redis.url},
+            "rudderstack": {"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url},
+            "agent_api": {"base_url": agents.base_url, "api_key": AGENT_KEY},
+            "llm_targets": [llm.target("oa")],
+        }
+        report = self.assertSucceeded("health_check.py", {"timeout_s": 5}, config)
+        self.assertEqual((report["status"], report["store"]), ("degraded", "redis"))
+        aof_off = "appendonly is off: the event outbox and breaker state do not survive a Redis restart"
+        self.assertEqual(report["problems"], ["redis: degraded (%s)" % aof_off])
+        self.assertEqual(
+            [without(d, "latency_ms", "details") for d in report["dependencies"]],
+            [{"name": "redis", "kind": "redis", "status": "degraded", "error": aof_off},
+             {"name": "st2_datastore", "kind": "st2_datastore", "status": "ok", "error": None},
+             {"name": "rudderstack", "kind": "rudderstack", "status": "ok", "error": None},
+             {"name": "agent_api", "kind": "agent_api", "status": "ok", "error": None},
+             {"name": "llm:oa", "kind": "llm_target", "status": "ok", "error": None}],
+        )
+        details = [d["details"] for d in report["dependencies"]]
+        self.assertEqual({k: details[0][k] for k in ("aof_enabled", "appendonly", "loading")},
+                         {"aof_enabled": False, "appendonly": "no", "loading": False})
+        self.assertEqual(details[1:], [
+            {},
+            {"answer": "Empty batch payload", "http_status": 400, "url": sink.url + "/v1/batch"},
+            {"http_status": 200, "url": agents.base_url + "/health"},
+            {"http_status": 200, "model": "gpt-4o-mini", "model_listed": True, "models_listed": 2,
+             "provider": "openai", "target": "oa", "url": llm.target("oa")["base_url"] + "/models"},
+        ])
+        # The datastore probe went through st2's API and cleaned up after itself; nothing was ingested.
+        self.assertEqual(self.api.keys, {})
+        self.assertEqual(sink.accepted, [])
+        self.assertEqual([r.path for r in agents.requests()], ["/api/health"])
+
+        collected = self.assertSucceeded("get_system_metrics.py", {"window_s": 600}, config)
+        self.assertEqual(without(collected, "collected_at", "events"), {
+            "cron": {"available": True, "backoff": 0, "disabled": 0, "jobs": []},
+            "errors": {},
+            "failures": {"by_type": {}, "total": 0, "window_s": 600},
+            "llm_circuits": [dict(CLOSED, window_requests=0)],
+            "recoveries": {"all": {"attempted": 0, "escalated": 0, "failures": 0, "mttr_s": None, "planned": 0,
+                                   "recovery_rate": None, "repaired": 0},
+                           "by_type": {}, "totals": [], "window_s": 600},
+            "store": "redis",
+        })
+        self.assertEqual(
+            {k: collected["events"][k]
+             for k in ("backend", "depth", "enqueued", "delivered", "dead_letters", "pending")},
+            {"backend": "redis_stream", "depth": 0, "enqueued": 0, "delivered": 0, "dead_letters": 0, "pending": 0},
+        )
+        textfile_dir = tempfile.mkdtemp(prefix="synthralos-prom-")
+        self.addCleanup(shutil.rmtree, textfile_dir, True)
+        path = os.path.join(textfile_dir, "synthralos.prom")
+        written = self.assertSucceeded("get_system_metrics.py", {"write_to": path}, config)
+        self.assertEqual((written["format"], written["errors"]), ("prometheus", {}))
+        with open(path) as handle:
+            text = handle.read()
+        self.assertEqual((written["text"], written["written"]), (text, {"path": path, "bytes": len(text.encode())}))
+        self.assertIn('synthralos_llm_circuit_state{state="closed",target="oa"} 1\n', text)
+        self.assertIn("synthralos_metrics_window_seconds 3600\n", text)
+        self.assertEqual(os.listdir(textfile_dir), ["synthralos.prom"])
+        # A path node_exporter would not read fails the execution.
+        status, output = self.run_action("get_system_metrics.py", {"write_to": os.path.join(textfile_dir, "m.txt")},
+                                         config)
+        self.assertEqual((status, output["exit_code"], output["result"]), ("failed", 1, "None"))
+        self.assertIn("ValueError: write_to must name a .prom file", output["stderr"])
+
+    # -- llm fast path --------------------------------------------------------
+
+    def test_llm_request(self):
+        server = LLMProviderServer()
+        self.addCleanup(server.close)
+        server.add_endpoint("oa", "openai", LLM_KEY, region="us")
+        server.add_endpoint("an", "anthropic", "sk-ant-key-6666ffff", region="eu")
+        server.set_default("oa", "auth")
+        config = {"redis": {"url": self.redis.url},
+                  "llm_targets": [dict(server.target("oa"), priority=1), dict(server.target("an"), priority=2)]}
+        params = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+        served = self.assertSucceeded("llm_request.py", params, config)
+        self.assertEqual(without(served, "attempts", "alerts"), {
+            "action": "done", "attempt_count": 2, "breaker_warning": None, "calls": 2,
+            "content": "Reply from an (claude-3-5-haiku-latest).", "error_class": None, "handed_back": False,
+            "model": "claude-3-5-haiku-latest", "provider": "anthropic", "reason": "served by an", "region": "eu",
+            "resume": None, "served_by": "an", "skipped": [], "target": "an", "total_delay_s": 0.0,
+            "usage": {"input_tokens": 1, "output_tokens": 10, "total_tokens": 11}, "wait_s": 0,
+        })
+        rejected = "HTTP 401 invalid_request_error/invalid_api_key: Incorrect API key provided."
+        self.assertEqual([without(a, "latency_s") for a in served["attempts"]], [
+            {"error_class": "auth_config", "error_message": rejected, "model": "gpt-4o-mini", "ok": False,
+             "provider": "openai", "region": "us", "retry_after_s": None, "status": 401, "target": "oa",
+             "wait_after_s": 0},
+            {"error_class": None, "error_message": None, "model": "claude-3-5-haiku-latest", "ok": True,
+             "provider": "anthropic", "region": "eu", "retry_after_s": None, "status": 200, "target": "an",
+             "wait_after_s": 0},
+        ])
+        [alert] = served["alerts"]
+        self.assertEqual(
+            (without(alert, "breaker"), {k: alert["breaker"][k] for k in ("state", "reason", "cooldown_s")}),
+            ({"error_class": "auth_config", "error_message": rejected, "model": "gpt-4o-mini",
+              "next_action": "next_target", "next_target": "an", "provider": "openai", "region": "us", "status": 401,
+              "target": "oa"},
+             {"state": "open", "reason": "auth_config", "cooldown_s": 600}),
+        )
+        self.assertEqual((len(server.calls("oa")), len(server.calls("an"))), (1, 1))
+        # Next process: the open circuit (in Redis) skips oa; an refusing too gives up, a result, not a failure.
+        server.set_default("an", "auth")
+        given_up = self.assertSucceeded("llm_request.py", params, config)
+        self.assertEqual(
+            {k: given_up[k] for k in ("action", "served_by", "content", "error_class", "reason", "calls", "target")},
+            {"action": "give_up", "served_by": None, "content": None, "error_class": "auth_config",
+             "reason": "auth_config on an; no target left", "calls": 1, "target": None},
+        )
+        self.assertEqual([s["target"] for s in given_up["skipped"]], ["oa"])
+        self.assertEqual((len(server.calls("oa")), len(server.calls("an"))), (1, 2))
+
+    # -- webhook --------------------------------------------------------------
+
+    def test_agent_failure_webhook_normalize(self):
+        config = {"agent_api": {"api_key": AGENT_KEY}}
+        result = {"status": "failed", "error": "upstream said %s is wrong" % AGENT_KEY, "duration_ms": 1200}
+        body = {"agent_id": "support-bot", "execution_id": "exec-42", "result": result,
+                "trace_context": {"trace_id": "abc"}}
+        accepted = self.assertSucceeded("normalize_agent_failure.py", {"body": body, "source_id": "hook-1"}, config)
+        scrubbed = "upstream said *** is wrong"
+        self.assertEqual((accepted["failed"], accepted["summary"], accepted["trace_tag"]),
+                         (True, "error: status is 'failed'", "abc"))
+        self.assertEqual(without(accepted["payload"], "detected_at"), {
+            "agent_id": "support-bot", "execution_id": "exec-42", "failure_type": "error", "error": scrubbed,
+            "duration_ms": 1200, "output_excerpt": None, "raw": dict(result, error=scrubbed), "source": "webhook",
+            "source_id": "hook-1", "trace_context": {"trace_id": "abc"},
+            "evidence": {"checks": [{"check": "error", "detail": "status is 'failed'", "field": "status"},
+                                    {"check": "error", "detail": scrubbed, "field": "error"}],
+                         "failed_tools": [], "summary": "error: status is 'failed'"},
+        })
+        self.assertRegex(accepted["payload"]["detected_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        self.assertNotIn(AGENT_KEY, json.dumps(accepted))
+        status, output = self.run_action("normalize_agent_failure.py", {"body": dict(body, result=["failed"]),
+                                                                         "source_id": "hook-1"}, config)
+        self.assertEqual((status, output["exit_code"], output["result"]),
+                         ("failed", 0, {"malformed": True, "reason": "result must be a JSON object, got list"}))
+
+    # -- BullMQ ---------------------------------------------------------------
+
+    def test_bullmq_add_job(self):
+        config = {"redis": {"url": self.redis.url}}
+        params = {"queue": "repairs", "name": "retry", "data": {"agent_id": "a-1"}, "job_id": "run-42", "attempts": 3,
+                  "backoff_type": "exponential", "backoff_delay_ms": 100}
+        added = self.assertSucceeded("bullmq_add_job.py", params, config)
+        self.assertEqual(added, {"created": True, "job_id": "run-42", "key": "bull:repairs:run-42", "state": "waiting",
+                                 "opts": {"attempts": 3, "backoff": {"delay": 100, "type": "exponential"},
+                                          "jobId": "run-42"}})
+        # What a BullMQ Worker reads: the job hash and the job id on the wait list.
+        client = self.redis.client()
+        job = client.hgetall("bull:repairs:run-42")
+        self.assertEqual(
+            (without(job, "timestamp", "opts"), json.loads(job["opts"])),
+            ({"name": "retry", "data": '{"agent_id":"a-1"}', "priority": "0", "delay": "0"},
+             {"jobId": "run-42", "backoff": {"type": "exponential", "delay": 100}, "attempts": 3}),
+        )
+        self.assertTrue(job["timestamp"].isdigit())
+        self.assertEqual(client.lrange("bull:repairs:wait", 0, -1), ["run-42"])
+        self.assertEqual(sorted(client.keys("bull:repairs:*")),
+                         ["bull:repairs:events", "bull:repairs:id", "bull:repairs:marker", "bull:repairs:meta",
+                          "bull:repairs:run-42", "bull:repairs:wait"])
+        again = self.assertSucceeded("bullmq_add_job.py", dict(params, data={"k": "again"}), config)
+        self.assertEqual((again["created"], again["state"]), (False, "duplicated"))
+        self.assertEqual(client.hget("bull:repairs:run-42", "data"), '{"agent_id":"a-1"}')
+        status, output = self.run_action("bullmq_add_job.py", {"queue": "repairs", "name": "retry", "job_id": "a:b"},
+                                         config)
+        self.assertEqual((status, output["exit_code"], output["result"]),
+                         ("failed", 0, {"error": "a custom job id cannot contain ':'"}))
+        self.assertEqual(client.lrange("bull:repairs:wait", 0, -1), ["run-42"])
 
 
 class EveryPythonActionHasAWrapperTest(unittest.TestCase):
