@@ -36,7 +36,7 @@ except ImportError:  # the Python 3.8 run uses the st2 stand-in, which has no ru
 needs_st2 = unittest.skipIf(RuleFilter is None, "needs StackStorm's st2reactor/st2common (the Python 3.11 run has them)")
 TRIGGER = "synthralos.agent_failure"
 FIXTURES = load_fixture("trigger_instances", "agent_failure.json")
-HANDLED = ["timeout", "error", "invalid_output", "tool_failure", "llm_error"]
+HANDLED = ["timeout", "error", "invalid_output", "tool_failure", "llm_error", "unknown_status"]
 
 
 def load_yaml(*parts):
