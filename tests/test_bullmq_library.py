@@ -5,6 +5,7 @@ import synthralos_tests  # noqa: F401
 import json
 import unittest
 
+from synthralos_lib.healing import failure_trigger
 from synthralos_lib.streams import bullmq
 
 
@@ -44,19 +45,60 @@ class PayloadTest(unittest.TestCase):
         secret = "s3cr3t-token"
         job = {"name": "agent", "data": {"blob": "x" * 20000, "note": secret}, "failedReason": "e" * 1990 + secret,
                "finishedOn": 2, "processedOn": 1}
-        payload, tag = bullmq.failure_payload("q", "9", job, "failed", {}, [secret], "T")
+        payload, tag = bullmq.failure_payload("q", "9", job, "failed", {}, [secret], 0.25)
         # 2002 characters: capping first would keep "s3cr3t-"; scrubbed first, it fits.
-        self.assertEqual(payload["error"], "e" * 1990 + "***")
-        self.assertEqual(payload["raw"]["truncated"], True)
-        self.assertNotIn(secret, json.dumps(payload))
-        self.assertLessEqual(len(json.dumps(payload["raw"]).encode()), bullmq.RAW_BYTES)
+        self.assertEqual(payload, {
+            "agent_id": "agent", "execution_id": "q:9", "failure_type": "error", "error": "e" * 1990 + "***",
+            "output_excerpt": None, "duration_ms": 1,
+            "evidence": {"summary": "error: status is 'failed'", "failed_tools": [],
+                         "checks": [{"check": "error", "field": "status", "detail": "status is 'failed'"},
+                                    {"check": "error", "field": "error", "detail": "e" * 297 + "..."}]},
+            "trace_context": {}, "source": "bullmq", "source_id": "q:9",
+            # over 8 KB: its long strings cut to 1,000 characters (after scrubbing)
+            "raw": {"queue": "q", "job_id": "9", "event": "failed", "job_found": True, "name": "agent",
+                    "data": {"blob": "x" * 997 + "...", "note": "***"}, "failedReason": "e" * 997 + "...",
+                    "processedOn": 1, "finishedOn": 2},
+            "detected_at": "1970-01-01T00:00:00.250Z"})
         self.assertEqual(tag, "synthralos:agent:q:9")
 
-    def test_claimed_success_of_a_failed_job_is_a_failure(self):
-        job = {"name": "a", "data": {"result": {"status": "succeeded", "output": ""}}, "failedReason": "bad output"}
-        payload, _ = bullmq.failure_payload("q", "1", job, "failed", {}, [], "T")
-        self.assertEqual(payload["failure_type"], "error")
-        self.assertEqual(payload["error"], "bad output")
+    def test_claimed_success_or_running_of_a_failed_job_is_a_failure(self):
+        for status in ("succeeded", "running"):
+            job = {"name": "a", "data": {"result": {"status": status, "output": ""}}, "failedReason": "bad output"}
+            payload, _ = bullmq.failure_payload("q", "1", job, "failed", {}, [], 0)
+            self.assertEqual((payload["failure_type"], payload["error"]), ("error", "bad output"), status)
+
+    def test_trace_context_spellings_and_trace_tag(self):
+        job = {"name": "a", "failedReason": "x",
+               "data": {"traceId": "t-1", "workspaceId": "w-1", "organization_id": 7,
+                        "trace_context": {"langfuseTraceUrl": "https://langfuse.example/t-1", "traceparent": ""}}}
+        payload, tag = bullmq.failure_payload("q", "1", job, "failed", {}, [], 0)
+        self.assertEqual(payload["trace_context"], {"trace_id": "t-1", "workspace_id": "w-1", "organization_id": "7",
+                                                    "langfuse_trace_url": "https://langfuse.example/t-1"})
+        self.assertEqual(tag, "t-1")
+
+    def test_unusable_ids_fall_back_or_are_refused(self):
+        job = {"name": "n" * 300, "data": {"execution_id": "bad\nid"}, "failedReason": "x"}
+        payload, tag = bullmq.failure_payload("q", "5", job, "failed", {}, [], 0)
+        self.assertEqual((payload["agent_id"], payload["execution_id"], tag), ("unknown", "q:5", "synthralos:unknown:q:5"))
+        with self.assertRaises(failure_trigger.MalformedFailure) as caught:
+            bullmq.failure_payload("q", "j" * 300, {"name": "a", "failedReason": "x"}, "failed", {}, [], 0)
+        self.assertEqual(str(caught.exception), "execution_id is longer than 256 characters")
+
+    def test_watcher_logs_and_skips_a_job_it_cannot_dispatch(self):
+        from unittest import mock
+
+        sent, logger = [], mock.Mock()
+        options = {"prefix": "bull", "queues": ["q"], "dedup_window": 10, "block_ms": 50, "batch_size": 10,
+                   "reconcile_slack_ms": 0, "reconcile_max": 10}
+        watcher = bullmq.FailureWatcher(None, options, lambda p, t: sent.append(t), logger, clock=lambda: 0)
+        queue = watcher.queues[0]
+        watcher._send(queue, "j" * 300, {"name": "a", "failedReason": "x"}, "failed", {})
+        watcher._send(queue, "2", {"name": "a", "failedReason": "x"}, "failed", {})
+        self.assertEqual(sent, ["synthralos:a:q:2"])
+        self.assertEqual((watcher.stats["skipped"], watcher.stats["dispatched"]), (1, 1))
+        [warning] = logger.warning.call_args_list
+        self.assertEqual(warning[0][0] % warning[0][1:], "[Self-Healing] BullMQ job q:'%s... failed (failed) but was "
+                         "not dispatched: execution_id is longer than 256 characters" % ("j" * 79))
 
 
 class NodeMissingTest(unittest.TestCase):

@@ -146,3 +146,37 @@ class DecodeEntryTest(unittest.TestCase):
         built = prepare_entry("1-0", {"agent_id": "a", "execution_id": "e", "status": "failed"}, now=0)
         self.assertEqual((built["payload"]["source"], built["payload"]["source_id"], built["payload"]["raw"]),
                          ("redis_stream", "1-0", {"status": "failed"}))
+
+
+class PayloadSchemaTest(unittest.TestCase):
+    """Both sensors' payloads against triggers/agent_failure.yaml, with the draft 4 validator st2 uses."""
+
+    def test_bullmq_and_stream_sensor_payloads_match_the_schema(self):
+        from synthralos_lib.streams import bullmq
+
+        validator = jsonschema.Draft4Validator(payload_schema())
+        job = bullmq.parse_job({"name": "research", "atm": "2", "processedOn": "10", "finishedOn": "40",
+                                "failedReason": "Request timed out after 30000 ms", "opts": '{"attempts": 2}',
+                                "data": json.dumps({"agentId": "agent-7", "traceId": "t-1", "workspaceId": "w-1"}),
+                                "stacktrace": '["Error: Request timed out\\n    at run (worker.js:1:1)"]'})
+        payload, tag = bullmq.failure_payload("agent-runs", "7", job, "failed", {}, [SECRET], 0)
+        validator.validate(payload)
+        self.assertEqual((payload["failure_type"], payload["trace_context"], tag),
+                         ("timeout", {"trace_id": "t-1", "workspace_id": "w-1"}, "t-1"))
+        built = prepare_entry("1700000000000-0", {"agent_id": "a", "execution_id": "e", "status": "failed",
+                                                  "error": "boom " + SECRET, "tool_results": "[]"},
+                              secrets=[SECRET], now=0)
+        validator.validate(built["payload"])
+        self.assertEqual(built["payload"]["error"], "boom ***")
+
+    def test_credential_shapes_scrubbed_without_configured_secrets(self):
+        # The no-secret-in-the-text shortcut still applies the credential patterns.
+        built = build_failure("a", "e", {"status": "failed", "error": "Authorization: Bearer abcdef123456"},
+                              "bullmq", "q:1", raw={"url": "https://u:hunter22@example.com"}, now=0)
+        self.assertEqual((built["payload"]["error"], built["payload"]["raw"]),
+                         ("Authorization: Bearer ***", {"url": "https://u:***@example.com"}))
+        non_ascii = build_failure("a", "e", {"status": "failed", "error": "échec: password=hunter22"}, "bullmq", "q:1",
+                                  now=0)
+        self.assertEqual(non_ascii["payload"]["error"], "échec: password=***")
+        plain = {"status": "failed", "error": "boom"}
+        self.assertIs(build_failure("a", "e", plain, "bullmq", "q:1", raw=plain, now=0)["payload"]["raw"], plain)

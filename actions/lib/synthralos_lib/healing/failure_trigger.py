@@ -27,7 +27,7 @@ import re
 import time
 
 from synthralos_lib.healing import detection
-from synthralos_lib.state.redaction import scrub
+from synthralos_lib.state.redaction import scrub_if_needed
 
 TRIGGER_REF = "synthralos.agent_failure"
 SOURCES = ("redis_stream", "bullmq", "webhook")
@@ -96,11 +96,12 @@ def build_failure(agent_id, execution_id, result, source, source_id, trace_conte
     if not isinstance(trace_context, dict):
         raise MalformedFailure("trace_context must be a JSON object, got %s" % _kind(trace_context))
     # Scrub once, first: everything below (evidence, error, output, raw) derives from scrubbed data.
-    result = scrub(result, secrets)
+    scrubbed = scrub_if_needed({"result": result, "trace": trace_context, "raw": raw}, secrets)
+    result = scrubbed["result"]
     failure_type, found = classify(result)
     if failure_type is None:
         return None
-    trace = {key: value for key, value in scrub(trace_context, secrets).items()
+    trace = {key: value for key, value in scrubbed["trace"].items()
              if key in TRACE_KEYS and isinstance(value, str) and value}
     payload = {
         "agent_id": agent_id,
@@ -113,7 +114,7 @@ def build_failure(agent_id, execution_id, result, source, source_id, trace_conte
         "trace_context": trace,
         "source": source,
         "source_id": str(source_id),
-        "raw": cap_raw(result if raw is None else scrub(raw, secrets)),
+        "raw": cap_raw(result if raw is None else scrubbed["raw"]),
         "detected_at": iso_utc(time.time() if now is None else now),
     }
     trace_tag = trace.get("trace_id") or "synthralos:%s:%s" % (agent_id, execution_id)

@@ -46,21 +46,15 @@ import json
 import re
 import threading
 import time
-from datetime import datetime, timezone
 
-from synthralos_lib.healing.detection import SUCCESS_STATUSES, detect_failure
-from synthralos_lib.state.redaction import scrub
+from synthralos_lib.healing import failure_trigger
+from synthralos_lib.healing.detection import SUCCESS_STATUSES
 
 SOURCE = "bullmq"
-TRIGGER = "synthralos.agent_failure"
+TRIGGER = failure_trigger.TRIGGER_REF
 FAILURE_EVENTS = ("failed", "retries-exhausted")
 PRIORITY_LIMIT = 2097151  # 2^21 - 1, BullMQ's bound
 DEFAULT_MAX_EVENTS = 10000  # BullMQ's default opts.maxLenEvents
-ERROR_CHARS = 2000
-OUTPUT_CHARS = 1000
-STACKTRACE_CHARS = 2000
-RAW_BYTES = 8192
-EVIDENCE_ITEMS = 10
 _LOG = "[Self-Healing]"
 
 
@@ -287,7 +281,8 @@ def agent_result(queue, job_id, job, event_fields):
 
     The job's data may carry the platform's execution result under `result`
     (or `execution`); its fields win. BullMQ supplies what is missing: the
-    job failed (a claimed success becomes "failed"), `error` is its
+    job failed (a claimed success or a status still in progress becomes
+    "failed"), `error` is its
     failedReason, `duration_ms` runs from processedOn to finishedOn.
     """
     job = job or {}
@@ -298,7 +293,7 @@ def agent_result(queue, job_id, job, event_fields):
         if key not in result and key in data:
             result[key] = data[key]
     status = str(result.get("status") or "").strip().lower()
-    if not status or status in SUCCESS_STATUSES:
+    if not status or status in SUCCESS_STATUSES or status in failure_trigger.IN_PROGRESS_STATUSES:
         result["status"] = "failed"
     reason = job.get("failedReason") or event_fields.get("failedReason")
     if not result.get("error") and reason:
@@ -310,49 +305,34 @@ def agent_result(queue, job_id, job, event_fields):
     return result
 
 
-def failure_payload(queue, job_id, job, event, event_fields, secrets, detected_at):
-    """The `synthralos.agent_failure` payload for one failed job, and its trace tag.
+def failure_payload(queue, job_id, job, event, event_fields, secrets, now):
+    """`(payload, trace_tag)` of the `synthralos.agent_failure` trigger for one failed job.
 
-    Every text is scrubbed of `secrets` before it is capped, so a cap never
-    leaves part of a secret behind.
+    A mapping onto `failure_trigger.build_failure`, which classifies, scrubs,
+    caps and stamps it (`now`: epoch seconds) as for every other source. An
+    agent id or execution id from the job that `check_id` refuses falls back
+    to "unknown" / "<queue>:<jobId>"; MalformedFailure when even
+    "<queue>:<jobId>" is not a usable id.
     """
     job = job or {}
     result = agent_result(queue, job_id, job, event_fields)
-    detection = detect_failure(result)
     data = job.get("data") if isinstance(job.get("data"), dict) else {}
-    error = result.get("error")
-    output = result.get("output")
-    duration = result.get("duration_ms")
-    # One scrubbing pass over everything structured (one JSON search when no secret occurs).
-    parts = _scrub({
-        "agent_id": str(result.get("agent_id") or "unknown"),
-        "execution_id": str(result.get("execution_id")),
-        "evidence": {
-            "summary": detection["summary"],
-            "checks": detection["evidence"][:EVIDENCE_ITEMS],
-            "llm_error_class": detection["llm_error_class"],
-            "failed_tools": detection["failed_tools"][:EVIDENCE_ITEMS],
-        },
-        "trace_context": _trace_context(data, result),
-        "raw": _raw(queue, job_id, job, event, event_fields),
-    }, secrets)
-    payload = {
-        "agent_id": parts["agent_id"],
-        "execution_id": parts["execution_id"],
-        "failure_type": detection["failure_type"] or "unknown_status",
-        "error": _capped(_scrub(_as_text(error), secrets), ERROR_CHARS) if error else None,
-        "output_excerpt": _capped(_scrub(_as_text(output), secrets), OUTPUT_CHARS) if output not in (None, "") else None,
-        "duration_ms": duration if isinstance(duration, (int, float)) and not isinstance(duration, bool) else None,
-        "evidence": parts["evidence"],
-        "trace_context": parts["trace_context"],
-        "source": SOURCE,
-        "source_id": "%s:%s" % (queue, job_id),
-        "raw": _capped_raw(parts["raw"]),
-        "detected_at": detected_at,
-    }
-    trace_tag = payload["trace_context"].get("trace_id") or "synthralos:%s:%s" % (
-        payload["agent_id"], payload["execution_id"])
-    return payload, trace_tag
+    source_id = "%s:%s" % (queue, job_id)
+    built = failure_trigger.build_failure(
+        _usable_id("agent_id", result.get("agent_id"), "unknown"),
+        _usable_id("execution_id", result.get("execution_id"), source_id),
+        result, SOURCE, source_id, trace_context=_trace_context(data, result),
+        raw=_raw(queue, job_id, job, event, event_fields), secrets=secrets, now=now)
+    if built is None:  # agent_result makes every failed job a failed execution
+        raise failure_trigger.MalformedFailure("the job's result does not read as a failure")
+    return built["payload"], built["trace_tag"]
+
+
+def _usable_id(name, value, fallback):
+    try:
+        return failure_trigger.check_id(name, value)
+    except failure_trigger.MalformedFailure:
+        return failure_trigger.check_id(name, fallback)
 
 
 def _raw(queue, job_id, job, event, event_fields):
@@ -365,17 +345,8 @@ def _raw(queue, job_id, job, event, event_fields):
         raw["failedReason"] = event_fields["failedReason"]
     traces = job.get("stacktrace")
     if isinstance(traces, list) and traces:
-        raw["stacktrace"] = _as_text(traces[-1])  # capped by _capped_raw, after scrubbing
+        raw["stacktrace"] = traces[-1]  # the last attempt's; build_failure scrubs, then caps the raw record
     return raw
-
-
-def _capped_raw(raw):
-    if "stacktrace" in raw:
-        raw["stacktrace"] = _capped(raw["stacktrace"], STACKTRACE_CHARS)
-    text = json.dumps(raw, sort_keys=True, default=str)
-    if len(text) <= RAW_BYTES // 4 or len(text.encode("utf-8")) <= RAW_BYTES:
-        return raw
-    return {"truncated": True, "excerpt": text.encode("utf-8")[: RAW_BYTES - 512].decode("utf-8", "ignore")}
 
 
 _TRACE_KEYS = (
@@ -388,6 +359,7 @@ _TRACE_KEYS = (
 
 
 def _trace_context(data, result):
+    """The trace ids in BullMQ job data (its `trace_context`, then the data, then the result; camelCase too)."""
     sources = [data.get("trace_context"), data, result]
     context = {}
     for name, spellings in _TRACE_KEYS:
@@ -406,25 +378,8 @@ def fingerprint(job_id, job, event_id):
     return "%s|%s|%s" % (job_id, job.get("finishedOn", "-"), job.get("attemptsMade", "-"))
 
 
-_plain_secrets = {}
-
-
-def _scrub(value, secrets):
-    """redaction.scrub, skipped when no secret occurs in the value's JSON text (the common case: one C-level
-    search instead of a walk of every string). Secrets that JSON escapes are always scrubbed the long way."""
-    if not secrets:
-        return value
-    key = tuple(secrets)
-    plain = _plain_secrets.get(key)
-    if plain is None:
-        plain = _plain_secrets[key] = all('"' not in s and "\\" not in s and all(ord(c) >= 32 for c in s)
-                                          for s in secrets)
-    if not plain:
-        return scrub(value, secrets)
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    if any(secret in text for secret in key):
-        return scrub(value, secrets)
-    return value
+def _excerpt(text, limit=80):
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _first_str(source, *keys):
@@ -452,24 +407,6 @@ def _int(value):
             return int(float(value))
         except (TypeError, ValueError):
             return None
-
-
-def _as_text(value):
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        for key in ("message", "error", "detail"):
-            if isinstance(value.get(key), str):
-                return value[key]
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _capped(text, limit):
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def iso_now():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 # ---------------------------------------------------------------------------
@@ -551,7 +488,7 @@ class FailureWatcher(object):
     with decode_responses=True and a socket timeout above `block_ms`.
     """
 
-    def __init__(self, client, options, dispatch, logger, state_prefix="synthralos:", secrets=(), clock=iso_now):
+    def __init__(self, client, options, dispatch, logger, state_prefix="synthralos:", secrets=(), clock=time.time):
         """`options`: the pack config's `bullmq` section, defaults applied (`bullmq_settings`)."""
         self.client = client
         self.queues = [WatchedQueue(options["prefix"], q, state_prefix, options["dedup_window"])
@@ -564,7 +501,7 @@ class FailureWatcher(object):
         self.reconcile_max = options["reconcile_max"]
         self.secrets = list(secrets)
         self.clock = clock
-        self.stats = {"read": 0, "dispatched": 0, "duplicates": 0, "reconciled": 0, "gaps": 0}
+        self.stats = {"read": 0, "dispatched": 0, "duplicates": 0, "reconciled": 0, "gaps": 0, "skipped": 0}
         self._scan_script = None
         self._needs_check = True
 
@@ -718,7 +655,14 @@ class FailureWatcher(object):
         return {job_id: parse_job(raw) for job_id, raw in zip(job_ids, pipe.execute())}
 
     def _send(self, queue, job_id, job, event, fields):
-        payload, trace_tag = failure_payload(queue.name, job_id, job, event, fields, self.secrets, self.clock())
+        try:
+            payload, trace_tag = failure_payload(queue.name, job_id, job, event, fields, self.secrets, self.clock())
+        except failure_trigger.MalformedFailure as exc:
+            # Recorded as seen by the caller all the same: the same job would be refused again.
+            self.stats["skipped"] += 1
+            self.log.warning("%s BullMQ job %s:%s failed (%s) but was not dispatched: %s", _LOG, queue.name,
+                             _excerpt(repr(job_id)), event, exc)
+            return
         self._dispatch(payload, trace_tag)
         self.stats["dispatched"] += 1
         self.log.info("%s BullMQ job %s:%s failed (%s): dispatched %s for agent %s", _LOG, queue.name, job_id,
