@@ -1,10 +1,9 @@
 """The agent API client against a real local server implementing docs/agent_api.md."""
 
-import socket
 import unittest
 
 from synthralos_tests.agent_api_server import AgentPlatformServer
-from synthralos_tests.http_server import Reply, drop, hang, malformed_json
+from synthralos_tests.http_server import Reply, drop, free_port, hang, malformed_json
 
 from synthralos_lib.healing.agent_api import AgentApiClient
 
@@ -20,13 +19,6 @@ FAILED = {
     "tool_results": [{"tool": "search_tickets", "tool_call_id": "call_1", "status": "failed", "error": "502"}],
 }
 
-
-def free_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 class AgentApiClientTest(unittest.TestCase):

@@ -12,7 +12,8 @@ from synthralos_tests.agent_api_server import AgentPlatformServer
 from synthralos_tests.base import SynthralosActionTestCase
 from synthralos_tests.http_server import hang
 from synthralos_tests.llm_provider import LLMProviderServer
-from synthralos_tests.redis_server import RedisServer, _free_port as free_port
+from synthralos_tests.http_server import free_port
+from synthralos_tests.redis_server import RedisServer
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
 AGENT_KEY = "agent-health-key-1111"

@@ -14,7 +14,7 @@ import time
 import unittest
 
 from synthralos_tests.base import StoreBackendMixin
-from synthralos_tests.redis_server import _free_port as free_port
+from synthralos_tests.http_server import free_port
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
 from flush_events import FlushEvents

@@ -34,7 +34,7 @@ RESULT_BUDGET = 256 * 1024
 
 
 def closed_port():
-    from test_agent_api import free_port  # nothing listens on it once the probe socket is closed
+    from synthralos_tests.http_server import free_port  # nothing listens on it once the probe socket is closed
 
     return free_port()
 

@@ -8,7 +8,6 @@ The actions and the sensor share one st2 datastore, as they do in st2.
 import synthralos_tests  # noqa: F401
 
 import json
-import socket
 import threading
 import time
 import unittest
@@ -16,6 +15,7 @@ import unittest
 from st2tests.base import BaseSensorTestCase
 
 from synthralos_tests.base import StoreBackendMixin
+from synthralos_tests.http_server import closed_port_url
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
 from event_flusher_sensor import EventFlusherSensor
@@ -30,13 +30,6 @@ from synthralos_lib.state.store import DatastoreStore, get_store
 TRIGGER = "synthralos.rudderstack_config_error"
 QUEUE_WHERE = "st2_datastore:synthralos.events.queue.*"
 
-
-def closed_port_url():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return "http://127.0.0.1:%d" % port
 
 
 class FlusherContract(StoreBackendMixin):

@@ -66,7 +66,23 @@ __all__ = [
     "drop",
     "malformed_json",
     "json_reply",
+    "free_port",
+    "closed_port_url",
 ]
+
+
+def free_port():
+    """A loopback TCP port nothing listens on (once the probe socket is closed)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def closed_port_url():
+    """An http:// URL whose connections are refused."""
+    return "http://127.0.0.1:%d" % free_port()
 
 
 # --------------------------------------------------------------------- replies

@@ -29,12 +29,12 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 
 from synthralos_tests import PACK_ROOT, TESTS_DIR, using_st2_standin
+from synthralos_tests.http_server import closed_port_url
 
 __all__ = [
     "WRAPPER_AVAILABLE",
@@ -68,13 +68,6 @@ except ImportError:
     WRAPPER_AVAILABLE = False
 
 
-def _closed_port_url():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return "http://127.0.0.1:%d" % port
-
 
 class StackStormLayout(object):
     """st2's on-disk layout for this pack, and st2's config pointed at it (a context manager)."""
@@ -98,7 +91,7 @@ class StackStormLayout(object):
         os.makedirs(venv_lib)
         cfg.CONF.set_override(name="base_path", override=self.base, group="system")
         cfg.CONF.set_override(name="packs_base_paths", override=os.path.join(self.base, "packs"), group="content")
-        self.api_url = self.api_url or _closed_port_url()
+        self.api_url = self.api_url or closed_port_url()
         self.conf = os.path.join(self.base, "st2.conf")
         with open(ST2_CONF) as source, open(self.conf, "w") as conf:
             conf.write(source.read() + "\n[auth]\napi_url = %s\n" % self.api_url)
