@@ -17,10 +17,9 @@ status is one of
 
 Probes:
 
-* redis (when `redis.url` is set): PING (latency), CONFIG GET appendonly /
-  appendfsync / save and INFO persistence. Without AOF the outbox is not
-  durable across a Redis restart: `degraded`. CONFIG may be disabled on a
-  managed Redis; then only INFO is read.
+* redis (when `redis.url` is set): PING (latency) and the persistence report
+  of `state.persistence.redis_persistence` (the one get_queue_stats gives).
+  Without AOF the outbox is not durable across a Redis restart: `degraded`.
 * st2_datastore: a set/get/delete round trip through the action service.
 * rudderstack: `POST /v1/batch` with the write key and an empty batch. The
   gateway checks the write key first (401 "Invalid Write Key", 404 "Source is
@@ -237,6 +236,8 @@ def check_redis(url, timeout_s, slow_ms):
         return _result(name, "redis", NOT_CONFIGURED, None, "redis.url is not set; state lives in the st2 datastore")
     import redis
 
+    from synthralos_lib.state.persistence import redis_persistence
+
     options = dict(decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:
         from redis.backoff import NoBackoff
@@ -252,19 +253,10 @@ def check_redis(url, timeout_s, slow_ms):
         client.ping()
         ping_ms = round((time.monotonic() - started) * 1000.0, 1)
         details["ping_ms"] = ping_ms
-        persistence = client.info("persistence")
-        details.update(
-            aof_enabled=bool(int(persistence.get("aof_enabled", 0))),
-            aof_last_write_status=persistence.get("aof_last_write_status"),
-            rdb_last_bgsave_status=persistence.get("rdb_last_bgsave_status"),
-            rdb_changes_since_last_save=persistence.get("rdb_changes_since_last_save"),
-            loading=bool(int(persistence.get("loading", 0))),
-        )
-        try:
-            for key in ("appendonly", "appendfsync", "save"):
-                details[key] = client.config_get(key).get(key)
-        except redis.ResponseError:  # CONFIG renamed or disabled (managed Redis): INFO is enough
-            details["config_get"] = "unavailable"
+        details.update(redis_persistence(client))  # the outbox's durability, as get_queue_stats reports it
+        info = client.info("persistence")
+        details.update(rdb_changes_since_last_save=info.get("rdb_changes_since_last_save"),
+                       loading=bool(int(info.get("loading", 0))))
     except redis.AuthenticationError as exc:
         return _result(name, "redis", MISCONFIGURED, started, "authentication failed: %s" % _short(exc), details)
     except redis.ResponseError as exc:
