@@ -138,17 +138,31 @@ class DatastoreStore(Store):
             raw = self._service.get_value(self._name(key), local=False)
         except Exception as exc:  # the service talks to the st2 API over HTTP
             raise StoreError("st2 datastore read of %r failed: %s" % (key, exc))
-        if raw is None:
-            return None
+        return None if raw is None else self._envelope(key, raw)
+
+    def _envelope(self, key, raw):
+        """The stored {"v", "exp"} of `key` from its raw value; None (and the key deleted) once expired."""
         try:
             envelope = json.loads(raw)
-        except ValueError:
+        except (TypeError, ValueError):
             raise StoreError("st2 datastore key %r does not hold synthralos JSON" % self._name(key))
         expires_at = envelope.get("exp")
         if expires_at is not None and self._clock() >= expires_at:
             self.delete(key)
             return None
         return envelope
+
+    def _list_page(self, prefix, limit, offset):
+        """(key-value pairs under `prefix`, whether the service paged them): older action
+        services take no limit/offset and return everything."""
+        try:
+            try:
+                page = self._service.list_values(local=False, prefix=self._name(prefix), limit=limit, offset=offset)
+                return page or [], True
+            except TypeError:
+                return self._service.list_values(local=False, prefix=self._name(prefix)) or [], False
+        except Exception as exc:
+            raise StoreError("st2 datastore list of %r failed: %s" % (prefix, exc))
 
     def _write(self, key, value, expires_at):
         envelope = {"v": value, "exp": expires_at}
@@ -215,23 +229,17 @@ class DatastoreStore(Store):
 
     def items(self, prefix, limit=100, offset=0):
         """[(key, value)] of up to `limit` keys starting with `prefix` (one key per queued item: no
-        read-modify-write race between writers), sorted by key. Expired entries are skipped."""
-        try:
-            try:
-                kvps = self._service.list_values(local=False, prefix=self._name(prefix), limit=limit, offset=offset)
-            except TypeError:  # services without paging (older st2): everything, paged below
-                kvps = self._service.list_values(local=False, prefix=self._name(prefix))
-        except Exception as exc:
-            raise StoreError("st2 datastore list of %r failed: %s" % (prefix, exc))
+        read-modify-write race between writers), sorted by key. Expired and unreadable entries are skipped."""
+        kvps, _ = self._list_page(prefix, limit, offset)
         out = []
-        for kvp in kvps or []:
+        for kvp in kvps:
+            key = kvp.name[len(self._prefix):]
             try:
-                envelope = json.loads(kvp.value)
-            except (TypeError, ValueError):
+                envelope = self._envelope(key, kvp.value)
+            except StoreError:  # not the pack's JSON: skip it, the queue goes on
                 continue
-            if envelope.get("exp") is not None and self._clock() >= envelope["exp"]:
-                continue
-            out.append((kvp.name[len(self._prefix):], envelope.get("v")))
+            if envelope is not None:
+                out.append((key, envelope.get("v")))
         out.sort(key=lambda item: item[0])
         if len(out) > limit:  # a service that ignores limit/offset (st2tests' mock): page here
             out = out[offset : offset + limit]
@@ -253,25 +261,17 @@ class DatastoreStore(Store):
         # ignores them, so stop as soon as a page brings nothing new.
         found, offset = {}, 0
         while True:
-            try:
-                try:
-                    page = self._service.list_values(local=False, prefix=self._name(prefix), limit=page_size,
-                                                     offset=offset)
-                except TypeError:
-                    page, page_size = self._service.list_values(local=False, prefix=self._name(prefix)), None
-            except Exception as exc:
-                raise StoreError("st2 datastore listing of %r failed: %s" % (prefix, exc))
-            page = page or []
+            page, paged = self._list_page(prefix, page_size, offset)
             fresh = [item for item in page if item.name not in found]
             for item in fresh:
                 found[item.name] = item.value
-            if page_size is None or len(page) < page_size or not fresh:
+            if not paged or len(page) < page_size or not fresh:
                 break
             offset += len(page)
         items = []
         for name in sorted(found):
             key = name[len(self._prefix):]
-            envelope = self._read(key)  # re-read: expiry and JSON checks in one place
+            envelope = self._envelope(key, found[name])  # the listed value: no second read per key
             if envelope is not None:
                 items.append((key, envelope["v"]))
         return items
