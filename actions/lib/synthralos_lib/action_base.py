@@ -95,8 +95,8 @@ def _guarded(run):
             exc.args = tuple(scrub_text(a, secrets) if isinstance(a, str) else scrub(a, secrets) for a in exc.args)
             raise
         if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], bool):
-            return result[0], scrub(result[1], self.secrets())
-        return scrub(result, self.secrets())
+            return result[0], scrub(result[1], secrets)
+        return scrub(result, secrets)
 
     guarded_run._synthralos_guarded = True
     return guarded_run

@@ -36,7 +36,7 @@ import time
 from datetime import datetime, timezone
 
 from synthralos_lib.cron import schedule
-from synthralos_lib.state.redaction import scrub
+from synthralos_lib.state.redaction import scrub_and_cap
 from synthralos_lib.state.store import KEEP
 
 KEY_PREFIX = "cron."
@@ -392,10 +392,7 @@ class CronBackoff(object):
 
     def _clean_error(self, error):
         text = describe_failure(error) if not isinstance(error, str) else error
-        text = scrub(text, self.secrets)  # scrub before truncating: a cut secret would not match
-        if len(text) > LAST_ERROR_MAX_CHARS:
-            text = text[: LAST_ERROR_MAX_CHARS - 3] + "..."
-        return text
+        return scrub_and_cap(text, LAST_ERROR_MAX_CHARS, self.secrets)
 
     @staticmethod
     def _key(job_id):

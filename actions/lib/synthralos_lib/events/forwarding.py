@@ -30,7 +30,7 @@ import os
 import time
 
 from synthralos_lib.events.outbox import DirectOutbox, RedisOutbox, make_client
-from synthralos_lib.state.redaction import scrub
+from synthralos_lib.state.redaction import scrub_if_needed
 from synthralos_lib.state.store import DatastoreStore, StoreError
 
 LOG = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def forward(settings, store, event, service=None, client=None, inline_flush=True
     `service`: the action service, for the datastore queue when Redis is down.
     """
     rudder = settings.section("rudderstack")
-    event = scrub(event, settings.secrets())  # before it is queued, sent or dead-lettered anywhere
+    event = scrub_if_needed(event, settings.secrets())  # before it is queued, sent or dead-lettered anywhere
     client = client or inline_client(rudder)
     base = {"event": event["event"], "message_id": event["messageId"]}
     if client is None:

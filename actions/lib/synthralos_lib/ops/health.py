@@ -41,6 +41,8 @@ import threading
 import time
 import uuid
 
+from synthralos_lib.state.redaction import scrub_and_cap
+
 LOG = logging.getLogger(__name__)
 
 OK = "ok"
@@ -67,8 +69,8 @@ def _result(name, kind, status, started, error=None, details=None):
 
 
 def _short(text):
-    text = " ".join(str(text).split())
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+    # Scrubbed before it is cut: the action scrubs the report again, but a cut secret would not match then.
+    return scrub_and_cap(" ".join(str(text).split()), MAX_ERROR_CHARS)
 
 
 # -- HTTP -------------------------------------------------------------------
