@@ -256,9 +256,6 @@ def check_redis(url, timeout_s, slow_ms):
         ping_ms = round((time.monotonic() - started) * 1000.0, 1)
         details["ping_ms"] = ping_ms
         details.update(redis_persistence(client))  # the outbox's durability, as get_queue_stats reports it
-        info = client.info("persistence")
-        details.update(rdb_changes_since_last_save=info.get("rdb_changes_since_last_save"),
-                       loading=bool(int(info.get("loading", 0))))
     except redis.AuthenticationError as exc:
         return _result(name, "redis", MISCONFIGURED, started, "authentication failed: %s" % _short(exc), details)
     except redis.ResponseError as exc:

@@ -19,8 +19,8 @@ AOF_LOSS = {
 
 
 def redis_persistence(client):
-    """{"appendonly", "appendfsync", "save", "aof_enabled", "rdb_last_save_age_s", "durable", "restart_loses",
-    "warning", "source"} for a redis-py client (decode_responses=True). Raises redis.RedisError if unreachable."""
+    """{"appendonly", "appendfsync", "save", "aof_enabled", "rdb_last_save_age_s", "rdb_changes_since_last_save",
+    "loading", "durable", "restart_loses", "warning", "source"} for a redis-py client (decode_responses=True). Raises redis.RedisError if unreachable."""
     import redis
 
     config, source = {}, "config"
@@ -58,6 +58,8 @@ def redis_persistence(client):
         "aof_last_write_status": info.get("aof_last_write_status"),
         "rdb_last_bgsave_status": info.get("rdb_last_bgsave_status"),
         "rdb_last_save_age_s": rdb_age,
+        "rdb_changes_since_last_save": info.get("rdb_changes_since_last_save"),
+        "loading": bool(int(info.get("loading", 0) or 0)),
         "durable": bool(aof_enabled and fsync in ("always", "everysec")),
         "restart_loses": loses,
         "warning": warning,
