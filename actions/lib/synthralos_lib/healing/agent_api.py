@@ -51,9 +51,6 @@ TIMEOUT = "timeout"
 UNREACHABLE = "unreachable"
 MALFORMED_RESPONSE = "malformed_response"
 
-TERMINAL_STATUSES = frozenset(
-    ["succeeded", "success", "completed", "failed", "error", "timeout", "timed_out", "cancelled", "canceled"]
-)
 # Statuses of a run that is still going; any other reported status (crashed, 137, ...) is final,
 # so polling never waits out its whole budget on a status the platform will not change.
 PENDING_STATUSES = frozenset(
@@ -195,14 +192,14 @@ def classify_status(status):
 
 
 def is_terminal(execution):
-    """Whether a reported run is finished: a known final status, or any status that is not a pending one."""
+    """Whether a reported run is finished: any status that is not a pending one."""
     status = (execution or {}).get("status")
     if status is None or (isinstance(status, str) and not status.strip()):
         return False
     if not isinstance(status, str):
         return True
     status = status.strip().lower()
-    return status in TERMINAL_STATUSES or status not in PENDING_STATUSES
+    return status not in PENDING_STATUSES
 
 
 def _require_id(result):

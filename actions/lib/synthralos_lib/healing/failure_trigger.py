@@ -31,8 +31,8 @@ from synthralos_lib.state.redaction import scrub_if_needed
 
 TRIGGER_REF = "synthralos.agent_failure"
 SOURCES = ("redis_stream", "bullmq", "webhook")
-UNKNOWN_STATUS = "unknown_status"
-FAILURE_TYPES = detection.FAILURE_TYPES + (UNKNOWN_STATUS,)
+UNKNOWN_STATUS = detection.UNKNOWN_STATUS
+FAILURE_TYPES = detection.FAILURE_TYPES
 IN_PROGRESS_STATUSES = frozenset(
     ["queued", "pending", "scheduled", "waiting", "delayed", "started", "running", "in_progress", "active"]
 )
@@ -71,11 +71,8 @@ def classify(result):
     if status in IN_PROGRESS_STATUSES:
         return None, None
     found = detection.detect_failure(result)
-    if found["failed"]:
-        return found["failure_type"], found
-    if status and status not in detection.SUCCESS_STATUSES:
-        return UNKNOWN_STATUS, found
-    return None, found
+    # Detection reports any status that is not an explicit success as unknown_status.
+    return (found["failure_type"], found) if found["failed"] else (None, found)
 
 
 def build_failure(agent_id, execution_id, result, source, source_id, trace_context=None, raw=None,
