@@ -496,6 +496,8 @@ class StubHTTPServer(object):
             return
         self._stopping.set()
         httpd.shutdown()
+        if self._thread is not None:  # the accept loop ends within one poll; then the socket can close
+            self._thread.join(1.0)
         httpd.server_close()
         with self._lock:
             connections = list(self._connections)
@@ -505,8 +507,6 @@ class StubHTTPServer(object):
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        if self._thread is not None:
-            self._thread.join(1.0)
         self._httpd = None
         self._thread = None
 

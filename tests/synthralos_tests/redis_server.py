@@ -28,6 +28,8 @@ import tempfile
 import threading
 import time
 
+from synthralos_tests.http_server import free_port
+
 __all__ = ["RedisServer", "RedisServerError", "get_redis_server", "find_redis_server_binary"]
 
 # Where Debian's redis-server package puts the binary; PATH is searched first.
@@ -53,14 +55,6 @@ def find_redis_server_binary():
             return candidate
     raise RedisServerError(_MISSING_MESSAGE % (_BINARY_ENV, _DEFAULT_BINARY))
 
-
-def _free_port():
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-    finally:
-        sock.close()
 
 
 def _port_accepts(port, timeout=0.2):
@@ -122,7 +116,7 @@ class RedisServer(object):
             attempts = 1 if self.port is not None else 5
             last_error = None
             for _ in range(attempts):
-                port = self.port if self.port is not None else _free_port()
+                port = self.port if self.port is not None else free_port()
                 try:
                     self._spawn(binary, port)
                     self.port = port
