@@ -696,16 +696,8 @@ def bullmq_settings(settings):
 def connect(url, block_ms=1000):
     """A redis-py client for BullMQ's Redis: text replies, a socket timeout above the blocking read, no retries
     (the sensor reconnects with its own backoff)."""
-    import redis
+    from synthralos_lib.streams.consumer import connect_factory
 
     if not url:
         raise BullMQError("no Redis for BullMQ: set bullmq.redis_url (or redis.url) in the pack config")
-    options = dict(decode_responses=True, socket_timeout=block_ms / 1000.0 + 5, socket_connect_timeout=5)
-    try:
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        options["retry"] = Retry(NoBackoff(), 0)
-    except ImportError:  # redis-py < 4.1
-        pass
-    return redis.Redis.from_url(url, **options)
+    return connect_factory(url, block_ms)()
