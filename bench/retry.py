@@ -11,7 +11,10 @@ it reports the success rate, the p95 end-to-end latency of a request
 (including every wait) and the wasted calls (provider calls that did not
 produce the answer). Time is REAL wall-clock time with every delay scaled
 down (backoff base 0.05 s, cap 1 s, breaker cooldown 1 s, Retry-After around
-0.2-1 s) so that --quick stays under two minutes.
+0.2-1 s) so that --quick takes about three minutes. Every cell runs --repeat
+times (3; the random-error scenario with a new seed each run) and each figure
+is the median over the runs: LiteLLM's wasted calls alone vary 6-13 between
+single runs.
 
 Besides the in-process figures it reports what a request costs inside st2,
 where every python-script action execution is a new process:
@@ -33,9 +36,11 @@ Strategies:
   workflow rounds a handed-back delay up to whole seconds (Orquesta task
   delays are integers); here it is used as computed, since everything is
   scaled down.
-  retry_after_cap_s is 0.25 s (latency-first: a longer Retry-After sends the
-  request to the next target while the limited one cools down for everyone);
-  `--retry-after-cap 2` gives the pack's default ratio.
+  retry_after_cap_s is 2 s, the pack's default ratio (120 s against a 60 s
+  backoff cap): a Retry-After up to it is waited out on the same target.
+  `--retry-after-cap 0.25` is a latency-first profile: a longer Retry-After
+  sends the request to the next (dearer) target at once while the limited
+  one cools down for everyone.
 * litellm_router: litellm.Router with the same chain as a fallback, the same
   attempts (num_retries=2), cooldowns after failures (allowed_fails=2, i.e.
   the 3rd failure cools a deployment, like ours with min_requests=3;
@@ -49,7 +54,7 @@ Strategies:
 
 Writes bench/results/retry.json:
 {"<scenario>": {"ours": {"success_rate", "p95_latency_s", "wasted_calls", "executions_per_request",
-                         "st2_p95_latency_s", "primary_share", "cost_per_1k_usd"},
+                         "st2_p95_latency_s", "primary_share", "cost_per_1k_usd", "runs"},
                 "litellm_router": {...}, "tenacity": {...}}}
 ours also has "previous_executions_per_request": what the same attempts cost in
 the one-attempt-per-task workflow this pack had before llm_request
@@ -90,9 +95,8 @@ MAX_ATTEMPTS = 3
 BASE_DELAY_S = 0.05
 MAX_DELAY_S = 1.0
 # Longest Retry-After ours waits out on the same target before moving to the next
-# one: 5 base delays, a latency-first profile (the pack's default ratio,
-# 120 s against a 60 s backoff cap, would be 2.0 here: `--retry-after-cap 2`).
-RETRY_AFTER_CAP_S = 0.25
+# one: the pack's default ratio (120 s against a 60 s backoff cap; scaled, 2 s).
+RETRY_AFTER_CAP_S = 2.0
 COOLDOWN_S = 1
 FAST_PATH_MAX_WAIT_S = 0.5  # the pack's 10 s default, scaled like the backoff (1 s -> 0.05 s)
 PER_EXECUTION_COST_S = 1.5  # a python-script execution on a small st2 box (1.2-2.9 s measured)
@@ -109,21 +113,22 @@ os.environ.setdefault("JITTER", str(BASE_DELAY_S))
 # Each sets up the primary endpoint "p" (the fallback "f" is healthy unless said).
 # Times are seconds from the first request.
 
-def transient_30pct(server, duration):
-    server.set_error_rate("p", 0.3, ["server_error", "bad_gateway", "unavailable"], seed=7)
+def transient_30pct(server, duration, run):
+    # Each run draws its own error sequence (seed 7, 8, ...), so the medians are not one lucky draw.
+    server.set_error_rate("p", 0.3, ["server_error", "bad_gateway", "unavailable"], seed=7 + run)
 
 
-def primary_outage(server, duration):
+def primary_outage(server, duration, run):
     server.add_outage("p", duration * 0.2, duration * 0.7, "unavailable")
 
 
-def rate_limited(server, duration):
+def rate_limited(server, duration, run):
     # Both targets enforce a real sliding-window limit; together they carry the load.
     server.set_rate_limit("p", 6, 1.0)
     server.set_rate_limit("f", 6, 1.0)
 
 
-def quota_exhausted_primary(server, duration):
+def quota_exhausted_primary(server, duration, run):
     server.set_default("p", "quota")
 
 
@@ -266,7 +271,7 @@ def p95(values):
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
-def run_one(strategy_cls, scenario, requests_n, rate, redis_url, per_execution_cost):
+def run_one(strategy_cls, scenario, requests_n, rate, redis_url, per_execution_cost, run=0):
     duration = requests_n / float(rate)
     server = LLMProviderServer()
     try:
@@ -277,7 +282,7 @@ def run_one(strategy_cls, scenario, requests_n, rate, redis_url, per_execution_c
         server.reset()
         server.add_endpoint("p", "openai", PRIMARY_KEY, region="us-east")
         server.add_endpoint("f", "anthropic", FALLBACK_KEY, region="eu-west")
-        scenario(server, duration)
+        scenario(server, duration, run)
 
         results = [None] * requests_n
         threads = []
@@ -322,6 +327,16 @@ def run_one(strategy_cls, scenario, requests_n, rate, redis_url, per_execution_c
         server.close()
 
 
+def medians(runs):
+    """Per metric, the median over the runs of one cell (the lower middle for an even count), plus `runs`."""
+    merged = {}
+    for key in runs[0]:
+        ordered = sorted(r[key] for r in runs)
+        merged[key] = ordered[(len(ordered) - 1) // 2]
+    merged["runs"] = len(runs)
+    return merged
+
+
 def start_redis():
     """A private redis-server on a free loopback port (the pack's breakers need a shared store)."""
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -348,10 +363,12 @@ def start_redis():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller workload (finishes in under two minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller workload (40 requests per cell; about three minutes)")
     parser.add_argument("--requests", type=int, help="requests per scenario and strategy")
     parser.add_argument("--rate", type=float, default=10.0, help="request arrivals per second")
     parser.add_argument("--only", help="comma-separated scenario names")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per cell; each figure reported is the median over the runs")
     parser.add_argument("--retry-after-cap", type=float, default=RETRY_AFTER_CAP_S,
                         help="ours: longest Retry-After honoured before moving to the next target (s)")
     parser.add_argument("--fast-path-max-wait", type=float, default=FAST_PATH_MAX_WAIT_S,
@@ -372,16 +389,20 @@ def main(argv=None):
         for name, scenario in chosen:
             results[name] = {}
             for strategy_cls in STRATEGIES:
-                metrics = run_one(strategy_cls, scenario, requests_n, args.rate, redis_url, args.per_execution_cost)
-                results[name][strategy_cls.name] = metrics
-                print("  %-24s %-15s %s" % (name, strategy_cls.name, metrics), file=sys.stderr)
+                runs = []
+                for run in range(args.repeat):
+                    runs.append(run_one(strategy_cls, scenario, requests_n, args.rate, redis_url,
+                                        args.per_execution_cost, run))
+                    print("  %-24s %-15s run %d: %s" % (name, strategy_cls.name, run + 1, runs[-1]), file=sys.stderr)
+                results[name][strategy_cls.name] = medians(runs)
     finally:
         redis_proc.kill()
         redis_proc.wait()
     elapsed = time.monotonic() - began
 
-    print("LLM retry/reroute benchmark: %d requests per cell at %.0f/s, real time (delays scaled down), %.0fs total;"
-          " st2 latency = in-process + executions x %.1fs" % (requests_n, args.rate, elapsed, args.per_execution_cost))
+    print("LLM retry/reroute benchmark: %d requests per cell at %.0f/s, median of %d runs, real time (delays scaled"
+          " down), %.0fs total; st2 latency = in-process + executions x %.1fs"
+          % (requests_n, args.rate, args.repeat, elapsed, args.per_execution_cost))
     columns = [("success_rate", "%12.3f"), ("p95_latency_s", "%13.3f"), ("wasted_calls", "%12d"),
                ("executions_per_request", "%22.2f"), ("st2_p95_latency_s", "%17.3f"), ("primary_share", "%13.3f"),
                ("cost_per_1k_usd", "%15.4f")]

@@ -147,16 +147,55 @@ class BreakerContract(StoreBackendMixin):
             "[Reroute] circuit of a closed: the half-open probe succeeded",
         ])
 
-    def test_probe_failure_reopens_with_doubled_capped_cooldown(self):
+    def test_a_failed_probe_reopens_for_half_the_time_open_so_far(self):
         b = self.breakers
         for _ in range(4):
             b.record("a", False, E.TRANSIENT)
-        cooldowns = []
-        for _ in range(4):
+        opened_at = self.clock.now
+        cooldowns, probe_times = [], []
+        for i in range(7):
             self.clock.now += b.status("a")["open_for_s"]
-            self.assertTrue(b.try_acquire("a")[0])
-            cooldowns.append(b.record("a", False, E.OVERLOADED)["cooldown_s"])
-        self.assertEqual(cooldowns, [60, 100, 100, 100])
+            probe_times.append(self.clock.now - opened_at)
+            # Each probe may come from another process: the episode's start lives in the store.
+            breakers = self.other_process() if i % 2 else b
+            self.assertEqual(breakers.try_acquire("a"), (True, "half-open probe"))
+            cooldowns.append(breakers.record("a", False, E.OVERLOADED)["cooldown_s"])
+        # cooldown_s (30) while the outage is short, then half the time open so far, capped at 100.
+        self.assertEqual(cooldowns, [30, 30, 45, 67.5, 100, 100, 100])
+        self.assertEqual(probe_times, [30, 60, 90, 135, 202.5, 302.5, 402.5])
+
+    def test_the_probe_cadence(self):
+        from synthralos_lib.llm.breaker import probe_cooldown
+
+        limits = {"cooldown_s": 30, "max_cooldown_s": 600}
+        self.assertEqual([probe_cooldown(s, limits) for s in (0, 30, 60, 61, 90, 1199, 5000)],
+                         [30, 30, 30, 30.5, 45, 599.5, 600])
+        self.assertEqual(probe_cooldown(-5, limits), 30)  # a clock step backwards
+
+    def test_a_short_outage_is_probed_every_cooldown_and_closes_on_the_first_good_probe(self):
+        b = self.breakers
+        for _ in range(4):
+            b.record("a", False, E.TRANSIENT)
+        self.clock.now += 30
+        self.assertTrue(b.try_acquire("a")[0])
+        b.record("a", False, E.TRANSIENT)  # still down at the first probe
+        self.assertEqual(b.try_acquire("a"), (False, "circuit open (transient) for 30.0s more"))
+        self.clock.now += 30  # back up: the second probe comes one cooldown later, not two
+        self.assertTrue(b.try_acquire("a")[0])
+        self.assertEqual(b.record("a", True)["state"], "closed")
+        # A later outage is a new episode: it starts again at cooldown_s.
+        for _ in range(4):
+            b.record("a", False, E.TRANSIENT)
+        self.clock.now += 30
+        b.try_acquire("a")
+        self.assertEqual(b.record("a", False, E.TRANSIENT)["cooldown_s"], 30)
+
+    def test_quota_probe_failure_stays_open_for_max_cooldown(self):
+        b = self.breakers
+        b.record("a", False, E.QUOTA_EXHAUSTED)
+        self.clock.now += 100
+        self.assertTrue(b.try_acquire("a")[0])
+        self.assertEqual(b.record("a", False, E.QUOTA_EXHAUSTED)["cooldown_s"], 100)
 
     def test_cooldown_after_rate_limit_skips_new_requests_but_not_the_waiting_one(self):
         b = self.breakers

@@ -3,7 +3,7 @@
 Every st2 action is its own process, so a breaker is state in the pack's
 store (Redis when configured, else the st2 datastore), keyed by target name:
 
-* `breaker.<target>`          the open circuit: {opened_at, open_until, cooldown_s, reason}; absent = closed
+* `breaker.<target>`          the open circuit: {opened_at, open_until, cooldown_s, reason, since}; absent = closed
 * `breaker.<target>.outcomes` recent outcomes {t, failed}, newest first (bounded list, expires after the window)
 * `breaker.<target>.cool`     a short cooldown after 429/overloaded: {until, reason}, expires by itself
 * lock `breaker.<target>.probe.<opened_at>`  the one half-open probe of an open period
@@ -14,7 +14,7 @@ Life of a circuit:
               confidence; or a run of failures implausible at the threshold rate;
               or one quota_exhausted / auth_config)--> open
     open   --(cooldown over)--> half-open: exactly one caller wins the probe lock
-    probe ok --> closed (window cleared);  probe failed --> open, cooldown doubled (<= max_cooldown_s)
+    probe ok --> closed (window cleared);  probe failed --> open again (see "Probing" below)
 
 The failure rate of a window of n outcomes with f failures counts as >= the
 threshold t when the lower end of its one-sided 95 % Wilson interval is (see
@@ -30,6 +30,17 @@ than 0.1 % of the time to a target failing at exactly the threshold rate
 (t^k <= 0.001: 10 at t 0.5; never fewer than min_requests). A target failing
 30 % of calls has such a run once in ~170,000 calls; the old rule (a run of
 min_requests, 5) once in ~400.
+
+Probing: a failed probe re-opens the circuit for half as long as it has been
+open since it first opened (`since`), never less than `cooldown_s`, never
+more than `max_cooldown_s`. Short outages, the common case, are probed every
+`cooldown_s` (the old doubling waited 2x then 4x the cooldown, so a primary
+that recovered just after a failed probe sat idle while the dearer fallback
+served); long ones are probed less and less often (each probe costs one
+caller a failed call, up to timeout_s on a hanging provider), and the
+primary is back at most half the outage's length after it recovers. With
+the defaults (30 s, 600 s): probes 30, 60, 90, 135, 202, 304, 456, 683,
+1025, 1538 s after opening, then every 600 s.
 
 quota_exhausted and auth_config open the circuit at once for `max_cooldown_s`:
 they need a human (billing, keys), not a few seconds. A provider's explicit
@@ -101,6 +112,12 @@ def run_needed(min_requests, threshold, alpha=RUN_ALPHA):
     if threshold <= 0:
         return max(1, min_requests)
     return max(min_requests, int(math.ceil(math.log(alpha) / math.log(threshold) - 1e-9)))
+
+
+def probe_cooldown(open_for_s, settings):
+    """Seconds to stay open after a failed probe, the circuit having been open `open_for_s` since
+    it first opened: half of that, within [cooldown_s, max_cooldown_s] (see "Probing")."""
+    return round(min(settings["max_cooldown_s"], max(settings["cooldown_s"], open_for_s / 2.0)), 3)
 
 
 DEFAULTS = {"window_s": 60, "min_requests": 5, "failure_rate_threshold": 0.5, "cooldown_s": 30,
@@ -200,8 +217,8 @@ class Breakers(object):
             if failed and error_class in OPEN_AT_ONCE:
                 self._open(target, now, cfg["max_cooldown_s"], error_class)
             elif failed:
-                cooldown = min(cfg["max_cooldown_s"], int(opened.get("cooldown_s") or cfg["cooldown_s"]) * 2)
-                self._open(target, now, cooldown, error_class)
+                since = opened.get("since", opened["opened_at"])
+                self._open(target, now, probe_cooldown(now - since, cfg), error_class, since=since)
             else:
                 self.reset(target)
                 LOG.info("[Reroute] circuit of %s closed: the half-open probe succeeded", target)
@@ -231,9 +248,10 @@ class Breakers(object):
             self.store.delete(key)
 
     # -- internals --------------------------------------------------------
-    def _open(self, target, now, cooldown_s, reason):
+    def _open(self, target, now, cooldown_s, reason, since=None):
         self.store.set(self._key(target), {"opened_at": now, "open_until": now + cooldown_s,
-                                           "cooldown_s": int(cooldown_s), "reason": reason})
+                                           "cooldown_s": cooldown_s, "reason": reason,
+                                           "since": now if since is None else since})
         LOG.warning("[Reroute] circuit of %s opened for %ds: %s", target, int(cooldown_s), reason)
 
     def _window(self, target, now):
