@@ -252,7 +252,7 @@ class Breakers(object):
         self.store.set(self._key(target), {"opened_at": now, "open_until": now + cooldown_s,
                                            "cooldown_s": cooldown_s, "reason": reason,
                                            "since": now if since is None else since})
-        LOG.warning("[Reroute] circuit of %s opened for %ds: %s", target, int(cooldown_s), reason)
+        LOG.warning("[Reroute] circuit of %s opened for %gs: %s", target, cooldown_s, reason)
 
     def _window(self, target, now):
         since = now - self.settings["window_s"]
