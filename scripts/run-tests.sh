@@ -48,15 +48,24 @@ loud() {
 }
 hash_of() { sha256sum | cut -c1-16; }
 
+# Installs Debian packages; `apt-get update` runs at most once per run.
+APT_UPDATED=""
+apt_install() {
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if [ -z "$APT_UPDATED" ]; then
+        $sudo apt-get update -qq
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 ensure_redis_server() {
     if command -v redis-server >/dev/null 2>&1; then
         return
     fi
     log "installing redis-server (Debian package)"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    apt_install redis-server
     # The package may start a system service; the tests start their own servers.
     command -v redis-server >/dev/null || { echo "redis-server still missing" >&2; exit 1; }
 }
@@ -66,11 +75,7 @@ ensure_redis_server() {
 ensure_promtool() {
     command -v promtool >/dev/null 2>&1 && return
     log "installing promtool (Debian package prometheus)"
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null ||
-        log "prometheus package not installed: the promtool check will be skipped"
+    apt_install prometheus || log "prometheus package not installed: the promtool check will be skipped"
 }
 
 find_python() {
@@ -136,8 +141,9 @@ use_given_source() {
 
 # Extracts a tarball once into $CACHE_DIR/src/<name>-<sha256 prefix>.
 use_tarball() {
-    local name=$1 tarball=$2 commit=$3 sha dest tmp top base
-    sha=$(sha256sum "$tarball" | cut -c1-16) || return 1
+    local name=$1 tarball=$2 commit=$3 full sha dest tmp top base
+    full=$(sha256sum "$tarball" | cut -d' ' -f1) || return 1
+    sha=${full:0:16}
     dest="$CACHE_DIR/src/$name-$sha"
     if [ ! -f "$dest/.synthralos-source" ]; then
         mkdir -p "$CACHE_DIR/src" || return 1
@@ -158,9 +164,9 @@ use_tarball() {
         base=${base%.tgz}
         base=${base##*-}
         if [[ ${#base} -ge 7 && $base =~ ^[0-9a-f]+$ && $commit == "$base"* ]]; then
-            printf 'commit=%s\nsha256=%s\ntarball=%s\n' "$commit" "$(sha256sum "$tarball" | cut -d' ' -f1)" "$tarball"
+            printf 'commit=%s\nsha256=%s\ntarball=%s\n' "$commit" "$full" "$tarball"
         else
-            printf 'commit=unknown\nsha256=%s\ntarball=%s\n' "$(sha256sum "$tarball" | cut -d' ' -f1)" "$tarball"
+            printf 'commit=unknown\nsha256=%s\ntarball=%s\n' "$full" "$tarball"
         fi >"$dest/.synthralos-source"
     fi
     SRC_DIR=$dest
