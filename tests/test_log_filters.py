@@ -21,12 +21,15 @@ from synthralos_tests.base import SynthralosActionTestCase
 
 from get_system_metrics import GetSystemMetrics
 from synthralos_lib.action_base import ActionInputError
+from synthralos_lib.ops.trace import TraceLogFilter
+from synthralos_lib.state.redaction import RedactingFilter
 
 AGENT_KEY = "ZETAlatekey5d4c3b2a9f"
 BEARER = "KAPPAlatebearer00998877"
 TRACE_ID = "tr-late-41aa"
 # The modules ops.metrics.collect imports inside the function, and whose loggers log.
 LAZY_LOGGING_MODULES = ("synthralos_lib.events.forwarding", "synthralos_lib.llm.breaker")
+PACK_FILTERS = (RedactingFilter, TraceLogFilter)
 LAZY_MODULES = LAZY_LOGGING_MODULES + ("synthralos_lib.cron.backoff", "synthralos_lib.ops.recovery_stats")
 
 
@@ -117,6 +120,9 @@ class LoggersCreatedDuringRunTest(SynthralosActionTestCase):
         before = [list(h.filters) for h in handlers]
         self.run_action(trace_id=TRACE_ID)
         self.assertEqual([list(h.filters) for h in handlers], before)
+        left = [name for name, logger in logging.Logger.manager.loggerDict.items()
+                if isinstance(logger, logging.Logger) and any(isinstance(f, PACK_FILTERS) for f in logger.filters)]
+        self.assertEqual(left, [])  # nor on any logger: a sensor process must not rely on an action's leftovers
         logging.getLogger(self.third_party).warning("after the run: %s", "plain")
         self.assertEqual(self.lines()[-1], (self.third_party, "after the run: plain"))
 
