@@ -18,6 +18,10 @@ import unittest
 import uuid
 
 from synthralos_tests.base import SynthralosActionTestCase
+from synthralos_tests.http_server import Reply
+from synthralos_tests.redis_server import get_redis_server
+from synthralos_tests.rudderstack_sink import BATCH_PATH, RudderStackSink
+from synthralos_tests.st2_python_runner import WRAPPER_AVAILABLE, WRAPPER_SKIP_REASON
 
 from get_system_metrics import GetSystemMetrics
 from synthralos_lib.action_base import ActionInputError
@@ -26,6 +30,7 @@ from synthralos_lib.state.redaction import RedactingFilter
 
 AGENT_KEY = "ZETAlatekey5d4c3b2a9f"
 BEARER = "KAPPAlatebearer00998877"
+WRITE_KEY = "SIGMAlatewritekey7123"
 TRACE_ID = "tr-late-41aa"
 # The modules ops.metrics.collect imports inside the function, and whose loggers log.
 LAZY_LOGGING_MODULES = ("synthralos_lib.events.forwarding", "synthralos_lib.llm.breaker")
@@ -133,6 +138,38 @@ class LoggersCreatedDuringRunTest(SynthralosActionTestCase):
         with self.assertRaises(ActionInputError):
             action.run(trace_id=TRACE_ID, third_party=self.third_party, no_such_parameter=1)
         self.assertEqual([list(h.filters) for h in handlers], before)
+
+
+@unittest.skipUnless(WRAPPER_AVAILABLE, WRAPPER_SKIP_REASON)
+class ActionProcessTest(unittest.TestCase):
+    """In st2's python runner process only the action logger has a handler: a library line reaches
+    no handler and goes to `logging.lastResort` (stderr, WARNING and up), which must be guarded too."""
+
+    @classmethod
+    def setUpClass(cls):
+        from synthralos_tests.st2_python_runner import StackStormLayout
+
+        import st2tests.base  # noqa: F401  (st2's test config, which the layout overrides)
+        cls.st2 = StackStormLayout().__enter__()
+        cls.addClassCleanup(cls.st2.__exit__, None, None, None)
+
+    def test_a_library_line_on_stderr_is_scrubbed_and_traced(self):
+        redis = get_redis_server()
+        redis.flushall()
+        sink = RudderStackSink(write_keys=()).start()
+        self.addCleanup(sink.stop)
+        sink.script("POST", BATCH_PATH, Reply(401, "Invalid write key %s" % WRITE_KEY))
+        config = {"redis": {"url": redis.url}, "rudderstack": {"write_key": WRITE_KEY, "data_plane_url": sink.url,
+                                                               "max_retries": 0, "batch_size": 1}}
+        status, output = self.st2.run("forward_event.py", {
+            "event_type": "agent_execution", "status": "failed", "source_execution_id": "exec-1",
+            "agent_id": "agent-1", "trace_context": {"trace_id": TRACE_ID}}, config)
+        self.assertEqual((status, output["result"]["status"]), ("succeeded", "queued"), output["stderr"])
+        self.assertEqual([line for line in output["stderr"].splitlines() if "[RudderStack]" in line], [
+            "[RudderStack] configuration error: HTTP 401 from the data plane: Invalid write key ***; "
+            "1 event(s) refused trace_id=" + TRACE_ID,
+        ])
+        self.assertNotIn(WRITE_KEY, output["stderr"] + output["stdout"])
 
 
 if __name__ == "__main__":
