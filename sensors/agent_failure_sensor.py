@@ -8,7 +8,8 @@ import time
 from st2reactor.sensor.base import Sensor
 
 from synthralos_lib.healing.failure_trigger import TRIGGER_REF
-from synthralos_lib.state.config import load_config
+from synthralos_lib.ops.trace import guarded_logs
+from synthralos_lib.state.config import config_secrets, load_config
 from synthralos_lib.streams.consumer import StreamConsumer, connect_factory
 from synthralos_lib.streams.entries import prepare_entry
 
@@ -23,11 +24,15 @@ class AgentFailureSensor(Sensor):
     def __init__(self, sensor_service, config=None):
         super(AgentFailureSensor, self).__init__(sensor_service=sensor_service, config=config)
         self._logger = self.sensor_service.get_logger(name=self.__class__.__name__)
+        self._log_guard = guarded_logs(self._logger, ())  # opened by setup(), closed by cleanup()
         self._consumer = None
         self._stopped = threading.Event()
         self.clock = time.time  # stamps detected_at
 
     def setup(self):
+        # Every line of this long-lived process, the library's included, is scrubbed (ops.trace).
+        self._log_guard.close()  # a second setup() replaces the first one's filters
+        self._log_guard = guarded_logs(self._logger, config_secrets(self.config)).open()
         settings = load_config(self.config)
         section = settings.section("agent_failure_stream")
         if not section["enabled"] or not settings.redis_url:
@@ -65,6 +70,7 @@ class AgentFailureSensor(Sensor):
         self._stopped.set()
         if self._consumer is not None:
             self._consumer.stop()
+        self._log_guard.close()
 
     def _dispatch(self, item):
         # One log line per batch (StreamConsumer); each failure is a trigger instance in st2 anyway.

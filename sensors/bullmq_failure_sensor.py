@@ -4,7 +4,8 @@ import threading
 
 from st2reactor.sensor.base import Sensor
 
-from synthralos_lib.state.config import load_config
+from synthralos_lib.ops.trace import guarded_logs
+from synthralos_lib.state.config import config_secrets, load_config
 from synthralos_lib.state.redaction import scrub
 from synthralos_lib.streams import bullmq
 
@@ -21,6 +22,7 @@ class BullMQFailureSensor(Sensor):
     def __init__(self, sensor_service, config=None):
         super(BullMQFailureSensor, self).__init__(sensor_service=sensor_service, config=config)
         self._logger = self.sensor_service.get_logger(name=self.__class__.__name__)
+        self._log_guard = guarded_logs(self._logger, ())  # opened by setup(), closed by cleanup()
         self._stop = threading.Event()
         self._watcher = None
         self._client = None
@@ -28,6 +30,9 @@ class BullMQFailureSensor(Sensor):
         self._settings = None
 
     def setup(self):
+        # Every line of this long-lived process, the library's included, is scrubbed (ops.trace).
+        self._log_guard.close()  # a second setup() replaces the first one's filters
+        self._log_guard = guarded_logs(self._logger, config_secrets(self.config)).open()
         self._settings = load_config(self.config)
         self._options = bullmq.bullmq_settings(self._settings)
         if not self._options.get("enabled") or not self._options.get("queues"):
@@ -83,6 +88,7 @@ class BullMQFailureSensor(Sensor):
         # run() sees the flag after its current read, which blocks for at most
         # bullmq.block_ms (<= 1 s), and closes its connections itself.
         self._stop.set()
+        self._log_guard.close()
 
     def add_trigger(self, trigger):
         pass

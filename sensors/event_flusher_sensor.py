@@ -5,7 +5,8 @@ import time
 from st2reactor.sensor.base import Sensor
 
 from synthralos_lib.events.flusher import BackgroundFlusher
-from synthralos_lib.state.config import ConfigError, load_config
+from synthralos_lib.ops.trace import guarded_logs
+from synthralos_lib.state.config import ConfigError, config_secrets, load_config
 
 SLEEP_SLICE_S = 0.25  # how quickly cleanup() is noticed while waiting
 BAD_CONFIG_IDLE_S = 60.0
@@ -21,10 +22,14 @@ class EventFlusherSensor(Sensor):
     def __init__(self, sensor_service, config=None):
         super(EventFlusherSensor, self).__init__(sensor_service=sensor_service, config=config)
         self._logger = self.sensor_service.get_logger(name=self.__class__.__name__)
+        self._log_guard = guarded_logs(self._logger, ())  # opened by setup(), closed by cleanup()
         self._running = False
         self._flusher = None
 
     def setup(self):
+        # Every line of this long-lived process, the library's included, is scrubbed (ops.trace).
+        self._log_guard.close()  # a second setup() replaces the first one's filters
+        self._log_guard = guarded_logs(self._logger, config_secrets(self.config)).open()
         self._running = True
         try:
             settings = load_config(self.config)
@@ -62,6 +67,7 @@ class EventFlusherSensor(Sensor):
         self._running = False
         if self._flusher is not None:
             self._flusher.close()
+        self._log_guard.close()
 
     def add_trigger(self, trigger):  # no per-trigger state: the sensor only dispatches
         pass

@@ -10,15 +10,20 @@ import json
 import logging
 import unittest
 
+from st2tests.mocks.sensor import MockSensorService, MockSensorWrapper
+
 from synthralos_tests.agent_api_server import AgentPlatformServer
-from synthralos_tests.base import StoreBackendMixin
+from synthralos_tests.base import StoreBackendMixin, merge
 from synthralos_tests.http_server import Reply, malformed_json
 from synthralos_tests.llm_provider import LLMProviderServer
+from synthralos_tests.rudderstack_sink import BATCH_PATH, RudderStackSink
 from synthralos_tests.healing import recovery_actions
 from synthralos_tests.orquesta_runner import ACTIONS_DIR, run_workflow, skip_unless_orquesta
 
 from detect_failure import DetectFailureAction
+from event_flusher_sensor import EventFlusherSensor
 from execute_repair_step import ExecuteRepairStepAction
+from forward_event import ForwardEvent
 from generate_repair_plan import GenerateRepairPlanAction
 from get_failure_history import GetFailureHistoryAction
 from record_failure import RecordFailureAction
@@ -172,6 +177,33 @@ class SecretSweepContract(StoreBackendMixin):
             self.run_action(RecordFailureAction, agent_id="agent-1")
         self.assertTrue(all(r.startswith("ConfigError: invalid synthralos config") for r in self.results[1::2]),
                         self.results)
+        self.assert_swept()
+
+    def test_the_event_flusher_sensor_and_a_data_plane_that_echoes_the_write_key(self):
+        # A gateway answering 401 with the key it refused: the library's RudderStack client logs
+        # that answer, in the forwarding action and in the long-lived sensor alike.
+        sink = RudderStackSink(write_keys=()).start()
+        self.addCleanup(sink.stop)
+        sink.script("POST", BATCH_PATH, *[Reply(401, "Invalid write key %s\n" % WRITE_KEY) for _ in range(3)])
+        self.config = merge(self.config, {"rudderstack": {"data_plane_url": sink.url, "max_retries": 0, "batch_size": 1}})
+        forwarded = self.run_action(ForwardEvent, event_type="agent_execution", status="failed", agent_id="agent-1",
+                                    source_execution_id="exec-1", trace_context={"trace_id": "tr-9"})
+        self.assertIn(forwarded["status"], ("queued", "pending_retry"), forwarded)
+        service = MockSensorService(MockSensorWrapper(pack="synthralos", class_name="EventFlusherSensor"))
+        service._datastore_service = self.action_service.datastore_service
+        sensor = EventFlusherSensor(sensor_service=service, config=self.config)
+        sensor.setup()
+        try:
+            # As in st2's sensor process, where no action ever runs: the sensor guards the handlers itself.
+            self.assertEqual([type(f).__name__ for f in self.capture.filters], ["RedactingFilter"])
+            self.results.append(sensor.tick())
+        finally:
+            sensor.cleanup()
+        self.assertEqual(self.capture.filters, [])
+        self.results.append(service.dispatched_triggers)
+        refused = [line for line in self.capture.lines if line.startswith("[RudderStack] configuration error")]
+        self.assertEqual(len(refused), 2, self.capture.lines)  # the action's inline attempt, the sensor's
+        self.assertEqual(len(sink.requests("POST", BATCH_PATH)), 2)
         self.assert_swept()
 
     @skip_unless_orquesta

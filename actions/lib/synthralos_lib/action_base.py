@@ -2,19 +2,17 @@
 
 import decimal
 import functools
-import logging
 
 from st2common.runners.base_action import Action
 
-from synthralos_lib.ops.trace import trace_id_of, traced_logs
+from synthralos_lib.ops.trace import guarded_logs, trace_id_of
 from synthralos_lib.state.config import load_config, raw_secrets
-from synthralos_lib.state.redaction import install_log_filter, scrub, scrub_and_cap, scrub_text
+from synthralos_lib.state.redaction import scrub, scrub_and_cap, scrub_text
 from synthralos_lib.state.store import DatastoreStore, get_store
 
 # Errors that mean "this input broke the code", never a message a user should decode.
 _INTERNAL_ERRORS = (KeyError, TypeError, OverflowError, AttributeError, IndexError, RecursionError,
                     decimal.InvalidOperation)
-_LIBRARY_LOGGER = "synthralos_lib"
 
 
 class ActionInputError(ValueError):
@@ -29,8 +27,10 @@ class SynthralosAction(Action):
     traceback from the runner's wrapper.
 
     Every subclass's `run` is guarded (the redaction boundary): its result is
-    scrubbed of configured secrets and credential shapes, its log lines (and
-    the pack library's) go through a redacting filter, and an exception leaves
+    scrubbed of configured secrets and credential shapes, every log line written
+    while it runs (its own, the pack library's, even from loggers created inside
+    `run`) goes through a redacting filter on the handlers that emit it
+    (`ops.trace.guarded_logs`, taken off again when `run` ends), and an exception leaves
     with a scrubbed message; a raw KeyError/TypeError/OverflowError/... becomes
     an `ActionInputError` that names its cause. While it runs with a trace id in
     its parameters, every log line ends with ``trace_id=<id>``.
@@ -81,11 +81,8 @@ def _guarded(run):
     @functools.wraps(run)
     def guarded_run(self, *args, **kwargs):
         secrets = self.secrets()
-        loggers = _pack_loggers(self)
-        for logger in loggers:
-            install_log_filter(logger, secrets)
         try:
-            with traced_logs(loggers, trace_id_of(kwargs)):
+            with guarded_logs(getattr(self, "logger", None), secrets, trace_id_of(kwargs)):
                 result = run(self, *args, **kwargs)
         except _INTERNAL_ERRORS as exc:
             raise ActionInputError(
@@ -108,13 +105,3 @@ def _message(exc, secrets):
     except Exception:
         text = type(exc).__name__
     return scrub_and_cap(text, 500, secrets)
-
-
-def _pack_loggers(action):
-    """The action's logger and the pack library's loggers (the boundary the filters guard)."""
-    loggers = [getattr(action, "logger", None), logging.getLogger(_LIBRARY_LOGGER)]
-    loggers.extend(
-        logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)
-        if name.startswith(_LIBRARY_LOGGER + ".")
-    )
-    return [logger for logger in loggers if isinstance(logger, logging.Logger)]

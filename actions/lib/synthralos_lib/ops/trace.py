@@ -1,8 +1,19 @@
-"""Trace context in log lines: while an execution that carries a trace id runs, every
-line its logger and the pack library log ends with ``trace_id=<id>``.
+"""Log boundary: while an action runs (or a sensor lives), every line the pack writes is
+scrubbed of secrets and, when the execution carries a trace id, ends with ``trace_id=<id>``.
+
+The filters go on the *handlers* that emit, not on loggers: a logger's filters do not apply
+to its child loggers, and library modules imported inside a function (``ops.metrics.collect``
+imports four) create their loggers after ``run`` has started. Every record of a logger that
+propagates, whenever it was created, reaches the same handlers: the action's or sensor's
+logger's, the ``synthralos_lib`` logger's, and the root logger's (or ``logging.lastResort``
+when there are none, as in st2's python runner process, where only the action logger has one).
 """
 
 import logging
+
+from synthralos_lib.state.redaction import RedactingFilter
+
+LIBRARY_LOGGER = "synthralos_lib"
 
 # Where an execution's parameters carry the trace id, in order.
 _TRACE_HOLDERS = ("trace_context", "failure")
@@ -37,19 +48,50 @@ class TraceLogFilter(logging.Filter):
         return True
 
 
-class traced_logs(object):
-    """Context manager: a TraceLogFilter on `loggers` for the duration (nothing without a trace id)."""
+class guarded_logs(object):
+    """Redacting filter (and a TraceLogFilter with a trace id) on every handler that emits the lines of
+    `logger`, of the pack library's loggers (existing or created later) and of any logger that propagates
+    to the root. `open()` (or ``with``) puts them on, `close()` takes them off again."""
 
-    def __init__(self, loggers, trace_id):
-        self.loggers = [logger for logger in loggers if isinstance(logger, logging.Logger)] if trace_id else []
-        self.filter = TraceLogFilter(trace_id) if trace_id else None
+    def __init__(self, logger, secrets, trace_id=None):
+        self.logger = logger
+        self.filters = [RedactingFilter(secrets)] + ([TraceLogFilter(trace_id)] if trace_id else [])
+        self.handlers = []
 
-    def __enter__(self):
-        for logger in self.loggers:
-            logger.addFilter(self.filter)
+    def open(self):
+        self.close()
+        registry = logging.Logger.manager.loggerDict
+        self.handlers = emitting_handlers([self.logger, logging.getLogger(LIBRARY_LOGGER)] + [
+            registry[name] for name in list(registry) if name.startswith(LIBRARY_LOGGER + ".")
+        ])  # library loggers with handlers of their own (assertLogs puts one there) count too
+        for handler in self.handlers:
+            for log_filter in self.filters:  # scrub first: the trace filter merges the arguments too
+                handler.addFilter(log_filter)
         return self
 
+    def close(self):
+        for handler in self.handlers:
+            for log_filter in self.filters:
+                handler.removeFilter(log_filter)
+        self.handlers = []
+
+    __enter__ = open
+
     def __exit__(self, *exc_info):
-        for logger in self.loggers:
-            logger.removeFilter(self.filter)
+        self.close()
         return False
+
+
+def emitting_handlers(loggers):
+    """The handlers records of `loggers` reach (as Logger.callHandlers walks), each once."""
+    handlers = []
+    for logger in loggers:
+        found = False
+        # Not a Logger (a PlaceHolder, st2tests' Mock(spec=RootLogger) sensor logger): nothing to walk.
+        while isinstance(logger, logging.Logger) and isinstance(getattr(logger, "handlers", None), list):
+            found = found or bool(logger.handlers)
+            handlers.extend(h for h in logger.handlers if h not in handlers)
+            logger = logger.parent if logger.propagate else None
+        if not found and logging.lastResort is not None and logging.lastResort not in handlers:
+            handlers.append(logging.lastResort)
+    return handlers

@@ -212,6 +212,14 @@ def raw_secrets(raw):
     return [s for s in found if isinstance(s, str) and s]
 
 
+def config_secrets(raw):
+    """The secrets of a raw pack config: the validated config's, else (invalid) what raw_secrets finds."""
+    try:
+        return load_config(raw).secrets()
+    except Exception:
+        return raw_secrets(raw)
+
+
 def _describe(error):
     # Say what was expected without quoting the offending value; key names only when safe.
     if error.validator == "additionalProperties":

@@ -18,8 +18,10 @@ ELLIPSIS = "..."
 
 # Credentials recognised by their shape, whatever their value.
 _PATTERNS = (
-    # Authorization headers and bearer/basic tokens quoted in error text.
-    (re.compile(r"(?i)\b(authorization\s*[:=]\s*(?:bearer|basic|token)?\s*)[A-Za-z0-9._~+/=-]{6,}"), r"\1" + REDACTED),
+    # Authorization headers and bearer/basic tokens quoted in error text (the scheme word itself is
+    # never taken for the token: scrubbing scrubbed text changes nothing, as a line may be filtered twice).
+    (re.compile(r"(?i)\b(authorization\s*[:=]\s*(?:bearer|basic|token)?\s*)(?!(?:bearer|basic|token)\b)"
+                r"[A-Za-z0-9._~+/=-]{6,}"), r"\1" + REDACTED),
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"), r"\1" + REDACTED),
     # The password of a URL's userinfo: scheme://user:password@host.
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*):[^\s/@]+@"), r"\1:" + REDACTED + "@"),
@@ -126,13 +128,3 @@ class RedactingFilter(logging.Filter):
         record.args = ()
         return True
 
-
-def install_log_filter(logger, secrets):
-    """Scrub everything `logger` emits (idempotent: one filter per logger, secrets refreshed)."""
-    for existing in getattr(logger, "filters", []):
-        if isinstance(existing, RedactingFilter):
-            existing.secrets = list(secrets)
-            return existing
-    redacting = RedactingFilter(secrets)
-    logger.addFilter(redacting)
-    return redacting
