@@ -13,11 +13,16 @@ MAX_ID_CHARS = 256
 _CONTROL = re.compile(r"[\x00-\x1f]")
 
 
+def _absent(value, field, required):
+    """Whether `value` is None, which only a `required` field refuses."""
+    if value is None and required:
+        raise ValueError("%s is required" % field)
+    return value is None
+
+
 def check_number(value, field, minimum=None, maximum=None, integer=False, required=False):
     """`value` if it is a finite number within [minimum, maximum] (None allowed unless `required`)."""
-    if value is None:
-        if required:
-            raise ValueError("%s is required" % field)
+    if _absent(value, field, required):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
         raise ValueError("%s must be %s" % (field, "an integer" if integer else "a number"))
@@ -49,9 +54,7 @@ def check_text(value, field, max_chars=None, ascii_only=False, allow_empty=True,
     the result is, the stripped text). `printable`: no control characters.
     `ascii_only`: printable ASCII without spaces.
     """
-    if value is None:
-        if required:
-            raise ValueError("%s is required" % field)
+    if _absent(value, field, required):
         return None
     if not isinstance(value, str):
         raise ValueError("%s must be a string" % field)
