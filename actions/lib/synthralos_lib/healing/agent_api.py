@@ -36,9 +36,9 @@ import time
 from urllib.parse import quote
 
 from synthralos_lib.healing.detection import still_running
+from synthralos_lib.state import validation
 from synthralos_lib.state.redaction import scrub, scrub_and_cap
 from synthralos_lib.state.shapes import bounded
-from synthralos_lib.state import validation
 
 LOG = logging.getLogger(__name__)
 
