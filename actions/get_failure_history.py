@@ -1,16 +1,16 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.healing.history import history_key, read_with_fallback, within_budget
+from synthralos_lib.healing.history import check_agent_id, read_with_fallback, within_budget
 
 
 class GetFailureHistoryAction(SynthralosAction):
     """An agent's latest failures and recovery outcomes, newest first."""
 
     def run(self, agent_id, limit=20):
-        history_key(agent_id)  # validates agent_id (non-empty, not whitespace) before any store is touched
-        found = read_with_fallback(self.store, self.fallback_store(), agent_id.strip(), limit=limit)
+        agent_id = check_agent_id(agent_id)  # before any store is touched
+        found = read_with_fallback(self.store, self.fallback_store(), agent_id, limit=limit)
         entries, truncated = within_budget(self.scrub(found["entries"]))
         return {
-            "agent_id": agent_id.strip(),
+            "agent_id": agent_id,
             "count": len(entries),
             "truncated": truncated,
             "entries": entries,

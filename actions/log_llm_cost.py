@@ -1,8 +1,7 @@
 from synthralos_lib.action_base import SynthralosAction
 from synthralos_lib.events.builders import EventError, llm_cost_event
-from synthralos_lib.events.forwarding import correlation, forward
-from synthralos_lib.events.pricing import PricingError
-from synthralos_lib.state.validation import check_number
+from synthralos_lib.events.forwarding import correlation, forward, refused_or_skipped
+from synthralos_lib.events.pricing import PricingError, check_call
 
 CORRELATION_PARAMS = (
     "agent_id", "user_id", "trace_id", "workspace_id", "organization_id", "traceparent", "langfuse_trace_url",
@@ -15,16 +14,10 @@ class LogLlmCost(SynthralosAction):
     def run(self, provider, model, input_tokens, output_tokens, target=None, input_price_per_1k=None,
             output_price_per_1k=None, workflow_execution_id=None, node_id=None, source_execution_id=None,
             trace_tag=None, discriminator="", timestamp=None, **params):
-        try:  # what the schema cannot say (NaN, Infinity, bounds when run outside st2); the builder checks the rest
-            for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    check_number(value, name, maximum=100000000)
-            for name, value in (("input_price_per_1k", input_price_per_1k), ("output_price_per_1k", output_price_per_1k)):
-                check_number(value, name, 0, 1000)
-        except ValueError as exc:
-            return False, {"error": str(exc)}
-        if not self.settings.flag("track_model_costs"):
-            return {"status": "skipped", "forwarded": False, "reason": "features.track_model_costs is off"}
+        answer = refused_or_skipped(self.settings, "track_model_costs", check_call, input_tokens, output_tokens,
+                                    input_price_per_1k, output_price_per_1k)
+        if answer is not None:
+            return answer
         try:
             corr = correlation(
                 self.settings, source_execution_id=source_execution_id, st2_trace_tag=trace_tag,

@@ -1,7 +1,6 @@
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.events.builders import EventError, similarity_event
-from synthralos_lib.events.forwarding import correlation, forward
-from synthralos_lib.state.validation import check_number, check_numbers
+from synthralos_lib.events.builders import EventError, check_similarity, similarity_event
+from synthralos_lib.events.forwarding import correlation, forward, refused_or_skipped
 
 CORRELATION_PARAMS = (
     "agent_id", "user_id", "trace_id", "workspace_id", "organization_id", "traceparent", "langfuse_trace_url",
@@ -14,15 +13,10 @@ class LogPromptSimilarity(SynthralosAction):
     def run(self, threshold, method="cosine", score=None, vector_a=None, vector_b=None, action_taken=None,
             prompt=None, flagged_content=None, guardrail=None, source_execution_id=None, trace_tag=None,
             discriminator="", timestamp=None, **params):
-        try:  # what the schema cannot say (NaN, Infinity); the builder checks the rest
-            check_number(threshold, "threshold", 0, 1, required=True)
-            check_number(score, "score", 0, 1)
-            check_numbers(vector_a, "vector_a")
-            check_numbers(vector_b, "vector_b")
-        except ValueError as exc:
-            return False, {"error": str(exc)}
-        if not self.settings.flag("enable_similarity_logging"):
-            return {"status": "skipped", "forwarded": False, "reason": "features.enable_similarity_logging is off"}
+        answer = refused_or_skipped(self.settings, "enable_similarity_logging", check_similarity, threshold, score,
+                                    vector_a, vector_b)
+        if answer is not None:
+            return answer
         tracing = self.settings.flag("enable_guardrails_tracing")
         values = {k: params.get(k) for k in CORRELATION_PARAMS}
         if not tracing:

@@ -11,7 +11,7 @@ import unittest
 import yaml
 
 from synthralos_lib.state.config import PACK_ROOT
-from synthralos_lib.state.validation import check_number, check_numbers, check_text
+from synthralos_lib.state.validation import check_id, check_number, check_numbers, check_text
 
 
 
@@ -76,4 +76,23 @@ class CodeValidationTest(unittest.TestCase):
                                ("agent-\u00e9", "user_id must be printable ASCII without spaces")):
             with self.assertRaises(ValueError) as caught:
                 check_text(value, "user_id", ascii_only=True)
+            self.assertEqual(str(caught.exception), message)
+
+    def test_ids(self):
+        self.assertEqual((check_id(" agent-1 ", "agent_id"), check_id(42, "agent_id"), check_id("agent \u00e9", "agent_id")),
+                         ("agent-1", "42", "agent \u00e9"))
+        self.assertEqual(check_text(" a ", "agent_id", strip=True), "a")
+        for value, options, message in (
+            (None, {}, "agent_id is required"),
+            (True, {}, "agent_id must be a string"),
+            ("", {}, "agent_id must not be empty"),
+            (" \t", {}, "agent_id must not be only whitespace"),
+            ("a" * 257, {}, "agent_id must be at most 256 characters"),
+            ("a\nb", {}, "agent_id must not contain control characters"),
+            ("a b", {"ascii_only": True}, "agent_id must be printable ASCII without spaces"),
+            ("..", {"path_segment": True}, "agent_id must not be '.' or '..' or contain '/'"),
+            ("a/b", {"path_segment": True}, "agent_id must not be '.' or '..' or contain '/'"),
+        ):
+            with self.assertRaises(ValueError) as caught:
+                check_id(value, "agent_id", **options)
             self.assertEqual(str(caught.exception), message)

@@ -192,7 +192,7 @@ class EventActionsContract(StoreBackendMixin):
         )
         self.assertEqual(
             self.run_action(LogLlmCost, provider="openai", model="gpt-4o", input_tokens=-5, output_tokens=1),
-            (False, {"error": "input_tokens must be an integer >= 0"}),
+            (False, {"error": "input_tokens must be at least 0"}),
         )
         self.assertEqual(self.sink.request_log, [])
 

@@ -82,7 +82,7 @@ class PayloadTest(unittest.TestCase):
         self.assertEqual((payload["agent_id"], payload["execution_id"], tag), ("unknown", "q:5", "synthralos:unknown:q:5"))
         with self.assertRaises(failure_trigger.MalformedFailure) as caught:
             bullmq.failure_payload("q", "j" * 300, {"name": "a", "failedReason": "x"}, "failed", {}, [], 0)
-        self.assertEqual(str(caught.exception), "execution_id is longer than 256 characters")
+        self.assertEqual(str(caught.exception), "execution_id must be at most 256 characters")
 
     def test_watcher_logs_and_skips_a_job_it_cannot_dispatch(self):
         from unittest import mock
@@ -98,7 +98,7 @@ class PayloadTest(unittest.TestCase):
         self.assertEqual((watcher.stats["skipped"], watcher.stats["dispatched"]), (1, 1))
         [warning] = logger.warning.call_args_list
         self.assertEqual(warning[0][0] % warning[0][1:], "[Self-Healing] BullMQ job q:'%s... failed (failed) but was "
-                         "not dispatched: execution_id is longer than 256 characters" % ("j" * 79))
+                         "not dispatched: execution_id must be at most 256 characters" % ("j" * 79))
 
 
 class NodeMissingTest(unittest.TestCase):

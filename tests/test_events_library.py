@@ -195,9 +195,9 @@ class LlmCostTest(unittest.TestCase):
         self.assertEqual((cost["cost_usd"], cost["cost_usd_cents"], cost["price_source"], cost["total_tokens"]), (None, None, "unknown", 15))
 
     def test_bad_token_counts(self):
-        with self.assertRaisesRegex(pricing.PricingError, "input_tokens must be an integer >= 0"):
+        with self.assertRaisesRegex(pricing.PricingError, "^input_tokens must be at least 0$"):
             pricing.cost("gpt-4o", -1, 0, {})
-        with self.assertRaisesRegex(pricing.PricingError, "output_tokens"):
+        with self.assertRaisesRegex(pricing.PricingError, "^output_tokens must be an integer$"):
             pricing.cost("gpt-4o", 1, "2", {})
 
 
@@ -217,8 +217,8 @@ class SimilarityTest(unittest.TestCase):
             ([1, 2], [1], "equal length"),
             ([], [], "non-empty"),
             ([0, 0], [1, 1], "zero vector"),
-            ([1, "x"], [1, 2], "finite numbers"),
-            ([1, float("inf")], [1, 2], "finite numbers"),
+            ([1, "x"], [1, 2], r"^vector_a\[1\] must be a number$"),
+            ([1, 2], [1, float("inf")], r"^vector_b\[1\] must be a finite number \(not NaN or Infinity\)$"),
         ):
             with self.assertRaisesRegex(similarity.SimilarityError, message):
                 similarity.score("cosine", a, b)
@@ -260,9 +260,11 @@ class SimilarityTest(unittest.TestCase):
             similarity_event(corr, 0.5, score=0.1, method="jaccard")
         with self.assertRaisesRegex(EventError, "action_taken must be one of"):
             similarity_event(corr, 0.5, score=0.1, action_taken="ignored")
-        with self.assertRaisesRegex(EventError, "score must be between 0 and 1"):
+        with self.assertRaisesRegex(EventError, "^score must be at most 1$"):
             similarity_event(corr, 0.5, score=1.5)
-        with self.assertRaisesRegex(EventError, "threshold"):
+        with self.assertRaisesRegex(EventError, "^threshold must be at most 1$"):
             similarity_event(corr, 2, score=0.5)
+        with self.assertRaisesRegex(EventError, r"^threshold must be a finite number \(not NaN or Infinity\)$"):
+            similarity_event(corr, float("nan"), score=0.5)
         with self.assertRaisesRegex(EventError, "equal length"):
             similarity_event(corr, 0.5, vector_a=[1], vector_b=[1, 2])

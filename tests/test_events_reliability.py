@@ -16,6 +16,7 @@ import unittest
 
 import redis
 
+from synthralos_tests.polling import wait_until
 from synthralos_tests.redis_server import get_redis_server
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
@@ -24,15 +25,6 @@ from synthralos_lib.events.outbox import RedisOutbox, make_client
 
 FLUSHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "synthralos_tests", "events_flusher.py")
 PREFIX = "synthralos:"
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 class OutboxTestCase(unittest.TestCase):
@@ -86,7 +78,7 @@ class FlusherKilledTest(OutboxTestCase):
             [sys.executable, FLUSHER, self.server.url, PREFIX, json.dumps(self.rudder()), "500"],
             stdout=subprocess.DEVNULL,
         )
-        self.assertTrue(wait_for(lambda: len(self.sink.accepted) >= 20))
+        wait_until(lambda: len(self.sink.accepted) >= 20, "the first batch at the sink", timeout=20.0)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         first_batch = self.sink.message_ids()

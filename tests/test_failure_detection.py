@@ -1,5 +1,7 @@
 """Failure detection: table-driven, exact types and evidence."""
 
+import synthralos_tests  # noqa: F401
+
 import unittest
 
 from hypothesis import given, settings, strategies as st
@@ -180,3 +182,37 @@ class DetectFailureTableTest(unittest.TestCase):
         found = detect_failure(result)
         self.assertIn(found["failure_type"], FAILURE_TYPES + (None,))
         self.assertEqual(found["failed"], bool(found["evidence"]))
+
+
+class StillRunningTest(unittest.TestCase):
+    """One set says "not finished yet"; the trigger, the agent API poller and BullMQ read it alike."""
+
+    def test_the_set_is_pinned(self):
+        from synthralos_lib.healing.detection import IN_PROGRESS_STATUSES
+
+        self.assertEqual(sorted(IN_PROGRESS_STATUSES), [
+            "accepted", "active", "created", "delayed", "in_progress", "pending", "queued", "running", "scheduled",
+            "started", "waiting",
+        ])
+
+    def test_every_caller_agrees(self):
+        from synthralos_lib.healing import agent_api, failure_trigger
+        from synthralos_lib.healing.detection import IN_PROGRESS_STATUSES, SUCCESS_STATUSES, still_running
+        from synthralos_lib.streams import bullmq
+
+        finished = sorted(SUCCESS_STATUSES) + ["failed", "timeout", "cancelled", "crashed", "137"]
+        for status in sorted(IN_PROGRESS_STATUSES) + finished:
+            for spelled in (status, " %s " % status.upper()):
+                running = status in IN_PROGRESS_STATUSES
+                self.assertEqual(still_running(spelled), running, spelled)
+                # The trigger does not judge a run that is still going; the poller keeps polling it.
+                self.assertEqual(failure_trigger.classify({"status": spelled, "output": "an answer"})[0] is None,
+                                 running or status in SUCCESS_STATUSES, spelled)
+                self.assertEqual(agent_api.is_terminal({"status": spelled}), not running, spelled)
+                # A failed BullMQ job whose result still reads "running" (or a success) is a failed run.
+                result = bullmq.agent_result("q", "1", {"data": {"result": {"status": spelled}}}, {})
+                self.assertEqual(result["status"], "failed" if running or status in SUCCESS_STATUSES else spelled,
+                                 spelled)
+        self.assertFalse(still_running(137))
+        self.assertTrue(agent_api.is_terminal({"status": 137}))
+        self.assertFalse(agent_api.is_terminal({"status": None}))

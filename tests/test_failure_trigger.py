@@ -89,9 +89,9 @@ class BuildFailureTest(unittest.TestCase):
 
     def test_bad_records(self):
         for args, reason in [
-            (("", "e", {}), "agent_id is empty"),
-            (("a", None, {}), "execution_id must be a string, got null"),
-            (("a", "e\n1", {}), "execution_id contains control characters"),
+            (("", "e", {}), "agent_id must not be empty"),
+            (("a", None, {}), "execution_id is required"),
+            (("a", "e\n1", {}), "execution_id must not contain control characters"),
             (("a", "e", ["failed"]), "result must be a JSON object, got list"),
         ]:
             with self.assertRaises(MalformedFailure) as caught:

@@ -58,9 +58,11 @@ class _Base(StoreBackendMixin, unittest.TestCase):
 class ClearAnswersTest(_Base):
     def test_ids_the_agent_api_cannot_carry_are_refused_by_name(self):
         for agent_id, execution_id, message in (
-            ("agent-\u00e9", "exec-1", "agent_id must be 1-256 printable ASCII characters without spaces or '/'"),
-            ("agent-1", "   ", "execution_id must not be empty or whitespace"),
-            ("agent-1", "exec 1", "execution_id must be 1-256 printable ASCII characters without spaces or '/'"),
+            ("agent-\u00e9", "exec-1", "agent_id must be printable ASCII without spaces"),
+            ("agent-1", "   ", "execution_id must not be only whitespace"),
+            ("agent-1", "exec 1", "execution_id must be printable ASCII without spaces"),
+            ("agent-1", "a/b", "execution_id must not be '.' or '..' or contain '/'"),
+            ("agent-1", "x" * 257, "execution_id must be at most 256 characters"),
             ("agent-1", ["exec-1"], "execution_id must be a string"),
         ):
             with self.assertRaises(StepInvalid) as caught:
@@ -84,7 +86,7 @@ class ClearAnswersTest(_Base):
 
     def test_record_failure_checks_what_the_schema_cannot(self):
         for params, message in (
-            ({"agent_id": "  "}, "agent_id must be a non-empty string (not only whitespace)"),
+            ({"agent_id": "  "}, "agent_id must not be only whitespace"),
             ({"agent_id": "a", "started_at": float("nan")}, "started_at must be a finite epoch time in seconds, not in the future"),
             ({"agent_id": "a", "started_at": float("inf")}, "started_at must be a finite epoch time in seconds, not in the future"),
             ({"agent_id": "a", "attempts": ["x"]}, "attempts must be a list of objects"),

@@ -263,8 +263,8 @@ class WebhookPathTest(StoreBackendMixin, unittest.TestCase):
             ({"agent_id": "a", "result": {"status": "failed"}}, "the body has no execution_id"),
             ({"agent_id": "a", "execution_id": "e"}, "the body has no result"),
             ({"agent_id": "a", "execution_id": "e", "result": "failed"}, "result must be a JSON object, got str"),
-            ({"agent_id": "", "execution_id": "e", "result": {"status": "failed"}}, "agent_id is empty"),
-            ({"agent_id": ["a"], "execution_id": "e", "result": {"status": "failed"}}, "agent_id must be a string, got list"),
+            ({"agent_id": "", "execution_id": "e", "result": {"status": "failed"}}, "agent_id must not be empty"),
+            ({"agent_id": ["a"], "execution_id": "e", "result": {"status": "failed"}}, "agent_id must be a string"),
             ({"agent_id": "a", "execution_id": "e", "result": {"status": "failed"}, "trace_context": "abc"},
              "trace_context must be a JSON object, got str"),
         ]

@@ -11,6 +11,7 @@ import time
 from st2tests.base import BaseSensorTestCase
 from st2tests.mocks.sensor import MockSensorService, MockSensorWrapper
 
+from synthralos_tests.polling import wait_until
 from synthralos_tests.redis_server import get_redis_server
 
 from agent_failure_sensor import AgentFailureSensor
@@ -21,15 +22,6 @@ GROUP = "synthralos"
 NOW = 1796000000.25
 DETECTED_AT = "2026-11-30T00:53:20.250Z"
 API_KEY = "agent-api-key-9f8e7d"
-
-
-def wait_until(condition, timeout=10.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 class AgentFailureSensorTest(BaseSensorTestCase):
@@ -167,7 +159,7 @@ class AgentFailureSensorTest(BaseSensorTestCase):
              "field duration_ms must be a number"),
             ({"agent_id": "a", "execution_id": "e7", "status": "failed", "tool_results": "{}"},
              "field tool_results must hold a JSON array"),
-            ({"agent_id": "a" * 300, "execution_id": "e8", "status": "failed"}, "agent_id is longer than 256 characters"),
+            ({"agent_id": "a" * 300, "execution_id": "e8", "status": "failed"}, "agent_id must be at most 256 characters"),
             ({"agent_id": "a", "execution_id": "e9", "status": "failed", "trace_context": "\"x\""},
              "field trace_context must hold a JSON object"),
         ]

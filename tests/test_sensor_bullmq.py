@@ -16,6 +16,7 @@ from st2tests.base import BaseSensorTestCase
 
 from bullmq_failure_sensor import BullMQFailureSensor
 from synthralos_tests import bullmq_node
+from synthralos_tests.polling import wait_until
 from synthralos_tests.redis_server import RedisServer, get_redis_server
 
 DETECTED_AT = "2026-01-02T03:04:05.000Z"
@@ -323,27 +324,18 @@ class RunLoopTest(BullMQSensorCase):
         self.addCleanup(server.stop)
         return server
 
-    def wait_for(self, condition, timeout=20.0):
-        import time
-
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if condition():
-                return True
-            time.sleep(0.05)
-        return False
-
     def test_redis_restart_under_the_sensor_then_cleanup_returns(self):
         sensor = self.start_sensor(reconnect_max_delay_s=0.5)
         thread = threading.Thread(target=sensor.run)
         thread.start()
         try:
             self.fail_jobs([{"name": "before"}])
-            self.assertTrue(self.wait_for(lambda: len(self.get_dispatched_triggers()) == 1))
+            wait_until(lambda: len(self.get_dispatched_triggers()) == 1, "the dispatch before the restart",
+                       timeout=20.0)
             self.server.restart()  # same port, empty: the sensor's connections break
             self.fail_jobs([{"name": "after"}])
-            self.assertTrue(self.wait_for(lambda: len(self.get_dispatched_triggers()) == 2),
-                            "no dispatch after the Redis restart")
+            wait_until(lambda: len(self.get_dispatched_triggers()) == 2, "a dispatch after the Redis restart",
+                       timeout=20.0)
             self.assertEqual([t["payload"]["raw"]["name"] for t in self.get_dispatched_triggers()],
                              ["before", "after"])
             warnings = [c[0][0] for c in self.sensor_service._logger.warning.call_args_list]

@@ -16,6 +16,7 @@ from st2tests.base import BaseSensorTestCase
 
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.http_server import closed_port_url
+from synthralos_tests.polling import wait_until
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
 from event_flusher_sensor import EventFlusherSensor
@@ -239,12 +240,12 @@ class FlusherContract(StoreBackendMixin):
         sensor = self.sensor()
         thread = threading.Thread(target=sensor.run)
         thread.start()
-        self.sink.wait_for_requests(1, "POST", r"/v1/batch", timeout=10)
-        deadline = time.time() + 15
-        while len(self.sink.accepted) < 3 and time.time() < deadline:
-            time.sleep(0.05)
-        sensor.cleanup()
-        thread.join(5)
+        try:
+            self.sink.wait_for_requests(1, "POST", r"/v1/batch", timeout=10)
+            wait_until(lambda: len(self.sink.accepted) >= 3, "three accepted events", timeout=15.0)
+        finally:
+            sensor.cleanup()
+            thread.join(5)
         self.assertFalse(thread.is_alive())
         self.assertEqual(sorted(self.sink.message_ids()), sorted(r["message_id"] for r in results))
 

@@ -233,7 +233,7 @@ class LLMRetryContract(WorkflowMixin):
         self.assertEqual(run.output["reason"], "bad_request: the request itself is invalid")
         self.assertEqual([(a["target"], a["status"], a["error_class"], a["error_message"])
                           for a in run.output["attempts"]],
-                         [("oa", None, "bad_request", "temperature must be a finite number, not nan")])
+                         [("oa", None, "bad_request", "temperature must be a finite number (not NaN or Infinity)")])
         self.assertEqual(self.server.calls(), [])
         self.assertEqual(Breakers(self.make_store(), {}).status("oa")["window_requests"], 0)
 

@@ -30,6 +30,7 @@ import uuid
 from datetime import datetime, timezone
 
 from synthralos_lib.events import pricing, similarity
+from synthralos_lib.state.validation import check_number, check_numbers
 
 MAX_EVENT_BYTES = 32 * 1024
 MIN_TRIM_CHARS = 256  # ids and short fields are never trimmed
@@ -282,18 +283,28 @@ def llm_cost_event(correlation, provider, model, input_tokens, output_tokens, pr
     return build_event(EVENT_LLM_COST, properties, correlation, timestamp=timestamp, discriminator=discriminator)
 
 
+def check_similarity(threshold, score=None, vector_a=None, vector_b=None):
+    """The numbers of a similarity event: threshold and score in 0..1, vectors of finite numbers.
+
+    EventError naming the field (NaN and Infinity included), before any work.
+    """
+    try:
+        check_number(threshold, "threshold", 0, 1, required=True)
+        check_number(score, "score", 0, 1)
+        check_numbers(vector_a, "vector_a")
+        check_numbers(vector_b, "vector_b")
+    except ValueError as exc:
+        raise EventError(str(exc))
+
+
 def similarity_event(correlation, threshold, method="cosine", score=None, vector_a=None, vector_b=None,
                      action_taken=None, prompt=None, flagged_content=None, timestamp=None, discriminator="",
                      guardrail=None):
     """prompt_similarity_logged: score 0..1 (given, or computed from the two vectors), percent, threshold, action."""
     if method not in similarity.METHODS:
         raise EventError("method must be one of %s" % ", ".join(similarity.METHODS))
-    try:
-        threshold = float(threshold)
-    except (TypeError, ValueError):
-        raise EventError("threshold must be a number between 0 and 1")
-    if not 0.0 <= threshold <= 1.0:
-        raise EventError("threshold must be a number between 0 and 1")
+    check_similarity(threshold, score, vector_a, vector_b)
+    threshold = float(threshold)
     if score is None:
         if vector_a is None or vector_b is None:
             raise EventError("give either score or both vectors")
@@ -304,8 +315,6 @@ def similarity_event(correlation, threshold, method="cosine", score=None, vector
         computed = True
     else:
         score = float(score)
-        if not 0.0 <= score <= 1.0:
-            raise EventError("score must be between 0 and 1")
         computed = False
     if action_taken is None:
         action_taken = "flagged" if score >= threshold else "allowed"

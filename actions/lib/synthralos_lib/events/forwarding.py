@@ -143,3 +143,16 @@ def correlation(settings, source_execution_id=None, **values):
     values = {k: v for k, v in values.items() if v not in (None, "")}
     values["st2_execution_id"] = source_execution_id or os.environ.get("ST2_ACTION_EXECUTION_ID") or None
     return Correlation(settings.section("observability"), **values)
+
+
+def refused_or_skipped(settings, feature, check, *args):
+    """What an event action answers before building: `(False, {"error"})` when `check(*args)` refuses
+    the input (even with the feature off, as st2 refuses what the schema can say), the `skipped`
+    result when `features.<feature>` is off, else None (go on)."""
+    try:
+        check(*args)
+    except ValueError as exc:
+        return False, {"error": str(exc)}
+    if not settings.flag(feature):
+        return {"status": "skipped", "forwarded": False, "reason": "features.%s is off" % feature}
+    return None

@@ -17,6 +17,8 @@ cost is null and `price_source` says "unknown".
 
 from decimal import ROUND_HALF_UP, Decimal
 
+from synthralos_lib.state.validation import check_number
+
 # USD per 1k tokens: (input, output). Public list prices.
 BUILTIN_PRICES = {
     "gpt-4o": (0.0025, 0.01),
@@ -37,10 +39,28 @@ BUILTIN_PRICES = {
     "gemini-1.5-flash": (0.000075, 0.0003),
     "mistral-large": (0.002, 0.006),
 }
+MAX_TOKENS = 100000000  # tokens of one call
+MAX_CALL_PRICE_PER_1K = 1000  # USD, for a rate given with the call (log_llm_cost's bound)
+RATE_FIELDS = ("input_price_per_1k", "output_price_per_1k")
 
 
 class PricingError(ValueError):
     pass
+
+
+def _checked(value, field, minimum, maximum, integer=False, required=False):
+    try:
+        return check_number(value, field, minimum, maximum, integer=integer, required=required)
+    except ValueError as exc:
+        raise PricingError(str(exc))
+
+
+def check_call(input_tokens, output_tokens, input_price_per_1k=None, output_price_per_1k=None):
+    """The token counts and rates of one call (NaN, Infinity, bounds); PricingError naming the field."""
+    for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+        _checked(value, name, 0, MAX_TOKENS, integer=True, required=True)
+    for name, value in zip(RATE_FIELDS, (input_price_per_1k, output_price_per_1k)):
+        _checked(value, name, 0, MAX_CALL_PRICE_PER_1K)
 
 
 def price_table(config_prices=None):
@@ -97,9 +117,8 @@ def resolve_rates(model, prices, input_price_per_1k=None, output_price_per_1k=No
             if rates[i] is None and found[i] is not None:
                 rates[i] = found[i]
                 sources[i] = ("model_prices:%s" if key in entry else "builtin:%s") % found[2]
-    for i, rate in enumerate(rates):
-        if rate is not None and (not isinstance(rate, (int, float)) or rate < 0):
-            raise PricingError("price per 1k tokens must be a number >= 0")
+    for i, name in enumerate(RATE_FIELDS):  # a finite rate >= 0, wherever it came from
+        _checked(rates[i], name if sources[i] == "call" else "%s of %s" % (name, sources[i]), 0, None)
     if rates[0] is None or rates[1] is None:
         return None, None, "unknown"
     source = sources[0] if sources[0] == sources[1] else "%s,%s" % (sources[0], sources[1])
@@ -112,11 +131,8 @@ def _usd(value, places="0.00000001"):
 
 def cost(model, input_tokens, output_tokens, prices, input_price_per_1k=None, output_price_per_1k=None, target=None):
     """Token counts, rates and cost of one call, as event properties."""
-    counts = []
-    for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise PricingError("%s must be an integer >= 0" % name)
-        counts.append(value)
+    check_call(input_tokens, output_tokens, input_price_per_1k, output_price_per_1k)
+    counts = [input_tokens, output_tokens]
     in_rate, out_rate, source = resolve_rates(model, prices, input_price_per_1k, output_price_per_1k, target)
     result = {
         "input_tokens": counts[0],

@@ -16,6 +16,8 @@ the same way.
 
 import math
 
+from synthralos_lib.state.validation import check_numbers
+
 METHODS = ("cosine", "euclidean", "dot_product", "manhattan")
 
 
@@ -28,15 +30,10 @@ def _vectors(a, b):
         raise SimilarityError("vectors must be arrays of numbers")
     if not a or len(a) != len(b):
         raise SimilarityError("vectors must be non-empty and of equal length (got %d and %d)" % (len(a), len(b)))
-    out = []
-    for vector in (a, b):
-        values = []
-        for x in vector:
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-                raise SimilarityError("vectors must contain only finite numbers")
-            values.append(float(x))
-        out.append(values)
-    return out
+    try:
+        return [[float(x) for x in check_numbers(vector, name)] for vector, name in ((a, "vector_a"), (b, "vector_b"))]
+    except ValueError as exc:
+        raise SimilarityError(str(exc))
 
 
 def raw(method, a, b):

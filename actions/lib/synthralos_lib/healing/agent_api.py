@@ -32,10 +32,11 @@ cannot blow up an st2 result.
 """
 
 import logging
-import re
 import time
 from urllib.parse import quote
 
+from synthralos_lib.healing.detection import still_running
+from synthralos_lib.state import validation
 from synthralos_lib.state.redaction import scrub, scrub_and_cap
 from synthralos_lib.state.shapes import bounded
 
@@ -51,17 +52,9 @@ TIMEOUT = "timeout"
 UNREACHABLE = "unreachable"
 MALFORMED_RESPONSE = "malformed_response"
 
-# Statuses of a run that is still going; any other reported status (crashed, 137, ...) is final,
-# so polling never waits out its whole budget on a status the platform will not change.
-PENDING_STATUSES = frozenset(
-    ["running", "queued", "pending", "in_progress", "started", "accepted", "created", "scheduled", "waiting"]
-)
 _MESSAGE_LIMIT = 300
 MAX_BODY_BYTES = 1024 * 1024
-MAX_ID_CHARS = 256
 _BODY_STRING_LIMIT = 10000
-# Ids go into URL paths and the Idempotency-Key header: printable ASCII only.
-_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,%d}$" % MAX_ID_CHARS)
 _USER_AGENT = "synthralos-stackstorm-pack"
 
 
@@ -192,14 +185,15 @@ def classify_status(status):
 
 
 def is_terminal(execution):
-    """Whether a reported run is finished: any status that is not a pending one."""
+    """Whether a reported run is finished: a status that is not `detection.still_running`.
+
+    Any other reported status (crashed, 137, ...) is final, so polling never
+    waits out its whole budget on a status the platform will not change.
+    """
     status = (execution or {}).get("status")
     if status is None or (isinstance(status, str) and not status.strip()):
         return False
-    if not isinstance(status, str):
-        return True
-    status = status.strip().lower()
-    return status not in PENDING_STATUSES
+    return not still_running(status)
 
 
 def _require_id(result):
@@ -207,10 +201,11 @@ def _require_id(result):
     if not result.ok:
         return result
     found = result.body.get("id")
-    if isinstance(found, int) and not isinstance(found, bool):
-        found = str(found)
-    if isinstance(found, str) and _ID_PATTERN.match(found) and found not in (".", "..") and "/" not in found:
-        return result
+    try:
+        if check_id(found, "id") == (found if isinstance(found, str) else str(found)):  # usable as it stands
+            return result
+    except ValueError:
+        pass
     failed = ApiResult(result)
     failed.update(
         ok=False,
@@ -231,16 +226,7 @@ def _describe_id(value):
 
 def check_id(value, field):
     """`value` as an id the agent API can carry in a path and a header; ValueError naming `field` if not."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError("%s must be a string" % field)
-    text = str(value).strip()
-    if not text:
-        raise ValueError("%s must not be empty or whitespace" % field)
-    if not _ID_PATTERN.match(text) or text in (".", "..") or "/" in text:
-        raise ValueError(
-            "%s must be 1-%d printable ASCII characters without spaces or '/'" % (field, MAX_ID_CHARS)
-        )
-    return text
+    return validation.check_id(value, field, ascii_only=True, path_segment=True)
 
 
 def _parse(response, secrets=()):

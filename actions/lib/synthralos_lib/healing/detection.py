@@ -65,6 +65,13 @@ TIMEOUT_STATUSES = frozenset(["timeout", "timed_out", "timedout", "deadline_exce
 FAILED_STATUSES = frozenset(["failed", "failure", "error", "errored", "cancelled", "canceled", "aborted", "abandoned"])
 SUCCESS_STATUSES = frozenset(["succeeded", "success", "successful", "completed", "complete", "ok", "done"])
 TOOL_FAILED_STATUSES = frozenset(["failed", "failure", "error", "errored", "timeout", "timed_out"])
+# A run that has not finished yet: accepted or queued but not started (the platform's and BullMQ's
+# words for it), or started and still going. Not judged as a failure (failure_trigger.classify),
+# and the agent API client keeps polling it (agent_api.is_terminal).
+IN_PROGRESS_STATUSES = frozenset(
+    ["accepted", "created", "queued", "pending", "scheduled", "waiting", "delayed",
+     "started", "running", "in_progress", "active"]
+)
 
 _TIMEOUT_TEXT = re.compile(
     r"timed?[ _-]?out|timeout|deadline exceeded|ETIMEDOUT|ESOCKETTIMEDOUT|took too long|time limit", re.I
@@ -110,6 +117,11 @@ MAX_TOOL_RESULTS_SCANNED = 1000
 MAX_INPUT_CHARS = 20000
 MAX_NAME_CHARS = 200
 _MAX_ERROR_DEPTH = 20
+
+
+def still_running(status):
+    """Whether a reported `status` says the run has not finished (IN_PROGRESS_STATUSES, any case)."""
+    return isinstance(status, str) and status.strip().lower() in IN_PROGRESS_STATUSES
 
 
 def detect_failure(result, secrets=()):

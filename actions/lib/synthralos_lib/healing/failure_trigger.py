@@ -23,28 +23,23 @@ still too big becomes `{"truncated": true, "excerpt": ...}`).
 """
 
 import json
-import re
 import time
 
 from synthralos_lib.healing import detection
+from synthralos_lib.state import validation
 from synthralos_lib.state.redaction import scrub_if_needed
 
 TRIGGER_REF = "synthralos.agent_failure"
 SOURCES = ("redis_stream", "bullmq", "webhook")
 UNKNOWN_STATUS = detection.UNKNOWN_STATUS
 FAILURE_TYPES = detection.FAILURE_TYPES
-IN_PROGRESS_STATUSES = frozenset(
-    ["queued", "pending", "scheduled", "waiting", "delayed", "started", "running", "in_progress", "active"]
-)
 TRACE_KEYS = ("trace_id", "traceparent", "langfuse_trace_url", "workspace_id", "organization_id")
 
 ERROR_LIMIT = 2000
 OUTPUT_LIMIT = 1000
 RAW_LIMIT = 8192
-ID_LIMIT = 256
 EVIDENCE_ITEMS = 10
 _RAW_STRING_LIMIT = 1000
-_ID_PATTERN = re.compile(r"^[^\x00-\x1f]+$")
 
 
 class MalformedFailure(ValueError):
@@ -52,23 +47,16 @@ class MalformedFailure(ValueError):
 
 
 def check_id(name, value):
-    """A non-empty printable id string of at most 256 characters, else MalformedFailure."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise MalformedFailure("%s must be a string, got %s" % (name, _kind(value)))
-    value = str(value).strip()
-    if not value:
-        raise MalformedFailure("%s is empty" % name)
-    if len(value) > ID_LIMIT:
-        raise MalformedFailure("%s is longer than %d characters" % (name, ID_LIMIT))
-    if not _ID_PATTERN.match(value):
-        raise MalformedFailure("%s contains control characters" % name)
-    return value
+    """`validation.check_id` (a printable id of at most 256 characters), raising MalformedFailure."""
+    try:
+        return validation.check_id(value, name)
+    except ValueError as exc:
+        raise MalformedFailure(str(exc))
 
 
 def classify(result):
     """`(failure_type or None, detection)` for one execution result (see the module table)."""
-    status = str(result.get("status") or "").strip().lower()
-    if status in IN_PROGRESS_STATUSES:
+    if detection.still_running(result.get("status")):
         return None, None
     found = detection.detect_failure(result)
     # Detection reports any status that is not an explicit success as unknown_status.

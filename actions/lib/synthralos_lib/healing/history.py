@@ -15,6 +15,7 @@ import time
 
 from synthralos_lib.state.shapes import bounded, finite_number
 from synthralos_lib.state.store import StoreError
+from synthralos_lib.state.validation import MAX_ID_CHARS, check_text
 
 LOG = logging.getLogger(__name__)
 
@@ -22,18 +23,19 @@ DEFAULT_MAX_ENTRIES = 100
 MAX_ENTRIES_LIMIT = 1000
 HISTORY_TTL_S = 30 * 24 * 3600
 OUTCOMES = ("repaired", "escalated", "no_failure", "planned", "recorded")
-MAX_ID_CHARS = 256
 MAX_ATTEMPTS = 50
 # An entry is kept small: MAX_ENTRIES_LIMIT of them fit in one datastore value / Redis list.
 _ENTRY_ITEMS, _ENTRY_STRING = 20, 1000
 
 
+def check_agent_id(agent_id):
+    """`agent_id` stripped: a string, not empty or only whitespace, at most 256 characters (else ValueError)."""
+    return check_text(agent_id, "agent_id", MAX_ID_CHARS, allow_empty=False, strip=True, required=True)
+
+
 def history_key(agent_id):
-    if not isinstance(agent_id, str) or not agent_id.strip():
-        raise ValueError("agent_id must be a non-empty string (not only whitespace)")
-    if len(agent_id.strip()) > MAX_ID_CHARS:
-        raise ValueError("agent_id must be at most %d characters" % MAX_ID_CHARS)
-    return "failures." + agent_id.strip()
+    """The store key of the agent's history."""
+    return "failures." + check_agent_id(agent_id)
 
 
 def check_entry_inputs(agent_id, execution_id=None, failure=None, outcome="recorded", repaired_by=None, attempts=None,

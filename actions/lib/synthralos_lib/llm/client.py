@@ -16,11 +16,11 @@ The target's API key is scrubbed from every string it returns.
 """
 
 import json
-import math
 import time
 
 from synthralos_lib.llm import errors as llm_errors
 from synthralos_lib.state.redaction import scrub
+from synthralos_lib.state.validation import check_number
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_TIMEOUT_S = 60.0
@@ -115,28 +115,15 @@ def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None
     return outcome
 
 
-def _finite(name, value, low, high, integer=False):
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise ValueError("%s must be %s" % (name, "an integer" if integer else "a number"))
-    if math.isnan(value) or math.isinf(value):
-        raise ValueError("%s must be a finite number, not %s" % (name, value))
-    if not low <= value <= high:
-        raise ValueError("%s must be between %g and %g" % (name, low, high))
-    return value
-
-
 def check_params(max_tokens, temperature, timeout_s):
     """Validate what JSON schema cannot (NaN, Infinity pass `type: number` and its bounds).
 
     Raises ValueError naming the field; returns the timeout as a float (None: the target's).
     """
-    _finite("max_tokens", max_tokens, 1, MAX_TOKENS, integer=True)
-    if temperature is not None:
-        _finite("temperature", temperature, 0, 2)
-    if timeout_s is None:
-        return None
-    return float(_finite("timeout_s", timeout_s, 0.001, MAX_TIMEOUT_S))
+    check_number(max_tokens, "max_tokens", 1, MAX_TOKENS, integer=True, required=True)
+    check_number(temperature, "temperature", 0, 2)
+    timeout = check_number(timeout_s, "timeout_s", 0.001, MAX_TIMEOUT_S)
+    return None if timeout is None else float(timeout)
 
 
 def _failed(outcome, error_class, message, api_key):

@@ -26,6 +26,7 @@ import time
 
 from synthralos_lib.llm import policy as llm_policy
 from synthralos_lib.llm.routing import make_breakers, next_step
+from synthralos_lib.state.validation import check_number
 
 DEFAULT_MAX_WAIT_S = 10.0
 DEFAULT_BUDGET_S = 300.0
@@ -128,8 +129,8 @@ def _check_resume(resume, chain):
         raise ValueError("resume.pending.target %r is not in the target chain (%s)"
                          % (pending.get("target"), ", ".join(chain)))
     for key in ("delay_s", "wait_s"):
-        if not isinstance(pending.get(key), (int, float)) or isinstance(pending.get(key), bool):
-            raise ValueError("resume.pending.%s must be a number" % key)
+        check_number(pending.get(key), "resume.pending.%s" % key, required=True)
+    check_number(resume.get("total_delay_s"), "resume.total_delay_s")
     if not isinstance(resume.get("history") or [], list) or not isinstance(resume.get("skipped") or [], list):
         raise ValueError("resume.history and resume.skipped must be lists")
 

@@ -48,7 +48,7 @@ import threading
 import time
 
 from synthralos_lib.healing import failure_trigger
-from synthralos_lib.healing.detection import SUCCESS_STATUSES
+from synthralos_lib.healing.detection import SUCCESS_STATUSES, still_running
 
 SOURCE = "bullmq"
 TRIGGER = failure_trigger.TRIGGER_REF
@@ -293,7 +293,7 @@ def agent_result(queue, job_id, job, event_fields):
         if key not in result and key in data:
             result[key] = data[key]
     status = str(result.get("status") or "").strip().lower()
-    if not status or status in SUCCESS_STATUSES or status in failure_trigger.IN_PROGRESS_STATUSES:
+    if not status or status in SUCCESS_STATUSES or still_running(status):
         result["status"] = "failed"
     reason = job.get("failedReason") or event_fields.get("failedReason")
     if not result.get("error") and reason:
