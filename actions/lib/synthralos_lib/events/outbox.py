@@ -209,6 +209,16 @@ def note_refused(health, delivery, data_plane_url, dead_lettered=False):
     return True if keep is None else keep  # store down: keeping is the safe choice
 
 
+def flush_result(health, report, claim_alert, where):
+    """A flush's result (both outboxes): health marked, `pending_retry_in` (`where`), the alert slot if claimed."""
+    record_outcome(health, report)
+    result = report.as_dict()
+    result["pending_retry_in"] = where if report.retry_later else None
+    result["alert"] = alert_result(health, report, claim_alert)
+    result["alert_payload"] = alert_payload(health.pending_config_error()) if result["alert"] else None
+    return result
+
+
 def split_refused(health, delivery, data_plane_url):
     """Events refused with 401/404: (kept for the fix window, [(event, reason)] to dead-letter now)."""
     if not delivery.refused:
@@ -470,12 +480,7 @@ class RedisOutbox(object):
             self._record(report)
             if forget_consumer:
                 self.forget_consumer(consumer)
-        record_outcome(self.health, report)
-        result = report.as_dict()
-        result["pending_retry_in"] = "redis_stream:" + self.stream if report.retry_later else None
-        result["alert"] = alert_result(self.health, report, claim_alert)
-        result["alert_payload"] = alert_payload(self.health.pending_config_error()) if result["alert"] else None
-        return result
+        return flush_result(self.health, report, claim_alert, "redis_stream:" + self.stream)
 
     def _deliver(self, client, consumer, entries, report):
         """Send one batch of entries; returns whether flushing may continue."""
@@ -739,12 +744,7 @@ class DirectOutbox(object):
                 break
         if report.batches:
             _safely("recording the queue depth", lambda: self.store.set(DIRECT_QUEUE_DEPTH, self.depth()))
-        record_outcome(self.health, report)
-        result = report.as_dict()
-        result["pending_retry_in"] = self.where if report.retry_later else None
-        result["alert"] = alert_result(self.health, report, claim_alert)
-        result["alert_payload"] = alert_payload(self.health.pending_config_error()) if result["alert"] else None
-        return result
+        return flush_result(self.health, report, claim_alert, self.where)
 
     def stats(self):
         waiting = self.waiting(DIRECT_QUEUE_MAX)
