@@ -662,7 +662,8 @@ class DirectOutbox(object):
         return sorted(found.items(), key=lambda item: item[0])[:limit]
 
     def depth(self, cap=DIRECT_QUEUE_MAX):
-        return len(self.waiting(cap))
+        """How many events wait (at most `cap`), counted without reading them (`DatastoreStore.count`)."""
+        return self.store.count(DIRECT_QUEUE_PREFIX, cap, page_size=DATASTORE_PAGE)
 
     def _dead_letter(self, items):
         for event, reason in items:
