@@ -156,12 +156,64 @@ class ReplayRefusedContract(StoreBackendMixin):
         self.assertIsNone(self.health().unhealthy())
 
 
+    def test_replay_while_the_data_plane_is_down_leaves_the_letters_as_they_were(self):
+        events, letters = self.dead_letters_refused_with(401)
+        self.sink.outage(503)
+        result = self.replay(self.config())
+        self.assertEqual(
+            result,
+            {"mode": "outbox" if self.backend == "redis" else "direct", "replayed": 0, "replayed_ids": [],
+             "rejected": [{"id": d["id"], "reason": "retry later: HTTP 503: scripted failure", "dead_letter_id": d["id"]}
+                          for d in letters],
+             "not_found": [], "config_error": None},
+        )
+        self.assertEqual(self.outbox(self.config()).dead_letters(), letters)
+        self.assertEqual(self.health().unhealthy()["reason"], "HTTP 503: scripted failure")
+        self.assertEqual(self.sink.statuses()[-2:], [503, 503])  # one retry (max_retries 1), then left alone
+        self.sensor(self.config()).tick()
+        self.assertEqual(len(self.get_dispatched_triggers()), 1)  # only the first refusal's alert
+
+    def test_a_poison_letter_replayed_is_rejected_with_the_gateways_reason(self):
+        outbox = self.outbox(self.config())
+        bad = custom_event("bad_event", {"n": 1}, Correlation({}, st2_execution_id="poison"))
+        del bad["anonymousId"]
+        outbox.enqueue(bad)
+        outbox.flush(self.client(self.config()), claim_alert=False)
+        letter = outbox.dead_letters()[0]
+        result = self.replay(self.config())
+        after = outbox.dead_letters()
+        reason = "HTTP 400 from the data plane: Request neither has anonymousId nor userId"
+        self.assertEqual(result["rejected"], [{"id": letter["id"], "reason": reason, "dead_letter_id": after[0]["id"]}])
+        self.assertEqual([(d["reason"], d["event"]) for d in after], [(reason, bad)])
+        self.assertEqual((result["replayed"], result["config_error"]), (0, None))
+
+
 class DatastoreReplayRefusedTest(ReplayRefusedContract, BaseSensorTestCase):
     backend = "datastore"
+
+    def test_an_inline_refusal_after_the_fix_window_counts_its_dead_letter(self):
+        from forward_event import ForwardEvent
+
+        result = ForwardEvent(config=self.config("wrong-key"), action_service=self.action_service).run(
+            event_type="agent_execution", status="succeeded", source_execution_id="late", agent_id="a")
+        self.assertEqual((result["status"], result["delivery"]["status"], result["delivery"]["dead_lettered"],
+                          result["delivery"]["retry_later"]), ("dead_lettered", "config_error", 1, 0))
 
 
 class RedisReplayRefusedTest(ReplayRefusedContract, BaseSensorTestCase):
     backend = "redis"
+
+    def test_replay_without_flush_only_requeues(self):
+        events, letters = self.dead_letters_refused_with(401)
+        before = len(self.sink.request_log)
+        result = self.replay(self.config("wrong-key"), flush=False)
+        self.assertEqual(result, {"mode": "outbox", "replayed": 2, "replayed_ids": [d["id"] for d in letters],
+                                  "rejected": [], "not_found": []})
+        self.assertEqual(len(self.sink.request_log), before)  # nothing sent: a flush delivers
+        stats = self.stats()
+        self.assertEqual((stats["depth"], stats["dead_letters"], stats["replayed"]), (2, 0, 2))
+        self.assertEqual(self.outbox(self.config()).flush(self.client(self.config()))["delivered"], 2)
+        self.assertEqual(self.sink.message_ids()[1:], [e["messageId"] for e in events])
 
 
 if __name__ == "__main__":

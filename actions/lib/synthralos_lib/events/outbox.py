@@ -22,7 +22,8 @@ consumer group, at-least-once:
 * Poison events (isolated by splitting on 400/413) move to a dead-letter
   stream in the same MULTI that acks them. Batches refused with 401/404 stay
   queued for the fix window (`events/health.py`), then are dead-lettered.
-  `replay` moves dead letters back into the outbox.
+  `replay` moves dead letters back into the outbox, or, given a client,
+  resends them now like `DirectOutbox.replay` (below).
 
 `DirectOutbox` (no Redis, or Redis unreachable): a datastore-backed queue, one
 st2 datastore key per waiting event (`synthralos.events.queue.<ms>.<messageId>`,
@@ -31,6 +32,13 @@ sensor with the same batching, retry, split and fix-window rules. Poison
 events and refusals after the fix window go to a bounded dead-letter list in
 the datastore so `replay_dead_letters` can resend them. It never raises into
 the caller for delivery problems: they are reported.
+
+A replay that resends (`resend`, `replay_result`, the same on both): delivered
+letters leave; one refused again with 401/404 or rejected with 400/413 stays
+dead-lettered with the new reason (no fix window: the operator asked for it
+now), and every letter still dead is in `rejected`. A 401/404 is recorded for
+the alert as a refused flush records it, so the flusher sensor dispatches
+`synthralos.rudderstack_config_error`.
 
 Both record what they learn about the data plane (unhealthy mark, config
 errors, the alert slot) in `events/health.py`.
