@@ -206,7 +206,8 @@ class RedisReplayRefusedTest(ReplayRefusedContract, BaseSensorTestCase):
     def test_replay_without_flush_only_requeues(self):
         events, letters = self.dead_letters_refused_with(401)
         before = len(self.sink.request_log)
-        result = self.replay(self.config("wrong-key"), flush=False)
+        twice = [letters[0]["id"], letters[0]["id"], letters[1]["id"]]  # an id given twice is requeued once
+        result = self.replay(self.config("wrong-key"), ids=twice, flush=False)
         self.assertEqual(result, {"mode": "outbox", "replayed": 2, "replayed_ids": [d["id"] for d in letters],
                                   "rejected": [], "not_found": []})
         self.assertEqual(len(self.sink.request_log), before)  # nothing sent: a flush delivers

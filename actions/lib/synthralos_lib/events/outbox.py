@@ -258,7 +258,6 @@ def resend(client, health, data_plane_url, letters):
         note_refused(health, delivery, data_plane_url, dead_lettered=True)
     report = FlushReport()
     report.add(delivery)
-    report.batches = 1
     record_outcome(health, report)
     outcome = {d["id"]: None for d in letters}
     outcome.update((id_of[id(e)], "delivered") for e in delivery.delivered)
@@ -582,7 +581,7 @@ class RedisOutbox(object):
         """
         if ids:
             found = []
-            for entry_id in ids:
+            for entry_id in dict.fromkeys(ids):  # an id given twice is replayed once
                 found.extend(self.redis.xrange(self.dead_stream, entry_id, entry_id))
         else:
             found = self.redis.xrange(self.dead_stream, "-", "+", count=limit)
