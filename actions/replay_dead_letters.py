@@ -4,7 +4,7 @@ from synthralos_lib.events.outbox import RedisOutbox, make_client
 
 
 class ReplayDeadLetters(SynthralosAction):
-    """Requeue (Redis) or resend (direct) dead-lettered events: the given ids, or all up to limit."""
+    """Resend dead-lettered events now (or, with Redis and flush=false, requeue them): the given ids, or all up to limit."""
 
     def run(self, ids=None, limit=1000, flush=True):
         client = make_client(self.settings.section("rudderstack"))
@@ -12,10 +12,8 @@ class ReplayDeadLetters(SynthralosAction):
             return False, {"error": NO_WRITE_KEY}
         outbox = open_outbox(self.settings, self.store)
         if isinstance(outbox, RedisOutbox):
-            result = outbox.replay(ids=ids or None, limit=limit)
+            result = outbox.replay(ids=ids or None, limit=limit, client=client if flush else None)
             result["mode"] = "outbox"
-            if flush and result["replayed"]:
-                result["flush"] = outbox.flush(client, force=True)
         else:
             result = outbox.replay(client, ids=ids or None, limit=limit)
             result["mode"] = "direct"

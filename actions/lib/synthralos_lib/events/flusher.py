@@ -30,10 +30,11 @@ Nothing here blocks the OS thread: every wait is a sleep the caller performs
 import logging
 import time
 
+from synthralos_lib.events.forwarding import fallback_outbox, open_outbox
 from synthralos_lib.events.health import alert_payload
-from synthralos_lib.events.outbox import DirectOutbox, RedisOutbox, consumer_name, make_client
+from synthralos_lib.events.outbox import consumer_name, make_client
 from synthralos_lib.events.rudderstack import backoff_delay
-from synthralos_lib.state.store import DatastoreStore, StoreError, get_store
+from synthralos_lib.state.store import StoreError, get_store
 
 LOG = logging.getLogger(__name__)
 CONFIG_ERROR_TRIGGER = "synthralos.rudderstack_config_error"
@@ -69,13 +70,12 @@ class BackgroundFlusher(object):
         self.redis_down = False
         self._said_no_key = False
         self._next_datastore_check = 0.0
-        self.datastore = DirectOutbox(DatastoreStore(service), self.rudder, clock=clock)
+        self.datastore = fallback_outbox(settings, service, clock=clock)
         self._redis_outbox = None
 
     def _outbox(self):
         if self._redis_outbox is None:
-            store = get_store(self.settings, self.service)
-            self._redis_outbox = RedisOutbox(store.client, store.key(""), self.rudder, clock=self._clock)
+            self._redis_outbox = open_outbox(self.settings, get_store(self.settings, self.service), clock=self._clock)
         return self._redis_outbox
 
     def tick(self):
@@ -197,12 +197,12 @@ def flush_now(settings, store, service, force=True, max_batches=50, reclaim_idle
     client = make_client(rudder)
     if client is None:
         return None
-    datastore = DirectOutbox(DatastoreStore(service), rudder)
+    datastore = fallback_outbox(settings, service)
     result = {"mode": "outbox" if settings.redis_url else "direct", "data_plane_url": rudder.get("data_plane_url")}
     healths = [datastore.health]
     if settings.redis_url:
         try:
-            outbox = RedisOutbox(store.client, store.key(""), rudder, reclaim_idle_ms=reclaim_idle_ms)
+            outbox = open_outbox(settings, store, reclaim_idle_ms=reclaim_idle_ms)
             healths.append(outbox.health)
             report = outbox.flush(client, force=force, max_batches=max_batches)
             report["queue"] = outbox.stats()
@@ -246,12 +246,11 @@ def queue_stats(settings, store, service, include_dead_letters=False, limit=20):
 
     from synthralos_lib.state.persistence import redis_persistence
 
-    rudder = settings.section("rudderstack")
-    datastore = DirectOutbox(DatastoreStore(service), rudder)
+    datastore = fallback_outbox(settings, service)
     outbox = datastore
     if settings.redis_url:
         try:
-            outbox = RedisOutbox(store.client, store.key(""), rudder)
+            outbox = open_outbox(settings, store)
             stats = outbox.stats()
             stats["persistence"] = redis_persistence(store.client)
             stats["warning"] = stats["persistence"]["warning"]

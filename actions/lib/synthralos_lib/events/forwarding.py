@@ -39,17 +39,18 @@ INLINE_TIMEOUT_S = 1.0
 INLINE_MAX_BATCHES = 1
 
 
-def open_outbox(settings, store, reclaim_idle_ms=None):
-    """RedisOutbox when redis.url is configured, else the datastore-backed DirectOutbox over the store."""
+def open_outbox(settings, store, reclaim_idle_ms=None, clock=time.time):
+    """The outbox for this config, the one place outboxes are built: RedisOutbox when redis.url is
+    configured (`store` a RedisStore), else the datastore-backed DirectOutbox over `store`."""
     rudder = settings.section("rudderstack")
     if settings.redis_url:
-        return RedisOutbox(store.client, store.key(""), rudder, reclaim_idle_ms=reclaim_idle_ms)
-    return DirectOutbox(store, rudder)
+        return RedisOutbox(store.client, store.key(""), rudder, reclaim_idle_ms=reclaim_idle_ms, clock=clock)
+    return DirectOutbox(store, rudder, clock=clock)
 
 
-def fallback_outbox(settings, service):
+def fallback_outbox(settings, service, clock=time.time):
     """The datastore queue used when Redis is configured but unreachable (and always drained by the flusher)."""
-    return DirectOutbox(DatastoreStore(service), settings.section("rudderstack"))
+    return DirectOutbox(DatastoreStore(service), settings.section("rudderstack"), clock=clock)
 
 
 def forward(settings, store, event, service=None, client=None, inline_flush=True, clock=time.time):

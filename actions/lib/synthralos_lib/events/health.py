@@ -97,8 +97,10 @@ class DataPlaneHealth(object):
 
     # -- 401/404 -------------------------------------------------------------
 
-    def note_config_error(self, config_error, data_plane_url, refused):
-        """Record a 401/404; returns True while refused events should still be kept (inside the fix window)."""
+    def note_config_error(self, config_error, data_plane_url, refused, dead_lettered=False):
+        """Record a 401/404; returns True while refused events should still be kept (inside the fix window).
+
+        `dead_lettered`: the refused events stay dead letters whatever the window (a refused replay)."""
         state = self.state(refresh=True)
         now = self._now_ms()
         current = state.get("config_error") or {}
@@ -111,7 +113,7 @@ class DataPlaneHealth(object):
             "first_seen_ms": first_seen,
             "last_seen_ms": now,
             "refused": int(current.get("refused", 0)) + int(refused),
-            "dead_lettered": int(current.get("dead_lettered", 0)) + (0 if keep else int(refused)),
+            "dead_lettered": int(current.get("dead_lettered", 0)) + (int(refused) if dead_lettered or not keep else 0),
         }
         until = now + int(CONFIG_ERROR_MARK_S * 1000)
         self._save(dict(state, config_error=record, unhealthy_until_ms=max(until, state["unhealthy_until_ms"]),

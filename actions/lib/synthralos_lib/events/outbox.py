@@ -22,7 +22,8 @@ consumer group, at-least-once:
 * Poison events (isolated by splitting on 400/413) move to a dead-letter
   stream in the same MULTI that acks them. Batches refused with 401/404 stay
   queued for the fix window (`events/health.py`), then are dead-lettered.
-  `replay` moves dead letters back into the outbox.
+  `replay` moves dead letters back into the outbox, or, given a client,
+  resends them now like `DirectOutbox.replay` (below).
 
 `DirectOutbox` (no Redis, or Redis unreachable): a datastore-backed queue, one
 st2 datastore key per waiting event (`synthralos.events.queue.<ms>.<messageId>`,
@@ -31,6 +32,13 @@ sensor with the same batching, retry, split and fix-window rules. Poison
 events and refusals after the fix window go to a bounded dead-letter list in
 the datastore so `replay_dead_letters` can resend them. It never raises into
 the caller for delivery problems: they are reported.
+
+A replay that resends (`resend`, `replay_result`, the same on both): delivered
+letters leave; one refused again with 401/404 or rejected with 400/413 stays
+dead-lettered with the new reason (no fix window: the operator asked for it
+now), and every letter still dead is in `rejected`. A 401/404 is recorded for
+the alert as a refused flush records it, so the flusher sensor dispatches
+`synthralos.rudderstack_config_error`.
 
 Both record what they learn about the data plane (unhealthy mark, config
 errors, the alert slot) in `events/health.py`.
@@ -197,18 +205,88 @@ def alert_result(health, report, claim_alert):
     return bool(_safely("claiming the config-error alert", health.claim_alert))
 
 
+def note_refused(health, delivery, data_plane_url, dead_lettered=False):
+    """Record a 401/404 for the alert; True while refused events may still be kept (inside the fix window).
+
+    `dead_lettered`: the refused events stay dead letters whatever the window (a replay), so they count as such.
+    """
+    if health is None:
+        return True
+    keep = _safely("recording the config error", health.note_config_error, delivery.config_error, data_plane_url,
+                   len(delivery.refused), dead_lettered)
+    return True if keep is None else keep  # store down: keeping is the safe choice
+
+
+def flush_result(health, report, claim_alert, where):
+    """A flush's result (both outboxes): health marked, `pending_retry_in` (`where`), the alert slot if claimed."""
+    record_outcome(health, report)
+    result = report.as_dict()
+    result["pending_retry_in"] = where if report.retry_later else None
+    result["alert"] = alert_result(health, report, claim_alert)
+    result["alert_payload"] = alert_payload(health.pending_config_error()) if result["alert"] else None
+    return result
+
+
 def split_refused(health, delivery, data_plane_url):
     """Events refused with 401/404: (kept for the fix window, [(event, reason)] to dead-letter now)."""
     if not delivery.refused:
         return [], []
-    keep = True
-    if health is not None:
-        keep = _safely("recording the config error", health.note_config_error, delivery.config_error,
-                       data_plane_url, len(delivery.refused))
-        keep = True if keep is None else keep  # store down: keeping is the safe choice
-    if keep:
+    if note_refused(health, delivery, data_plane_url):
         return [e for e, _ in delivery.refused], []
     return [], [(e, reason + " (still refused after the fix window)") for e, reason in delivery.refused]
+
+
+def take_delivery(report, health, delivery, data_plane_url):
+    """Account one batch's delivery in `report`: (events kept for the fix window, [(event, reason)] to dead-letter)."""
+    keep, refused_dead = split_refused(health, delivery, data_plane_url)
+    report.add(delivery)
+    report.dead_lettered += len(refused_dead)
+    report.retry_later += len(keep)
+    return keep, list(delivery.dead) + refused_dead
+
+
+def resend(client, health, data_plane_url, letters):
+    """Send dead letters ([{"id", "event", ...}], oldest first) again now, for `replay`.
+
+    Returns (delivery, report, outcome) where `outcome` maps each letter id to "delivered", a new reason
+    (refused with 401/404 or rejected with 400/413: it stays dead-lettered with that reason) or None (not
+    tried or left to retry later: it stays as it is). A 401/404 is recorded for the alert like a refused flush.
+    """
+    id_of = {id(d["event"]): d["id"] for d in letters}
+    delivery = client.send([d["event"] for d in letters])
+    if delivery.refused:
+        note_refused(health, delivery, data_plane_url, dead_lettered=True)
+    report = FlushReport()
+    report.add(delivery)
+    record_outcome(health, report)
+    outcome = {d["id"]: None for d in letters}
+    outcome.update((id_of[id(e)], "delivered") for e in delivery.delivered)
+    outcome.update((id_of[id(e)], reason) for e, reason in list(delivery.dead) + list(delivery.refused))
+    return delivery, report, outcome
+
+
+def nothing_to_replay(ids):
+    return {"replayed": 0, "replayed_ids": [], "rejected": [], "not_found": sorted(set(ids or []))}
+
+
+def replay_result(letters, outcome, new_ids, delivery, ids):
+    """The replay result, the same on both outboxes; `new_ids`: a rewritten letter's id now (Redis re-adds it)."""
+    delivered = sorted(i for i, what in outcome.items() if what == "delivered")
+    rejected = []
+    for d in letters:
+        what = outcome[d["id"]]
+        if what == "delivered":
+            continue
+        reason = what if what is not None else "retry later: %s" % (
+            delivery.last_error or "not sent after an earlier refusal in this replay")
+        rejected.append({"id": d["id"], "reason": reason, "dead_letter_id": new_ids.get(d["id"], d["id"])})
+    return {
+        "replayed": len(delivered),
+        "replayed_ids": delivered,
+        "rejected": rejected,
+        "not_found": sorted(set(ids or []) - set(outcome)),
+        "config_error": delivery.config_error,
+    }
 
 
 class RedisOutbox(object):
@@ -409,12 +487,7 @@ class RedisOutbox(object):
             self._record(report)
             if forget_consumer:
                 self.forget_consumer(consumer)
-        record_outcome(self.health, report)
-        result = report.as_dict()
-        result["pending_retry_in"] = "redis_stream:" + self.stream if report.retry_later else None
-        result["alert"] = alert_result(self.health, report, claim_alert)
-        result["alert_payload"] = alert_payload(self.health.pending_config_error()) if result["alert"] else None
-        return result
+        return flush_result(self.health, report, claim_alert, "redis_stream:" + self.stream)
 
     def _deliver(self, client, consumer, entries, report):
         """Send one batch of entries; returns whether flushing may continue."""
@@ -431,12 +504,9 @@ class RedisOutbox(object):
         report.batches += 1
         ids_by_event = {id(event): entry_id for entry_id, event in entries}
         delivery = client.send([event for _, event in entries])
-        keep, refused_dead = split_refused(self.health, delivery, self.data_plane_url)
-        report.add(delivery)
-        report.dead_lettered += len(refused_dead)
-        report.retry_later += len(keep)
+        keep, dead = take_delivery(report, self.health, delivery, self.data_plane_url)
         self.ack([ids_by_event[id(e)] for e in delivery.delivered])
-        self.dead_letter([(ids_by_event[id(e)], e, reason) for e, reason in list(delivery.dead) + refused_dead])
+        self.dead_letter([(ids_by_event[id(e)], e, reason) for e, reason in dead])
         self.release(consumer, [ids_by_event[id(e)] for e in list(delivery.retry_later) + keep])
         return not (delivery.retry_later or delivery.config_error)
 
@@ -488,28 +558,35 @@ class RedisOutbox(object):
         return result
 
     def dead_letters(self, limit=100):
-        out = []
-        for entry_id, fields in self.redis.xrange(self.dead_stream, "-", "+", count=limit):
-            out.append(
-                {
-                    "id": entry_id,
-                    "message_id": fields.get("m"),
-                    "reason": fields.get("reason"),
-                    "failed_at_ms": int(fields.get("failed_at", 0)),
-                    "event": json.loads(fields["e"]),
-                }
-            )
-        return out
+        return [self._letter(entry_id, fields)
+                for entry_id, fields in self.redis.xrange(self.dead_stream, "-", "+", count=limit)]
 
-    def replay(self, ids=None, limit=1000):
-        """Move dead letters (the given stream ids, or all up to `limit`) back into the outbox."""
+    @staticmethod
+    def _letter(entry_id, fields):
+        return {
+            "id": entry_id,
+            "message_id": fields.get("m"),
+            "reason": fields.get("reason"),
+            "failed_at_ms": int(fields.get("failed_at", 0)),
+            "event": json.loads(fields["e"]),
+        }
+
+    def replay(self, ids=None, limit=1000, client=None):
+        """Dead letters (the given stream ids, or all up to `limit`) back for delivery.
+
+        Without `client`: moved back into the outbox, for the flusher. With `client`: sent now, as
+        `DirectOutbox.replay` does: delivered letters leave the dead-letter stream; refused (401/404) or
+        rejected (400/413) ones stay, re-added with the new reason (so with a new id, `dead_letter_id`);
+        the rest stay as they are. Either way `rejected` lists every letter still dead.
+        """
         if ids:
             found = []
-            for entry_id in ids:
-                rows = self.redis.xrange(self.dead_stream, entry_id, entry_id)
-                found.extend(rows)
+            for entry_id in dict.fromkeys(ids):  # an id given twice is replayed once
+                found.extend(self.redis.xrange(self.dead_stream, entry_id, entry_id))
         else:
             found = self.redis.xrange(self.dead_stream, "-", "+", count=limit)
+        if client is not None:
+            return self._resend(client, [self._letter(entry_id, fields) for entry_id, fields in found], ids)
         replayed, rejected = [], []
         for entry_id, fields in found:
             event = json.loads(fields["e"])
@@ -523,6 +600,26 @@ class RedisOutbox(object):
             self.redis.hincrby(self.stats_key, "replayed", len(replayed))
         missing = sorted(set(ids or []) - set(e for e, _ in found))
         return {"replayed": len(replayed), "replayed_ids": replayed, "rejected": rejected, "not_found": missing}
+
+    def _resend(self, client, letters, ids):
+        if not letters:
+            return nothing_to_replay(ids)
+        delivery, report, outcome = resend(client, self.health, self.data_plane_url, letters)
+        delivered = [i for i, what in outcome.items() if what == "delivered"]
+        rewritten = [d for d in letters if outcome[d["id"]] not in (None, "delivered")]
+        pipe = self.redis.pipeline(transaction=True)
+        for d in rewritten:  # stream entries cannot change: re-add with the new reason, keep when it first failed
+            pipe.xadd(self.dead_stream, {"e": json.dumps(d["event"], separators=(",", ":")),
+                                         "reason": outcome[d["id"]], "failed_at": d["failed_at_ms"],
+                                         "m": d["message_id"] or ""})
+        gone = delivered + [d["id"] for d in rewritten]
+        if gone:
+            pipe.xdel(self.dead_stream, *gone)
+        if delivered:
+            pipe.hincrby(self.stats_key, "replayed", len(delivered))
+        new_ids = pipe.execute()[:len(rewritten)]
+        self._record(report)
+        return replay_result(letters, outcome, {d["id"]: n for d, n in zip(rewritten, new_ids)}, delivery, ids)
 
 
 class DirectOutbox(object):
@@ -572,7 +669,8 @@ class DirectOutbox(object):
         return sorted(found.items(), key=lambda item: item[0])[:limit]
 
     def depth(self, cap=DIRECT_QUEUE_MAX):
-        return len(self.waiting(cap))
+        """How many events wait (at most `cap`), counted without reading them (`DatastoreStore.count`)."""
+        return self.store.count(DIRECT_QUEUE_PREFIX, cap, page_size=DATASTORE_PAGE)
 
     def _dead_letter(self, items):
         for event, reason in items:
@@ -601,20 +699,17 @@ class DirectOutbox(object):
         Raises StoreError only if the event had to be queued and the datastore failed."""
         report = FlushReport()
         delivery = client.send([event])
-        keep, refused_dead = split_refused(self.health, delivery, self.data_plane_url)
-        report.add(delivery)
+        _, dead = take_delivery(report, self.health, delivery, self.data_plane_url)
         report.batches = 1
         self._note(delivery)
         outcome = {"delivery": report.as_dict()}
         if delivery.delivered:
             record_outcome(self.health, report)
             return dict(outcome, status="delivered")
-        dead = list(delivery.dead) + refused_dead
         if dead:
             self._dead_letter(dead)
             return dict(outcome, status="dead_lettered", reason=dead[0][1])
-        report.retry_later = 1
-        record_outcome(self.health, report)
+        record_outcome(self.health, report)  # retry_later: the event waits in the queue (or in the fix window)
         return dict(outcome, **self.queue_outcome(event, delivery.last_error or (
             "HTTP %d from the data plane" % delivery.config_error["status"] if delivery.config_error else None)))
 
@@ -648,12 +743,8 @@ class DirectOutbox(object):
             key_of = {id(event): key for key, event in good}
             events = [event for _, event in good]
             delivery = client.send(events)
-            keep, refused_dead = split_refused(self.health, delivery, self.data_plane_url)
-            report.add(delivery)
-            report.dead_lettered += len(refused_dead)
-            report.retry_later += len(keep)
+            keep, dead = take_delivery(report, self.health, delivery, self.data_plane_url)
             self._note(delivery)
-            dead = list(delivery.dead) + refused_dead
             self._dead_letter(dead)
             for event in list(delivery.delivered) + [e for e, _ in dead]:
                 self.store.delete(key_of[id(event)])
@@ -661,12 +752,7 @@ class DirectOutbox(object):
                 break
         if report.batches:
             _safely("recording the queue depth", lambda: self.store.set(DIRECT_QUEUE_DEPTH, self.depth()))
-        record_outcome(self.health, report)
-        result = report.as_dict()
-        result["pending_retry_in"] = self.where if report.retry_later else None
-        result["alert"] = alert_result(self.health, report, claim_alert)
-        result["alert_payload"] = alert_payload(self.health.pending_config_error()) if result["alert"] else None
-        return result
+        return flush_result(self.health, report, claim_alert, self.where)
 
     def stats(self):
         waiting = self.waiting(DIRECT_QUEUE_MAX)
@@ -695,38 +781,22 @@ class DirectOutbox(object):
         return list(reversed(self.store.list_range(DIRECT_DEAD_LETTER_KEY)))[:limit]
 
     def replay(self, client, ids=None, limit=1000):
-        """Resend dead letters now; delivered ones leave the list, the rest stay (with the new reason)."""
+        """Resend dead letters now (the given ids, or all up to `limit`): delivered ones leave the list; refused
+        (401/404) or rejected (400/413) ones stay with the new reason; the rest stay as they are."""
         letters = self.dead_letters(DIRECT_DEAD_LETTER_MAX)
         chosen = [d for d in letters if not ids or d["id"] in ids][:limit]
         if not chosen:
-            return {"replayed": 0, "replayed_ids": [], "rejected": [], "not_found": sorted(set(ids or []))}
-        by_event = {id(d["event"]): d for d in chosen}
-        delivery = client.send([d["event"] for d in chosen])
-        delivered = {by_event[id(e)]["id"] for e in delivery.delivered}
-        still_failing = {by_event[id(e)]["id"]: r for e, r in delivery.dead}
-        keep = []
-        for d in letters:
-            if d["id"] in delivered:
-                continue
-            if d["id"] in still_failing:
-                d = dict(d, reason=still_failing[d["id"]])
-            keep.append(d)
+            return nothing_to_replay(ids)
+        delivery, _, outcome = resend(client, self.health, self.data_plane_url, chosen)
+        keep = [d if outcome.get(d["id"]) is None else dict(d, reason=outcome[d["id"]])
+                for d in letters if outcome.get(d["id"]) != "delivered"]
         # Rewrite the list (oldest pushed first so the newest stays at the head).
         self.store.delete(DIRECT_DEAD_LETTER_KEY)
         for d in keep:
             self.store.list_push(DIRECT_DEAD_LETTER_KEY, d, max_len=DIRECT_DEAD_LETTER_MAX)
-        self._count("delivered", len(delivery.delivered))
-        self._count("replayed", len(delivered))
-        rejected = [{"id": i, "reason": r} for i, r in still_failing.items()]
-        rejected += [{"id": by_event[id(e)]["id"], "reason": "retry later: %s" % delivery.last_error} for e in delivery.retry_later]
-        found = {d["id"] for d in chosen}
-        return {
-            "replayed": len(delivered),
-            "replayed_ids": sorted(delivered),
-            "rejected": rejected,
-            "not_found": sorted(set(ids or []) - found),
-            "config_error": delivery.config_error,
-        }
+        self._note(delivery)
+        self._count("replayed", len(delivery.delivered))
+        return replay_result(chosen, outcome, {}, delivery, ids)
 
 
 def make_client(rudder, **kwargs):

@@ -245,6 +245,29 @@ class DatastoreStore(Store):
             out = out[offset : offset + limit]
         return out
 
+    def count(self, prefix, cap, page_size=100):
+        """How many keys start with `prefix`, at most `cap`, without fetching them all.
+
+        The st2 API gives no total but pages by offset: one page answers when fewer keys are there;
+        past it, one-key pages probed by offset (a binary search) find the end, so 10,000 keys cost
+        about 14 one-key requests instead of 100 full pages. A service that does not page answers
+        with every key at once. Counts names (an expired or foreign key under `prefix` counts too).
+        """
+        page, paged = self._list_page(prefix, page_size, 0)
+        if not paged or len(page) != page_size or len(page) >= cap:
+            return min(len(page), cap)
+        low, high = page_size, cap  # a key is at offset low - 1; the answer is in [low, high]
+        while low < high:
+            mid = (low + high) // 2
+            probe, _ = self._list_page(prefix, 1, mid)
+            if len(probe) > 1:  # limit/offset ignored (st2tests' mock): that is every key
+                return min(len(probe), cap)
+            if probe:
+                low = mid + 1
+            else:
+                high = mid
+        return low
+
     def update(self, key, fn, ttl=None):
         envelope = self._read(key)
         new, result = fn(None if envelope is None else envelope["v"])
