@@ -10,24 +10,16 @@ import requests
 
 from synthralos_lib.llm import errors as E
 from synthralos_lib.llm.client import call_llm
-from synthralos_tests.llm_provider import LLMProviderServer
+from synthralos_tests.llm_provider import ProviderServerMixin
 
 OPENAI_KEY = "sk-test-openai-5f1c0a9e"
 ANTHROPIC_KEY = "sk-ant-test-77d2b4c1"
 USER = [{"role": "user", "content": "Say hello"}]
 
 
-class ProviderTestCase(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.server = LLMProviderServer()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.close()
-
+class ProviderTestCase(ProviderServerMixin, unittest.TestCase):
     def setUp(self):
-        self.server.reset()
+        super(ProviderTestCase, self).setUp()
         self.server.add_endpoint("oa", "openai", OPENAI_KEY, region="us-east")
         self.server.add_endpoint("an", "anthropic", ANTHROPIC_KEY, region="eu-west")
 
