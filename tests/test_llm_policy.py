@@ -116,10 +116,12 @@ class ExampleTest(unittest.TestCase):
                                    max_delay_s=60.0, retry_after_cap_s=120.0))
         for bad, message in [
             ({"nope": 1}, "unknown policy keys: nope"),
-            ({"max_attempts": 0}, "policy.max_attempts must be an integer >= 1"),
-            ({"max_attempts": True}, "policy.max_attempts must be an integer >= 1"),
-            ({"base_delay_s": -1}, "policy.base_delay_s must be a number >= 0"),
-            ({"max_delay_s": float("nan")}, "policy.max_delay_s must be a number >= 0"),
+            ({"max_attempts": 0}, "policy.max_attempts must be at least 1"),
+            ({"max_attempts": True}, "policy.max_attempts must be an integer"),
+            ({"base_delay_s": -1}, "policy.base_delay_s must be at least 0"),
+            ({"max_delay_s": float("nan")}, "policy.max_delay_s must be a finite number (not NaN or Infinity)"),
+            ({"retry_after_cap_s": float("inf")}, "policy.retry_after_cap_s must be a finite number (not NaN or Infinity)"),
+            ({"max_delay_s": "5"}, "policy.max_delay_s must be a number"),
             ({"jitter": "gaussian"}, "policy.jitter must be one of full, equal, none"),
         ]:
             with self.subTest(bad=bad):

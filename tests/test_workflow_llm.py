@@ -252,7 +252,7 @@ class LLMRetryContract(WorkflowMixin):
         self.assertEqual(run.task_sequence, ["request"])
         self.assertEqual(run.output["attempts"], [])  # output still renders, without errors of its own
         self.assertEqual([e.get("task_id") for e in run.errors], ["request", "fail"])  # no output-rendering errors
-        self.assertIn("policy.max_delay_s must be a number >= 0", run.task("request").result["stderr"])
+        self.assertIn("policy.max_delay_s must be a finite number (not NaN or Infinity)", run.task("request").result["stderr"])
         self.assertEqual(self.server.calls(), [])
 
 

@@ -37,6 +37,7 @@ import math
 import random
 
 from synthralos_lib.llm import errors as E
+from synthralos_lib.state.validation import check_number
 
 DONE = "done"
 RETRY = "retry"
@@ -86,15 +87,13 @@ def make_policy(retry_section=None, reroute_section=None, overrides=None):
 
 def validate_policy(policy):
     out = dict(policy)
-    for key in _INT_KEYS:
-        value = out[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise PolicyError("policy.%s must be an integer >= 1" % key)
-    for key in _FLOAT_KEYS:
-        value = out[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
-            raise PolicyError("policy.%s must be a number >= 0" % key)
-        out[key] = float(value)
+    try:
+        for key in _INT_KEYS:
+            check_number(out[key], "policy." + key, minimum=1, integer=True, required=True)
+        for key in _FLOAT_KEYS:
+            out[key] = float(check_number(out[key], "policy." + key, minimum=0, required=True))
+    except ValueError as exc:
+        raise PolicyError(str(exc))
     if out["jitter"] not in JITTERS:
         raise PolicyError("policy.jitter must be one of %s" % ", ".join(JITTERS))
     return out
