@@ -79,6 +79,15 @@ class BreakerContract(StoreBackendMixin):
         self.assertEqual(states, ["closed"] * (SETTINGS["min_requests"] - 1) + ["open"])
         self.assertEqual(b.status("a")["reason"], "failure rate 4/4")
 
+    def test_a_full_outage_opens_within_min_requests_calls_at_any_threshold(self):
+        for threshold in (0.5, 0.8, 1.0):
+            breakers = Breakers(self.make_store(), dict(SETTINGS, min_requests=3, failure_rate_threshold=threshold),
+                                clock=self.clock)
+            target = "t-%s" % threshold
+            states = [breakers.record(target, False, E.TRANSIENT)["state"] for _ in range(3)]
+            self.assertEqual(states, ["closed", "closed", "open"], threshold)
+            self.assertEqual(breakers.status(target)["reason"], "failure rate 3/3")
+
     def test_an_outage_after_a_healthy_stretch_opens_on_an_implausible_run(self):
         b = self.breakers
         for _ in range(20):

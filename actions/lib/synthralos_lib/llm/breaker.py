@@ -20,10 +20,10 @@ The failure rate of a window of n outcomes with f failures counts as >= the
 threshold t when the lower end of its one-sided 95 % Wilson interval is (see
 `rate_reaches`): with a large window that is the plain rate f/n >= t, with a
 few outcomes it asks for more evidence, because 3 failures out of 5 happen
-now and then (16 %) to a target failing 30 % of the time. A full outage
-(every call fails) still opens after max(min_requests, 2.71 * t / (1 - t))
-calls: 5 with the defaults (min_requests 5, t 0.5), 3 at t 0.5 and
-min_requests 3; t = 1 opens only when every outcome in the window failed.
+now and then (16 %) to a target failing 30 % of the time. A window in
+which every outcome failed needs no weighing: it opens as soon as it holds
+min_requests outcomes, whatever t, so a full outage opens within
+min_requests calls (5 with the defaults); t = 1 opens only then.
 After a healthy stretch the window's rate lags a sudden outage, so a run of
 k failures in a row also opens, with k the smallest run that happens less
 than 0.1 % of the time to a target failing at exactly the threshold rate
@@ -231,8 +231,8 @@ class Breakers(object):
                 window = self._window(target, now)
                 failures = sum(1 for item in window if item.get("failed"))
                 run = next((i for i, item in enumerate(window) if not item.get("failed")), len(window))
-                if len(window) >= cfg["min_requests"] and rate_reaches(failures, len(window),
-                                                                      cfg["failure_rate_threshold"]):
+                if len(window) >= cfg["min_requests"] and (
+                        failures == len(window) or rate_reaches(failures, len(window), cfg["failure_rate_threshold"])):
                     self._open(target, now, cfg["cooldown_s"], "failure rate %d/%d" % (failures, len(window)))
                 elif run >= run_needed(cfg["min_requests"], cfg["failure_rate_threshold"]):
                     # A sudden outage after a healthy stretch: the window's rate lags, but a
