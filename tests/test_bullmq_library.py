@@ -2,7 +2,6 @@
 
 import synthralos_tests  # noqa: F401
 
-import json
 import unittest
 
 from synthralos_lib.healing import failure_trigger

@@ -4,7 +4,6 @@ passes `promtool check metrics`; the textfile is written atomically."""
 
 import synthralos_tests  # noqa: F401
 
-import importlib.util
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from get_system_metrics import GetSystemMetrics
 from record_failure import RecordFailureAction
 from synthralos_lib.llm.breaker import Breakers
 from synthralos_lib.cron.backoff import CronBackoff
-from synthralos_lib.ops import metrics, recovery_stats
+from synthralos_lib.ops import recovery_stats
 
 # (job id, consecutive failures): disabled at the default limit of 10, in backoff, recovered.
 CRON_FAILURES = [("hourly_sync", 2), ("nightly_export", 10), ("healthy_job", 0)]

@@ -6,7 +6,6 @@ validated the way st2's PolicyAPI does against the policy types st2 registers.""
 import synthralos_tests  # noqa: F401
 
 import copy
-import json
 import os
 import unittest
 

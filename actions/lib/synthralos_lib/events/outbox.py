@@ -53,7 +53,7 @@ import uuid
 
 from synthralos_lib.events.health import DataPlaneHealth, alert_payload
 from synthralos_lib.events.rudderstack import RudderStackClient
-from synthralos_lib.state.store import RedisStore, StoreError
+from synthralos_lib.state.store import RedisStore
 
 LOG = logging.getLogger(__name__)
 
