@@ -31,8 +31,7 @@ class BullMQFailureSensor(Sensor):
 
     def setup(self):
         # Every line of this long-lived process, the library's included, is scrubbed (ops.trace).
-        self._log_guard.close()  # a second setup() replaces the first one's filters
-        self._log_guard = guarded_logs(self._logger, config_secrets(self.config)).open()
+        self._log_guard.open(config_secrets(self.config))
         self._settings = load_config(self.config)
         self._options = bullmq.bullmq_settings(self._settings)
         if not self._options.get("enabled") or not self._options.get("queues"):

@@ -28,8 +28,7 @@ class EventFlusherSensor(Sensor):
 
     def setup(self):
         # Every line of this long-lived process, the library's included, is scrubbed (ops.trace).
-        self._log_guard.close()  # a second setup() replaces the first one's filters
-        self._log_guard = guarded_logs(self._logger, config_secrets(self.config)).open()
+        self._log_guard.open(config_secrets(self.config))
         self._running = True
         try:
             settings = load_config(self.config)

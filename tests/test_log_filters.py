@@ -140,6 +140,27 @@ class LoggersCreatedDuringRunTest(SynthralosActionTestCase):
         self.assertEqual([list(h.filters) for h in handlers], before)
 
 
+class ReopenedGuardTest(unittest.TestCase):
+    """A sensor opens its guard in every setup(): opening again replaces the filters and the secrets."""
+
+    def test_opening_again_replaces_the_filters_and_their_secrets(self):
+        from synthralos_lib.ops.trace import guarded_logs
+
+        logger = logging.getLogger("synthralos-test-sensor-%s" % uuid.uuid4().hex[:8])
+        logger.propagate = False
+        capture = _Capture()
+        logger.addHandler(capture)
+        guard = guarded_logs(logger, ())
+        guard.close()  # cleanup() before any setup(): nothing to take off
+        guard.open(["FIRSTsecret123456"])
+        guard.open(["SECONDsecret654321"])
+        self.assertEqual([type(f) for f in capture.filters], [RedactingFilter])
+        logger.warning("keys FIRSTsecret123456 SECONDsecret654321")
+        guard.close()
+        self.assertEqual(capture.filters, [])
+        self.assertEqual(capture.records, [(logger.name, "keys FIRSTsecret123456 ***")])
+
+
 @unittest.skipUnless(WRAPPER_AVAILABLE, WRAPPER_SKIP_REASON)
 class ActionProcessTest(unittest.TestCase):
     """In st2's python runner process only the action logger has a handler: a library line reaches

@@ -51,15 +51,21 @@ class TraceLogFilter(logging.Filter):
 class guarded_logs(object):
     """Redacting filter (and a TraceLogFilter with a trace id) on every handler that emits the lines of
     `logger`, of the pack library's loggers (existing or created later) and of any logger that propagates
-    to the root. `open()` (or ``with``) puts them on, `close()` takes them off again."""
+    to the root. `open()` (or ``with``) puts them on, `close()` takes them off again; opening again
+    replaces them (a sensor's `setup()` may run twice)."""
 
     def __init__(self, logger, secrets, trace_id=None):
         self.logger = logger
-        self.filters = [RedactingFilter(secrets)] + ([TraceLogFilter(trace_id)] if trace_id else [])
-        self.handlers = []
+        self.trace_id = trace_id
+        self.secrets = secrets
+        self.filters, self.handlers = [], []
 
-    def open(self):
+    def open(self, secrets=None):
+        """Put the filters on; `secrets` (when given) replaces the secrets to scrub from now on."""
         self.close()
+        if secrets is not None:
+            self.secrets = secrets
+        self.filters = [RedactingFilter(self.secrets)] + ([TraceLogFilter(self.trace_id)] if self.trace_id else [])
         registry = logging.Logger.manager.loggerDict
         self.handlers = emitting_handlers([self.logger, logging.getLogger(LIBRARY_LOGGER)] + [
             registry[name] for name in list(registry) if name.startswith(LIBRARY_LOGGER + ".")
