@@ -64,7 +64,7 @@ class ScratchPostgres(object):
         self._run("initdb", "-D", self.data_dir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
         self.port = free_port()
         options = "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off " \
-                  "-c full_page_writes=off" % (self.port, self.root)
+                  "-c full_page_writes=off -c timezone=UTC" % (self.port, self.root)
         self._run("pg_ctl", "-D", self.data_dir, "-o", options, "-l", os.path.join(self.root, "server.log"),
                   "-w", "-t", "60", "start")
         self.running = True
