@@ -85,6 +85,84 @@ def trace_id(name):
     return "%032x" % (0xA0 + int(name[1:]))
 
 
+def recovery_event(settings, recovery):
+    """The agent_repair / agent_failure event the forwarding rules build for one RECOVERIES entry."""
+    name, execution_id, ended_at, agent, failure_type, source, repaired_at, duration_s = recovery
+    failure = detect_failure(FAILED_RESULTS[failure_type])
+    assert failure["failure_type"] == failure_type, failure
+    plan = plan_repair(failure, settings, clock=lambda: ended_at.timestamp() - duration_s)
+    plan["source"] = source  # the script decides which planner's plan this recovery ran
+    steps = plan["steps"]
+    tried = steps[:repaired_at] if repaired_at else steps
+    attempt_log = [{"attempt": i + 1, "action": step["action"], "params": step["params"],
+                    "repaired": repaired_at == i + 1, "new_execution_id": "%s-a%d" % (execution_id, i + 1),
+                    "error_class": None if repaired_at == i + 1 else "still_failing",
+                    "error_message": None, "failure_type": failure_type, "duration_s": 5.0}
+                   for i, step in enumerate(tried)]
+    repaired = repaired_at is not None
+    output = {
+        "outcome": "repaired" if repaired else "escalated",
+        "repaired": repaired,
+        "repaired_by": tried[-1]["action"] if repaired else None,
+        "attempts": len(attempt_log),
+        "attempt_log": attempt_log,
+        "duration_s": duration_s,
+        "plan": plan,
+        "failure": failure,
+    }
+    # What st2's actiontrigger carries as the workflow's result; a failed Orquesta workflow adds errors.
+    result = {"output": output}
+    if not repaired:
+        result["errors"] = [{"type": "error", "message": "Execution failed. See result for details.",
+                             "task_id": "escalate"}]
+    corr = correlation(settings, source_execution_id=execution_id, agent_id=agent, trace_id=trace_id(name))
+    started_at = ended_at - timedelta(seconds=duration_s + 2)
+    return builders.agent_event(
+        builders.EVENT_AGENT_REPAIR if repaired else builders.EVENT_AGENT_FAILURE, corr,
+        "succeeded" if repaired else "failed", started_at=started_at, ended_at=ended_at,
+        details={"workflow": "synthralos.agent_recovery", "result": result})
+
+
+def cost_event(settings, call, at):
+    """The llm_cost_logged event of one LLM_CALLS entry."""
+    name, agent, call_id, model, tokens_in, tokens_out, price_in, price_out = call
+    corr = correlation(settings, source_execution_id="llm-%s" % call_id, agent_id=agent,
+                       trace_id=trace_id(name) if name else "%032x" % 0xFFF)
+    provider = "openai" if model.startswith("gpt") else "anthropic"
+    prices = {"model_prices": settings.section("model_prices"), "llm_targets": settings.llm_targets()}
+    return builders.llm_cost_event(corr, provider, model, tokens_in, tokens_out, prices,
+                                   workflow_execution_id="wf-%s" % (name or "none"), node_id="node-1",
+                                   timestamp=at, discriminator=call_id, input_price_per_1k=price_in,
+                                   output_price_per_1k=price_out)
+
+
+
+def scenario_settings(rudderstack_url, redis_url):
+    """The pack config the script runs with (two LLM targets, so plans can switch provider)."""
+    return load_config({
+        "rudderstack": {"write_key": WRITE_KEY, "data_plane_url": rudderstack_url, "max_retries": 2,
+                        "retry_delay_ms": 1, "batch_size": 20},
+        "redis": {"url": redis_url},
+        "observability": {"workspace_id": "ws-1", "organization_id": "org-1",
+                          "langfuse_base_url": "https://langfuse.example.com"},
+        "llm_targets": [
+            {"name": "oa", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "gpt-4o"},
+            {"name": "an", "kind": "anthropic", "base_url": "http://127.0.0.1:9/v1", "model": "claude-3-5-haiku"},
+        ],
+    })
+
+
+def similarity_events(settings):
+    """The prompt_similarity_logged events of SIMILARITY_CHECKS."""
+    events = []
+    for number, (threshold, score, action) in enumerate(SIMILARITY_CHECKS, 1):
+        corr = correlation(settings, source_execution_id="sim-%d" % number,
+                           agent_id="agent-a" if number % 2 else "agent-b")
+        events.append(builders.similarity_event(corr, threshold, score=score, action_taken=action,
+                                                prompt="prompt %d" % number, timestamp=SIMILARITY_AT))
+    return events
+
+
 class ScriptedClock(object):
     """Wall time the script moves; `now()` for the sink (datetime), `__call__` for the library (epoch)."""
 
@@ -108,17 +186,7 @@ class Scenario(object):
     def __init__(self, rudderstack_url, redis_url, clock, sink):
         self.clock = clock
         self.sink = sink
-        self.settings = load_config({
-            "rudderstack": {"write_key": WRITE_KEY, "data_plane_url": rudderstack_url, "max_retries": 2,
-                            "retry_delay_ms": 1, "batch_size": 20},
-            "redis": {"url": redis_url},
-            "observability": {"workspace_id": "ws-1", "organization_id": "org-1",
-                              "langfuse_base_url": "https://langfuse.example.com"},
-            "llm_targets": [
-                {"name": "oa", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "gpt-4o"},
-                {"name": "an", "kind": "anthropic", "base_url": "http://127.0.0.1:9/v1", "model": "claude-3-5-haiku"},
-            ],
-        })
+        self.settings = scenario_settings(rudderstack_url, redis_url)
         self.store = RedisStore(redis_url, key_prefix="synthralos-analytics:")
         self.outbox = open_outbox(self.settings, self.store, clock=clock)
         # The pack's client; its retry sleeps are skipped so the scripted clock stays put.
@@ -162,51 +230,10 @@ class Scenario(object):
         return self
 
     def recovery_event(self, recovery):
-        name, execution_id, ended_at, agent, failure_type, source, repaired_at, duration_s = recovery
-        failure = detect_failure(FAILED_RESULTS[failure_type])
-        assert failure["failure_type"] == failure_type, failure
-        plan = plan_repair(failure, self.settings, clock=lambda: ended_at.timestamp() - duration_s)
-        plan["source"] = source  # the script decides which planner's plan this recovery ran
-        steps = plan["steps"]
-        tried = steps[:repaired_at] if repaired_at else steps
-        attempt_log = [{"attempt": i + 1, "action": step["action"], "params": step["params"],
-                        "repaired": repaired_at == i + 1, "new_execution_id": "%s-a%d" % (execution_id, i + 1),
-                        "error_class": None if repaired_at == i + 1 else "still_failing",
-                        "error_message": None, "failure_type": failure_type, "duration_s": 5.0}
-                       for i, step in enumerate(tried)]
-        repaired = repaired_at is not None
-        output = {
-            "outcome": "repaired" if repaired else "escalated",
-            "repaired": repaired,
-            "repaired_by": tried[-1]["action"] if repaired else None,
-            "attempts": len(attempt_log),
-            "attempt_log": attempt_log,
-            "duration_s": duration_s,
-            "plan": plan,
-            "failure": failure,
-        }
-        # What st2's actiontrigger carries as the workflow's result; a failed Orquesta workflow adds errors.
-        result = {"output": output}
-        if not repaired:
-            result["errors"] = [{"type": "error", "message": "Execution failed. See result for details.",
-                                 "task_id": "escalate"}]
-        corr = correlation(self.settings, source_execution_id=execution_id, agent_id=agent, trace_id=trace_id(name))
-        started_at = ended_at - timedelta(seconds=duration_s + 2)
-        return builders.agent_event(
-            builders.EVENT_AGENT_REPAIR if repaired else builders.EVENT_AGENT_FAILURE, corr,
-            "succeeded" if repaired else "failed", started_at=started_at, ended_at=ended_at,
-            details={"workflow": "synthralos.agent_recovery", "result": result})
+        return recovery_event(self.settings, recovery)
 
     def cost_event(self, call, at):
-        name, agent, call_id, model, tokens_in, tokens_out, price_in, price_out = call
-        corr = correlation(self.settings, source_execution_id="llm-%s" % call_id, agent_id=agent,
-                           trace_id=trace_id(name) if name else "%032x" % 0xFFF)
-        provider = "openai" if model.startswith("gpt") else "anthropic"
-        prices = {"model_prices": self.settings.section("model_prices"), "llm_targets": self.settings.llm_targets()}
-        return builders.llm_cost_event(corr, provider, model, tokens_in, tokens_out, prices,
-                                       workflow_execution_id="wf-%s" % (name or "none"), node_id="node-1",
-                                       timestamp=at, discriminator=call_id, input_price_per_1k=price_in,
-                                       output_price_per_1k=price_out)
+        return cost_event(self.settings, call, at)
 
     def cron_story(self):
         """nightly_export: 10 failures disable it, a probe fails, the next succeeds (re-enabled after 3 h).
@@ -235,12 +262,7 @@ class Scenario(object):
     def similarity_outage(self):
         """The checks are queued while the data plane is down and land OUTAGE_S later."""
         self.clock.set(SIMILARITY_AT)
-        events = []
-        for number, (threshold, score, action) in enumerate(SIMILARITY_CHECKS, 1):
-            corr = correlation(self.settings, source_execution_id="sim-%d" % number,
-                               agent_id="agent-a" if number % 2 else "agent-b")
-            events.append(builders.similarity_event(corr, threshold, score=score, action_taken=action,
-                                                    prompt="prompt %d" % number, timestamp=SIMILARITY_AT))
+        events = similarity_events(self.settings)
         self.send(events)
         self.sink.outage(503)
         failed = self.flush()

@@ -106,18 +106,22 @@ def is_blank(value):
     return value is None or (isinstance(value, str) and value == "")
 
 
-def flatten(node, prefix=""):
-    """[(raw flattened key, value)] for every non-blank leaf; arrays stay whole (JSON text)."""
+def flatten(node, prefix="", path=()):
+    """[(raw flattened key, value, path)] for every non-blank leaf; arrays stay whole (JSON text).
+
+    `path` is the tuple of keys that led there: {"a": {"b": 1}} and {"a_b": 1} give the same
+    raw key `a_b` from different paths (and RudderStack keeps only one of the two values).
+    """
     out = []
     for key, value in node.items():
         if is_blank(value):
             continue
         if isinstance(value, dict):
-            out.extend(flatten(value, prefix + key + "_"))
+            out.extend(flatten(value, prefix + key + "_", path + (key,)))
         elif isinstance(value, list):
-            out.append((prefix + key, json.dumps(value, separators=(",", ":"), sort_keys=True)))
+            out.append((prefix + key, json.dumps(value, separators=(",", ":"), sort_keys=True), path + (key,)))
         else:
-            out.append((prefix + key, value))
+            out.append((prefix + key, value, path + (key,)))
     return out
 
 
@@ -126,7 +130,7 @@ class NameReport(object):
 
     def __init__(self, provider="postgres"):
         self.provider = provider
-        self.tables = {}  # table -> {column: set(raw keys)}
+        self.tables = {}  # table -> {column: (raw keys, dotted property paths)}
         self.problems = []
 
     def add_event(self, event):
@@ -135,10 +139,10 @@ class NameReport(object):
         table = table_name(name, self.provider)
         self._check_name("event name", name, table, name)
         columns = self.tables.setdefault(table, {})
-        for raw, _ in flatten(event.get("properties") or {}):
-            self._add(columns, table, raw, column_name(raw, self.provider), "property")
-        for raw, _ in flatten(event.get("context") or {}, "context_"):
-            self._add(columns, table, raw, column_name(raw, self.provider), "context")
+        for raw, _, path in flatten(event.get("properties") or {}):
+            self._add(columns, table, raw, column_name(raw, self.provider), "property", ".".join(path))
+        for raw, _, path in flatten(event.get("context") or {}, "context_", ("context",)):
+            self._add(columns, table, raw, column_name(raw, self.provider), "context", ".".join(path))
         return table
 
     def add_keys(self, event_name, raw_keys):
@@ -146,19 +150,23 @@ class NameReport(object):
         table = table_name(event_name, self.provider)
         columns = self.tables.setdefault(table, {})
         for raw in raw_keys:
-            self._add(columns, table, raw, column_name(raw, self.provider), "documented property")
+            self._add(columns, table, raw, column_name(raw, self.provider), "documented property", None)
 
-    def _add(self, columns, table, raw, column, what):
+    def _add(self, columns, table, raw, column, what, path):
         self._check_name(what, raw, column, table)
         if not column:
             return
         if column in TRACK_RESERVED_COLUMNS or column in LOADER_COLUMNS:
             self.problems.append("%s: %s %r becomes column %r, which RudderStack fills itself (the property is "
                                  "dropped)" % (table, what, raw, column))
-        seen = columns.setdefault(column, set())
-        seen.add(raw)
-        if len(seen) == 2:  # report once per column
-            self.problems.append("%s: keys %s collide in column %r" % (table, sorted(seen), column))
+        # Two raw keys, or two property paths giving one raw key ({"a": {"b": 1}} and {"a_b": 2}), in one column.
+        raws, paths = columns.setdefault(column, (set(), set()))
+        raws.add(raw)
+        if path is not None:
+            paths.add(path)
+        for seen in (raws, paths):
+            if len(seen) == 2 and (raw in seen or path in seen):  # report once per column and kind
+                self.problems.append("%s: %s collide in column %r" % (table, sorted(seen), column))
 
     def _check_name(self, what, raw, name, table):
         if not name:

@@ -37,7 +37,7 @@ import json
 import re
 import threading
 from base64 import b64decode
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg2
@@ -127,12 +127,12 @@ class WarehouseLoader(object):
             "uuid_ts": _iso(received_at),
         }
         context = {}
-        for raw, value in flatten(event.get("context") or {}, "context_"):
+        for raw, value, _ in flatten(event.get("context") or {}, "context_"):
             name = column_name(raw)
             if name and name not in TRACK_RESERVED_COLUMNS:
                 context[name] = value
         properties = {}
-        for raw, value in flatten(event.get("properties") or {}):
+        for raw, value, _ in flatten(event.get("properties") or {}):
             name = column_name(raw)
             # A property RudderStack fills itself (id, timestamp, ...) is dropped; the standard value wins.
             if name and name not in TRACK_RESERVED_COLUMNS and name not in LOADER_COLUMNS:
@@ -301,7 +301,3 @@ def _write_key(header):
         return b64decode(header.split(" ", 1)[1]).decode("utf-8").split(":", 1)[0]
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-def shifted(moment, seconds):
-    return moment + timedelta(seconds=seconds)
