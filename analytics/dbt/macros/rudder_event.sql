@@ -22,7 +22,7 @@
   {%- if relation is none %}
     select
     {%- for name, kind in wanted.items() %}
-      cast(null as {{ synthralos_type(kind) }}) as {{ adapter.quote(name) }},
+      cast(null as {{ synthralos_type(kind) }}) as {{ rudder_column(name) }},
     {%- endfor %}
       1 as copy_number
     where 1 = 0
@@ -31,12 +31,12 @@
       select
       {%- for name, kind in wanted.items() %}
         {% if name in present -%}
-        cast({{ adapter.quote(name) }} as {{ synthralos_type(kind) }})
+        cast({{ rudder_column(name) }} as {{ synthralos_type(kind) }})
         {%- else -%}
         cast(null as {{ synthralos_type(kind) }})
-        {%- endif %} as {{ adapter.quote(name) }},
+        {%- endif %} as {{ rudder_column(name) }},
       {%- endfor %}
-        row_number() over (partition by {{ adapter.quote('id') }} order by received_at, uuid_ts) as copy_number
+        row_number() over (partition by id order by received_at, uuid_ts) as copy_number
       from {{ src }}
     ) copies
     {%- if dedup %}
@@ -55,3 +55,20 @@
   {%- else -%}{{ exceptions.raise_compiler_error("unknown column type " ~ kind) }}
   {%- endif -%}
 {% endmacro %}
+
+{#-
+  A RudderStack column in a query. Names are used unquoted (PostgreSQL folds them to lower case,
+  Snowflake to upper case, as RudderStack creates them there) except the few that are keywords,
+  which must be quoted in the warehouse's own case.
+-#}
+{% macro rudder_column(name) %}
+  {{- return(adapter.dispatch('rudder_column', 'synthralos_analytics')(name)) -}}
+{% endmacro %}
+
+{% macro default__rudder_column(name) -%}
+  {{ adapter.quote(name) if name in ('timestamp', 'event') else name }}
+{%- endmacro %}
+
+{% macro snowflake__rudder_column(name) -%}
+  {{ adapter.quote(name | upper) if name in ('timestamp', 'event') else name }}
+{%- endmacro %}

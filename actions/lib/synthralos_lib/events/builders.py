@@ -14,7 +14,8 @@ events to st2 executions and traces without digging into `context`.
 source id is the st2 execution the event describes; the discriminator tells
 apart several events of one kind from one execution (repair attempt number,
 LLM call id). Resending the same source therefore yields the same messageId
-and RudderStack's dedup drops the copy. Events without a source id hash their
+and the copy can be recognised (RudderStack drops it only with its dedup enabled; the warehouse
+models in analytics/ drop it always: docs/events.md, "Duplicates"). Events without a source id hash their
 own content instead, so they are deterministic too.
 
 An event must serialise to at most 32 KB. A bigger one has its longest

@@ -4,7 +4,7 @@ select
   id as event_id,
   event,
   copy_number,
-  {{ adapter.quote('timestamp') }} as occurred_at,
+  {{ rudder_column('timestamp') }} as occurred_at,
   received_at,
-  {{ dbt.datediff(adapter.quote('timestamp'), 'received_at', 'second') }} as lateness_s
+  {{ dbt.datediff(rudder_column('timestamp'), 'received_at', 'second') }} as lateness_s
 from ({{ rudder_event('tracks', {'event': 'string'}, dedup=false) }}) t

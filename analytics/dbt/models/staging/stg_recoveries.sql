@@ -23,7 +23,7 @@ select
   result_output_repaired_by as repaired_by,
   result_output_attempts as attempts,
   case when result_output_repaired then result_output_duration_s end as time_to_recovery_s,
-  {{ adapter.quote('timestamp') }} as occurred_at,
-  cast({{ dbt.date_trunc('week', adapter.quote('timestamp')) }} as date) as week
+  {{ rudder_column('timestamp') }} as occurred_at,
+  cast({{ dbt.date_trunc('week', rudder_column('timestamp')) }} as date) as week
 from events
 where workflow = 'synthralos.agent_recovery'
