@@ -12,6 +12,7 @@ import zlib
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from conftest import MODELS_SCHEMA
 from synthralos_analytics import report
@@ -113,3 +114,25 @@ def test_chromium_screenshot(rendered):
     if keep:  # for a person to look at
         shutil.copy(shot, keep)
         shutil.copy(rendered["page"], os.path.splitext(keep)[0] + ".html")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text(max_size=40))
+def test_outside_text_is_escaped(text):
+    """Agent, job and event names come from outside: they never become markup."""
+    hostile = "<x-hostile a='1'>" + text + "</x-hostile>&amp;\""
+    data = {
+        "overall": [(1, 1, 0, 1.0, 1.0, 1.0)],
+        "by_type": [(hostile, 1, 1, 1.0, 1.0, 1.0)],
+        "by_week": [],
+        "by_source": [(hostile, 1, 1.0)],
+        "steps": [(hostile, hostile, 1, 1, 1.0)],
+        "cost_by_agent": [(hostile, 1, 0.5, 1, 0.5)],
+        "recovery_cost": [(0.5, 1)],
+        "cron": [(hostile, 1, 10, 0, 0, 0, 0, 0.0, True)],
+        "guardrails": [(0.8, hostile, 1, 1, 0.9)],
+        "delivery": [(hostile, 1, 1, 0, 0, 0)],
+    }
+    page = report.render(data, generated_at=datetime(2026, 11, 16, tzinfo=timezone.utc))
+    assert "<x-hostile" not in page
+    assert "&lt;x-hostile a=&#x27;1&#x27;&gt;" in page
