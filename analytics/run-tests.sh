@@ -61,6 +61,11 @@ fi
 # scratch dir, removed on exit whatever happens; a server a killed run left behind is stopped.
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/synthralos-analytics.XXXXXX")"
 chmod 755 "$scratch"  # PostgreSQL runs as the postgres user and must reach its data dir below
+if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$scratch" 2>/dev/null; then
+  rmdir "$scratch"  # a private TMPDIR the postgres user cannot enter: use /tmp
+  scratch="$(mktemp -d /tmp/synthralos-analytics.XXXXXX)"
+  chmod 755 "$scratch"
+fi
 cleanup() {
   for data in "$scratch"/synthralos-pg-*/data; do
     [ -f "$data/postmaster.pid" ] || continue
