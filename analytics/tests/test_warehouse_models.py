@@ -134,8 +134,24 @@ def test_every_value_fitted_its_column(built):
 
 
 @pytest.mark.parametrize("model", ["recoveries", "recovery_performance", "repair_step_effectiveness",
-                                   "llm_cost_per_recovery", "llm_cost_by_agent", "cron_jobs", "guardrail_checks",
-                                   "event_delivery_hourly"])
+                                   "repair_step_attempts", "llm_cost_per_recovery", "llm_cost_by_agent", "cron_jobs",
+                                   "guardrail_checks", "event_delivery_hourly"])
 def test_dbt_built_and_tested_each_model(built, model):
     assert "Completed successfully" in built["dbt_output"]
     assert "OK created sql table model %s.%s" % (MODELS_SCHEMA, model) in built["dbt_output"]
+
+
+def test_repair_step_attempts(built):
+    """Every step tried (the attempt logs), escalations included."""
+    got = [r[:5] + (round(r[5], 9),) for r in rows(built, "repair_step_attempts", "1, 3, 2")]
+    assert got == [
+        # failure type, step, attempt, tries, fixes, fix rate
+        ("invalid_output", "regenerate_output", 1, 1, 1, 1.0),  # R5
+        ("llm_error", "retry_with_backoff", 1, 2, 0, 0.0),  # R3, R6
+        ("llm_error", "switch_provider", 2, 2, 1, 0.5),  # R3 fixed, R6 escalated
+        ("timeout", "reduce_max_iterations", 1, 4, 2, 0.5),  # R1, R7 fixed; R2, R8 went on
+        ("timeout", "simplify_query", 2, 2, 1, 0.5),  # R2 fixed, R8 went on
+        ("timeout", "switch_provider", 3, 1, 1, 1.0),  # R8
+        ("tool_failure", "retry_tool", 1, 1, 0, 0.0),  # R4
+        ("tool_failure", "retry_execution", 2, 1, 0, 0.0),  # R4, then escalated
+    ]
