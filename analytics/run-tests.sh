@@ -15,11 +15,13 @@ CACHE="${SYNTHRALOS_CACHE:-$HOME/.cache/synthralos}"
 
 log() { printf '[analytics] %s\n' "$*" >&2; }
 
-# -- system packages: PostgreSQL, Chromium, Redis (Debian's) -------------------------------
+# -- system packages: PostgreSQL, Chromium, Redis, a font (Debian's) -------------------------
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# The report's font (chromium only recommends one; apt runs without recommends here).
+fc-list 2>/dev/null | grep -qi "DejaVu Sans" || missing+=(fonts-dejavu-core)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root"; exit 2
