@@ -78,6 +78,8 @@ cleanup() {
   rm -rf "$scratch"
 }
 trap cleanup EXIT
+trap "exit 143" TERM
+trap "exit 130" INT
 cd "$HERE"
 status=0
 TMPDIR="$scratch" "$venv/bin/python" -m pytest -p no:cacheprovider -q -o "cache_dir=$scratch/.pytest" \
