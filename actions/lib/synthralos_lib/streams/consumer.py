@@ -270,7 +270,7 @@ class StreamConsumer(object):
         for entry_id, fields, reason in dead:
             if self.dead_letter_stream:
                 pipe.xadd(self.dead_letter_stream, self.dead_letter(entry_id, fields, reason),
-                          maxlen=self.dead_letter_maxlen, approximate=True)
+                          maxlen=self.dead_letter_maxlen, approximate=False)  # exact: a byte budget
         ids = list(acks) + [entry_id for entry_id, _, _ in dead]
         pipe.xack(self.stream, self.group, *ids)
         pipe.execute()
