@@ -277,3 +277,171 @@ class WebhookPathTest(BaseSensorTestCase):
         self.assertIn("<nested deeper than 32 levels: cut>", json.dumps(built["payload"]["raw"]))
         with self.assertRaises(MalformedFailure):  # ids are still checked first
             accept_post({"agent_id": "a\x00", "execution_id": "e", "result": {"status": "failed"}}, "x", now=NOW)
+
+
+# ---------------------------------------------------------------------- BullMQ
+
+BULL_QUEUE = "agent-runs"
+BULL_DEAD = "synthralos:bullmq:dead"
+
+
+class BullMQPoisonCase(BaseSensorTestCase):
+    """Failed jobs written as BullMQ lays them out (job hash, `failed` event), with hostile content:
+    what a misbehaving platform writing the queue's keys itself would leave."""
+
+    from bullmq_failure_sensor import BullMQFailureSensor as sensor_cls
+
+    def setUp(self):
+        super(BullMQPoisonCase, self).setUp()
+        self.server = get_redis_server()
+        self.server.flushall()
+        self.client = self.server.client()
+        self.raw = connect_factory(self.server.url, 50, decode_responses=False)()
+        self.addCleanup(self.client.connection_pool.disconnect)
+        self.addCleanup(self.raw.connection_pool.disconnect)
+        self.sensors = []
+        self.addCleanup(self.stop_sensors)
+        self.next_ms = 1700000000000
+
+    def stop_sensors(self):
+        for sensor, thread in self.sensors:
+            sensor.cleanup()
+            if thread is not None:
+                thread.join(10)
+                self.assertFalse(thread.is_alive(), "the sensor did not stop")
+
+    def start_sensor(self, run=False, **bullmq):
+        section = {"enabled": True, "queues": [BULL_QUEUE], "block_ms": 20, "reconnect_max_delay_s": 0.5}
+        section.update(bullmq)
+        sensor = self.get_sensor_instance(config={"bullmq": section, "redis": {"url": self.server.url},
+                                                  "agent_api": {"api_key": API_KEY}})
+        sensor.clock = lambda: NOW
+        sensor.setup()
+        sensor._watcher.start()
+        thread = None
+        if run:
+            thread = threading.Thread(target=sensor.run)
+            thread.daemon = True
+            thread.start()
+        self.sensors.append((sensor, thread))
+        return sensor
+
+    def fail_job(self, job_id, data=b"{}", reason=b"boom", name=b"support-bot", extra=None):
+        """HSET the job hash and XADD its `failed` event as BullMQ's moveToFailed does; returns the event id."""
+        self.next_ms += 1000
+        fields = {b"name": name, b"data": data, b"opts": b'{"attempts":1}', b"timestamp": b"%d" % self.next_ms,
+                  b"processedOn": b"%d" % (self.next_ms + 10), b"finishedOn": b"%d" % (self.next_ms + 60),
+                  b"atm": b"1", b"ats": b"1", b"failedReason": reason}
+        fields.update(extra or {})
+        self.raw.hset(b"bull:%s:" % BULL_QUEUE.encode() + job_id, mapping=fields)
+        return self.raw.xadd(b"bull:%s:events" % BULL_QUEUE.encode(),
+                             {b"event": b"failed", b"jobId": job_id, b"failedReason": reason,
+                              b"prev": b"active"}).decode()
+
+    def drain(self, sensor):
+        while sensor._watcher.poll():
+            pass
+
+    def payloads(self):
+        return [item["payload"] for item in self.sensor_service.dispatched_triggers]
+
+    def dead(self):
+        return [fields for _, fields in self.client.xrange(BULL_DEAD)]
+
+
+class BullMQPoisonTest(BullMQPoisonCase):
+    def test_non_utf8_bytes_in_data_reason_or_id_dead_letter_that_job_and_the_rest_go_on(self):
+        sensor = self.start_sensor()
+        self.fail_job(b"1", data=b'{"agent_id": "bot-\xff"}')
+        self.fail_job(b"2", reason=b"broke \xfe")
+        self.fail_job(b"job-\xff3")
+        self.fail_job(b"4", reason=b"real failure")
+        self.drain(sensor)
+        self.drain(sensor)  # read again: nothing is retried, nothing stalls
+        self.assertEqual([(p["source_id"], p["error"]) for p in self.payloads()], [("agent-runs:4", "real failure")])
+        self.assertEqual([(d["job_id"], d["reason"]) for d in self.dead()], [
+            ("1", "job field data is not valid UTF-8 (byte 0xff at offset 18)"),
+            ("2", "the event's failedReason is not valid UTF-8 (byte 0xfe at offset 6)"),
+            ("job-\\xff3", "jobId is not valid UTF-8 (byte 0xff at offset 4)"),
+        ])
+        self.assertEqual(self.client.get("synthralos:bullmq:bull:%s:cursor" % BULL_QUEUE),
+                         self.client.xrevrange("bull:%s:events" % BULL_QUEUE, count=1)[0][0])
+        self.assertEqual(sensor._watcher.stats["dead_lettered"], 3)
+
+    def test_data_nested_5000_deep_and_wide_integers_are_dispatched_as_st2_can_store_them(self):
+        sensor = self.start_sensor()
+        deep = ('{"result": {"status": "failed", "duration_ms": %s}, "x": ' % ("7" * 30)
+                + "[" * 5000 + "]" * 5000 + "}").encode()
+        self.fail_job(b"1", data=deep)
+        self.fail_job(b"2", data=deep_json(300, agent_id="bot", result={"status": "failed"}).encode())
+        self.fail_job(b"3", data=json.dumps({"result": {"status": "failed", "duration_ms": 10 ** 30}}).encode())
+        self.drain(sensor)
+        payloads = self.payloads()
+        self.assertEqual([p["source_id"] for p in payloads], ["agent-runs:1", "agent-runs:2", "agent-runs:3"])
+        for payload in payloads:
+            self.assertIsNone(st2_refuses(payload))
+        self.assertEqual([p["duration_ms"] for p in payloads], [50, 50, None])
+        self.assertIn("<nested deeper than 32 levels: cut>", json.dumps(payloads[1]["raw"]))
+        self.assertEqual(self.dead(), [])
+
+    def test_a_dispatch_st2_keeps_refusing_is_dead_lettered_after_the_bounded_attempts(self):
+        calls = []
+
+        def refusing(**kwargs):
+            calls.append(kwargs["payload"]["source_id"])
+            raise RuntimeError("refused, token %s" % API_KEY)
+
+        self.sensor_service.dispatch = refusing
+        sensor = self.start_sensor(run=True, max_dispatch_attempts=3)
+        self.fail_job(b"7")
+        wait_until(lambda: self.client.xlen(BULL_DEAD) == 1, what="the dead letter")
+        self.assertEqual(calls, ["agent-runs:7"] * 3)
+        self.assertEqual(self.dead()[0]["reason"], "dispatch failed 3 times, last: RuntimeError: refused, token ***")
+        self.assertEqual(sensor.errors, 2)
+
+
+_byteish = st.one_of(st.binary(max_size=30), st.text(max_size=30).map(lambda t: t.encode()))
+
+
+@st.composite
+def bull_jobs(draw):
+    """(job id, job hash fields, failedReason) with hostile bytes, shapes and depths."""
+    job_id = draw(st.one_of(st.integers(1, 10 ** 6).map(lambda n: b"%d" % n), _byteish.filter(
+        lambda b: b and b":" not in b)))
+    data = draw(st.one_of(
+        st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(
+            st.sampled_from(["agent_id", "execution_id", "result", "trace_id", "x"]), _json_values, max_size=4)),
+        st.sampled_from([0, 40, 300, 3000, 6000]).map(lambda n: deep_json(n, agent_id="a").encode()),
+        _byteish))
+    extra = {}
+    for field in draw(st.lists(st.sampled_from([b"atm", b"finishedOn", b"processedOn", b"name", b"stacktrace"]),
+                               max_size=3)):
+        extra[field] = draw(st.one_of(_byteish, st.integers(-10 ** 30, 10 ** 30).map(lambda n: b"%d" % n)))
+    return job_id, data, draw(_byteish), extra
+
+
+class BullMQJobPropertyTest(BullMQPoisonCase):
+    @settings(max_examples=50, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
+                                     HealthCheck.function_scoped_fixture])
+    @given(st.lists(bull_jobs(), min_size=1, max_size=4, unique_by=lambda job: job[0]))
+    def test_every_failed_job_ends_dispatched_storable_or_dead_lettered(self, jobs):
+        self.server.flushall()
+        self.sensor_service.dispatched_triggers = []
+        sensor = self.start_sensor()
+        events = [self.fail_job(job_id, data=data, reason=reason, extra=extra) for job_id, data, reason, extra in jobs]
+        for _ in range(3):  # a stall would leave the cursor behind
+            self.drain(sensor)
+        self.assertEqual(self.client.get("synthralos:bullmq:bull:%s:cursor" % BULL_QUEUE), events[-1])
+        sent = {p["source_id"]: p for p in self.payloads()}
+        dead = {d["job_id"]: d for d in self.dead()}
+        self.assertEqual(len(sent) + len(dead), len(jobs))
+        for payload in sent.values():
+            self.assertIsNone(st2_refuses(payload))
+        for letter in dead.values():
+            self.assertTrue(letter["reason"])
+            self.assertLessEqual(sum(len(k.encode()) + len(v.encode()) for k, v in letter.items()), 8192)
+        sensor.cleanup()
+        sensor._client.connection_pool.disconnect()
+        sensor._watcher.raw.connection_pool.disconnect()
+        self.sensors = []
