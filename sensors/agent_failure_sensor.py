@@ -29,6 +29,7 @@ class AgentFailureSensor(Sensor):
         self._log_guard = guarded_logs(self._logger, ())  # opened by setup(), closed by cleanup()
         self._consumer = None
         self._heartbeat = None
+        self.crashes = 0
         self._stopped = threading.Event()
         self.clock = time.time  # stamps detected_at and heartbeats
 
@@ -72,11 +73,22 @@ class AgentFailureSensor(Sensor):
                           section["group"], consumer)
 
     def run(self):
-        if self._consumer is not None:
-            self._consumer.run()
+        if self._consumer is None:
+            while not self._stopped.is_set():  # st2 restarts a sensor whose run() returns
+                self._stopped.wait(1.0)
             return
-        while not self._stopped.is_set():  # st2 restarts a sensor whose run() returns
-            self._stopped.wait(1.0)
+        # st2 restarts a crashed sensor twice, then gives up without a word: nothing escapes this loop.
+        crashes = 0
+        while not self._stopped.is_set():
+            try:
+                self._consumer.run()  # returns only once stopped; Redis trouble is handled inside
+            except Exception as exc:
+                crashes += 1
+                self.crashes = crashes
+                delay = min(30.0, 0.5 * 2 ** min(crashes - 1, 6))
+                self._logger.error("[Self-Healing] AgentFailureSensor read loop failed (%s: %s, %d so far); "
+                                   "restarting it in %.1f s", type(exc).__name__, exc, crashes, delay)
+                self._stopped.wait(delay)
 
     def cleanup(self):
         self._stopped.set()
@@ -91,7 +103,7 @@ class AgentFailureSensor(Sensor):
         stats = self._consumer.stats
         state = {key: stats[key] for key in ("read", "dispatched", "dead_lettered", "dispatch_errors", "reconnects",
                                              "errors", "last_read_at", "last_dispatch_at")}
-        state.update(stream=self._consumer.stream, group=self._consumer.group, consumer=self._consumer.consumer,
+        state.update(crashes=self.crashes, stream=self._consumer.stream, group=self._consumer.group, consumer=self._consumer.consumer,
                      lag=None, pending=None, oldest_pending_age_s=None)
         try:
             state.update(self._consumer.group_state())

@@ -138,7 +138,15 @@ class StallWatch(object):
                        "oldest_pending_age_s": row.get("oldest_pending_age_s"),
                        "last_read_at": row.get("last_read_at"), "last_dispatch_at": row.get("last_dispatch_at"),
                        "detected_at": now}
-            self._dispatch(STALL_TRIGGER, payload)
+            try:
+                self._dispatch(STALL_TRIGGER, payload)
+            except Exception as exc:  # not sent: forget the episode so the next check tries again
+                self.store.update(EPISODES_KEY, lambda episodes, name=name: (
+                    {k: v for k, v in (episodes or {}).items() if k != name}, None))
+                if self.logger is not None:
+                    self.logger.warning("[Self-Healing] sensor_stalled alert for %s not dispatched (%s); "
+                                        "retrying at the next check", name, type(exc).__name__)
+                continue
             alerts.append(payload)
             if self.logger is not None:
                 self.logger.error("[Self-Healing] sensor %s stalled: %s", name, row["reason"])
