@@ -34,7 +34,8 @@ _schemas = {}
 
 
 def bounded(value, max_depth=MAX_DEPTH):
-    """A copy of `value` (dicts, lists, scalars) that st2 can validate and store; see the module docstring."""
+    """`value` (dicts, lists, scalars) as st2 can validate and store it; see the module docstring.
+    The same object when nothing needed changing (the common case copies nothing)."""
     return _bounded(value, max_depth, 0)
 
 
@@ -53,8 +54,11 @@ def _bounded(value, max_depth, depth):
         if depth >= max_depth:
             return "<nested deeper than %d levels: cut>" % max_depth
         if isinstance(value, dict):
-            return {k if isinstance(k, str) else str(k): _bounded(v, max_depth, depth + 1) for k, v in value.items()}
-        return [_bounded(v, max_depth, depth + 1) for v in value]
+            items = [(k if isinstance(k, str) else str(k), _bounded(v, max_depth, depth + 1)) for k, v in value.items()]
+            same = all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items()))
+            return value if same else dict(items)
+        items = [_bounded(v, max_depth, depth + 1) for v in value]
+        return value if isinstance(value, list) and all(a is b for a, b in zip(items, value)) else items
     return str(value)
 
 
