@@ -5,6 +5,8 @@ the flusher reads no missing datastore key on its timer. Real redis-server, real
 import synthralos_tests  # noqa: F401
 
 import json
+import shutil
+import subprocess
 import threading
 
 from st2tests.base import BaseSensorTestCase
@@ -208,6 +210,10 @@ class StallEpisodeTest(SensorHealthCase):
                      'synthralos_sensor_heartbeat_age_seconds{sensor="agent_failure_sensor"} 1'):
             self.assertIn(line, text)
         json.dumps(collected)
+        if shutil.which("promtool"):
+            check = subprocess.run(["promtool", "check", "metrics"], input=metrics.to_prometheus(collected).encode(),
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+            self.assertEqual(check.returncode, 0, check.stdout.decode())
 
     def test_heartbeats_are_written_at_most_every_few_seconds(self):
         sensor_clock = Clock(T0)

@@ -227,7 +227,7 @@ class StreamEntryPropertyTest(BaseSensorTestCase):
         super(StreamEntryPropertyTest, self).setUp()
         self.redis = get_redis_server()
 
-    @settings(max_examples=60, deadline=None, derandomize=True,
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
     @given(st.lists(entries(), min_size=1, max_size=4))
     def test_every_entry_ends_dispatched_storable_ignored_or_dead_lettered(self, batch):
@@ -421,7 +421,7 @@ def bull_jobs(draw):
 
 
 class BullMQJobPropertyTest(BullMQPoisonCase):
-    @settings(max_examples=50, deadline=None, derandomize=True,
+    @settings(max_examples=50, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
                                      HealthCheck.function_scoped_fixture])
     @given(st.lists(bull_jobs(), min_size=1, max_size=4, unique_by=lambda job: job[0]))

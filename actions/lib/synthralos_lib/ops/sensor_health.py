@@ -57,7 +57,7 @@ class Heartbeat(object):
             return True
         except Exception as exc:  # the store is down: the stale heartbeat says so to whoever reads it
             self.failures += 1
-            if self.logger is not None and self.failures in (1, 10, 100) or self.failures % 1000 == 0:
+            if self.logger is not None and (self.failures in (1, 10, 100) or self.failures % 1000 == 0):
                 self.logger.warning("[Self-Healing] sensor %s: heartbeat not written (%s, %d so far)", self.sensor,
                                     type(exc).__name__, self.failures)
             return False
