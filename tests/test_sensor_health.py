@@ -12,7 +12,7 @@ import threading
 from st2tests.base import BaseSensorTestCase
 
 from synthralos_lib.ops import metrics, sensor_health
-from synthralos_lib.ops.health import check_sensors
+from synthralos_lib.ops.health import check_sensors, health_report
 from synthralos_lib.state.config import load_config
 from synthralos_lib.state.store import get_store
 from synthralos_tests.polling import wait_until
@@ -124,6 +124,12 @@ class StallEpisodeTest(SensorHealthCase):
         [row] = [r for r in check_sensors(load_config(self.config()), self.sensor_service, watch_clock.now)
                  if r["name"] == "sensor:agent_failure_sensor"]
         self.assertEqual((row["status"], row["error"]), ("down", "no heartbeat for 600 s (bound 60 s)"))
+        report = health_report(load_config(self.config()), self.sensor_service, include=["sensors"],
+                               clock=watch_clock)
+        self.assertEqual([(d["name"], d["status"]) for d in report["dependencies"]],
+                         [("sensor:agent_failure_sensor", "down"), ("sensor:event_flusher_sensor", "ok")])
+        self.assertEqual((report["status"], report["problems"]), (
+            "degraded", ["sensor:agent_failure_sensor: down (no heartbeat for 600 s (bound 60 s))"]))
 
         # Recovery: the loop runs again and beats; the episode ends.
         sensor._consumer.poll_once = real_poll
