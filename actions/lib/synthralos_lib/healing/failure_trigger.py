@@ -108,7 +108,7 @@ def build_failure(agent_id, execution_id, result, source, source_id, trace_conte
         "raw": cap_raw(result if raw is None else scrubbed["raw"]),
         "detected_at": iso_utc(time.time() if now is None else now),
     }
-    payload = trigger_payload.bounded(payload)
+    # Everything above derives from the bounded record; the check catches what would still not store.
     reason = trigger_payload.refusal(payload)
     if reason is not None:
         raise MalformedFailure(reason)
