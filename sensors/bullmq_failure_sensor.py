@@ -1,12 +1,15 @@
 import synthralos_sensor_lib  # noqa: F401  (puts actions/lib on sys.path)
 
 import threading
+import time
 
 from st2reactor.sensor.base import Sensor
 
+from synthralos_lib.ops.sensor_health import Heartbeat, sensor_health_settings
 from synthralos_lib.ops.trace import guarded_logs
 from synthralos_lib.state.config import config_secrets, load_config
 from synthralos_lib.state.redaction import scrub
+from synthralos_lib.state.store import get_store
 from synthralos_lib.streams import bullmq
 
 
@@ -28,6 +31,10 @@ class BullMQFailureSensor(Sensor):
         self._client = None
         self._options = None
         self._settings = None
+        self._heartbeat = None
+        self.reconnects = 0
+        self.errors = 0
+        self.clock = time.time  # stamps detected_at and heartbeats
 
     def setup(self):
         # Every line of this long-lived process, the library's included, is scrubbed (ops.trace).
@@ -45,7 +52,11 @@ class BullMQFailureSensor(Sensor):
             self._logger,
             state_prefix=self._settings.section("redis").get("key_prefix") or "synthralos:",
             secrets=self._settings.secrets(),
+            clock=lambda: self.clock(),
         )
+        self._heartbeat = Heartbeat(get_store(self._settings, self.sensor_service), "bullmq_failure_sensor",
+                                    every_s=sensor_health_settings(self._settings)["heartbeat_every_s"],
+                                    clock=lambda: self.clock(), logger=self._logger)
 
     def _dispatch(self, payload, trace_tag):
         self.sensor_service.dispatch(trigger=bullmq.TRIGGER, payload=payload, trace_tag=trace_tag)
@@ -61,6 +72,7 @@ class BullMQFailureSensor(Sensor):
             self._loop(redis)
         finally:
             self._client.connection_pool.disconnect()
+            self._watcher.raw.connection_pool.disconnect()
 
     def _loop(self, redis):
         delay = 0.5
@@ -69,6 +81,7 @@ class BullMQFailureSensor(Sensor):
                 self._watcher.poll()
                 delay = 0.5
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                self.reconnects += 1
                 self._watcher.reset()
                 self._logger.warning(
                     "[Self-Healing] BullMQ Redis unreachable (%s); retrying in %.1f s", type(exc).__name__, delay
@@ -76,17 +89,31 @@ class BullMQFailureSensor(Sensor):
                 self._stop.wait(delay)
                 delay = min(delay * 2, self._options["reconnect_max_delay_s"])
             except Exception as exc:  # a Redis error reply, a failed dispatch: keep the sensor alive
+                self.errors += 1
                 self._watcher.reset()
                 self._logger.error(
                     "[Self-Healing] BullMQ read failed (%s: %s); retrying in %.1f s", type(exc).__name__, scrub(str(exc), self._settings.secrets()), delay
                 )
                 self._stop.wait(delay)
                 delay = min(delay * 2, self._options["reconnect_max_delay_s"])
+            finally:
+                self._heartbeat.beat(self.health_state)  # never raises
+
+    def health_state(self):
+        """The figures the heartbeat records (ops.sensor_health)."""
+        stats = self._watcher.stats
+        state = {key: stats[key] for key in ("read", "dispatched", "dead_lettered", "dispatch_errors", "reconciled",
+                                             "gaps", "last_read_at", "last_dispatch_at")}
+        state.update(reconnects=self.reconnects, errors=self.errors, queues=[q.name for q in self._watcher.queues],
+                     lag=None, pending=None, oldest_pending_age_s=None)
+        return state
 
     def cleanup(self):
         # run() sees the flag after its current read, which blocks for at most
         # bullmq.block_ms (<= 1 s), and closes its connections itself.
         self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.stopped()  # disabled on purpose: not a stall
         self._log_guard.close()
 
     def add_trigger(self, trigger):

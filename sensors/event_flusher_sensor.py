@@ -5,8 +5,10 @@ import time
 from st2reactor.sensor.base import Sensor
 
 from synthralos_lib.events.flusher import BackgroundFlusher
+from synthralos_lib.ops.sensor_health import Heartbeat, StallWatch, sensor_health_settings
 from synthralos_lib.ops.trace import guarded_logs
 from synthralos_lib.state.config import ConfigError, config_secrets, load_config
+from synthralos_lib.state.store import get_store
 
 SLEEP_SLICE_S = 0.25  # how quickly cleanup() is noticed while waiting
 BAD_CONFIG_IDLE_S = 60.0
@@ -17,6 +19,10 @@ class EventFlusherSensor(Sensor):
 
     All decisions live in synthralos_lib.events.flusher; this class only loops,
     sleeps (eventlet-patched in the sensor container) and stops promptly.
+    Between ticks it is also the pack's sensor watchdog (ops.sensor_health):
+    it writes its own heartbeat and dispatches synthralos.sensor_stalled once
+    per episode for any sensor whose heartbeat went stale (a stalled sensor
+    cannot alert for itself).
     """
 
     def __init__(self, sensor_service, config=None):
@@ -25,6 +31,10 @@ class EventFlusherSensor(Sensor):
         self._log_guard = guarded_logs(self._logger, ())  # opened by setup(), closed by cleanup()
         self._running = False
         self._flusher = None
+        self._heartbeat = None
+        self._watch = None
+        self.clock = time.time  # heartbeats and the watchdog (tests inject one)
+        self.stats = {"ticks": 0, "errors": 0, "watch_errors": 0, "alerts": 0}
 
     def setup(self):
         # Every line of this long-lived process, the library's included, is scrubbed (ops.trace).
@@ -36,20 +46,43 @@ class EventFlusherSensor(Sensor):
             self._logger.error("[RudderStack] event flusher idle: %s", exc)
             return
         self._flusher = BackgroundFlusher(settings, self.sensor_service, self._dispatch, logger=self._logger)
+        store = get_store(settings, self.sensor_service)
+        options = sensor_health_settings(settings)
+        self._heartbeat = Heartbeat(store, "event_flusher_sensor", every_s=options["heartbeat_every_s"],
+                                    clock=lambda: self.clock(), logger=self._logger)
+        self._watch = StallWatch(store, options, self._dispatch, clock=lambda: self.clock(), logger=self._logger)
 
     def run(self):
         while self._running:
             try:
                 delay = self.tick()["sleep_s"]
             except Exception as exc:  # never let one bad tick kill the sensor (st2 restarts it only twice)
+                self.stats["errors"] += 1
                 self._logger.warning("[RudderStack] flusher tick failed: %s: %s", type(exc).__name__, exc)
                 delay = 5.0
+            self.watch()
             self._wait(delay)
+
+    def watch(self):
+        """This sensor's heartbeat, then the watchdog over every sensor's (each at most every
+        sensor_health.heartbeat_every_s); returns the sensor_stalled alerts dispatched. Never raises."""
+        if self._watch is None:
+            return []
+        self._heartbeat.beat(lambda: dict(self.stats))
+        try:
+            alerts = self._watch.check()
+        except Exception as exc:  # the store is away: the next round tries again
+            self.stats["watch_errors"] += 1
+            self._logger.warning("[Self-Healing] sensor watchdog check failed: %s", type(exc).__name__)
+            return []
+        self.stats["alerts"] += len(alerts)
+        return alerts
 
     def tick(self):
         """One drain step (tests call it directly); returns the flusher's account of it."""
         if self._flusher is None:
             return {"sleep_s": BAD_CONFIG_IDLE_S, "reports": {}, "dispatched": []}
+        self.stats["ticks"] += 1
         return self._flusher.tick()
 
     def _wait(self, seconds):
@@ -66,6 +99,8 @@ class EventFlusherSensor(Sensor):
         self._running = False
         if self._flusher is not None:
             self._flusher.close()
+        if self._heartbeat is not None:
+            self._heartbeat.stopped()
         self._log_guard.close()
 
     def add_trigger(self, trigger):  # no per-trigger state: the sensor only dispatches

@@ -83,21 +83,33 @@ class PayloadTest(unittest.TestCase):
             bullmq.failure_payload("q", "j" * 300, {"name": "a", "failedReason": "x"}, "failed", {}, [], 0)
         self.assertEqual(str(caught.exception), "execution_id must be at most 256 characters")
 
-    def test_watcher_logs_and_skips_a_job_it_cannot_dispatch(self):
+    def test_watcher_dead_letters_a_job_it_cannot_dispatch(self):
         from unittest import mock
 
+        from synthralos_tests.redis_server import get_redis_server
+
+        server = get_redis_server()
+        server.flushall()
+        client = server.client()
+        self.addCleanup(client.connection_pool.disconnect)
         sent, logger = [], mock.Mock()
         options = {"prefix": "bull", "queues": ["q"], "dedup_window": 10, "block_ms": 50, "batch_size": 10,
-                   "reconcile_slack_ms": 0, "reconcile_max": 10}
-        watcher = bullmq.FailureWatcher(None, options, lambda p, t: sent.append(t), logger, clock=lambda: 0)
+                   "reconcile_slack_ms": 0, "reconcile_max": 10, "dead_letter_stream": "dead"}
+        watcher = bullmq.FailureWatcher(client, options, lambda p, t: sent.append(t), logger, clock=lambda: 0)
+        self.addCleanup(watcher.raw.connection_pool.disconnect)
         queue = watcher.queues[0]
-        watcher._send(queue, "j" * 300, {"name": "a", "failedReason": "x"}, "failed", {})
-        watcher._send(queue, "2", {"name": "a", "failedReason": "x"}, "failed", {})
+        watcher._send(queue, "j" * 300, {"name": "a", "failedReason": "x"}, "failed", {}, "m1")
+        watcher._send(queue, "2", {"name": "a", "failedReason": "x"}, "failed", {}, "m2")
         self.assertEqual(sent, ["synthralos:a:q:2"])
-        self.assertEqual((watcher.stats["skipped"], watcher.stats["dispatched"]), (1, 1))
+        self.assertEqual((watcher.stats["skipped"], watcher.stats["dead_lettered"], watcher.stats["dispatched"]),
+                         (1, 1, 1))
         [warning] = logger.warning.call_args_list
-        self.assertEqual(warning[0][0] % warning[0][1:], "[Self-Healing] BullMQ job q:'%s... failed (failed) but was "
-                         "not dispatched: execution_id must be at most 256 characters" % ("j" * 79))
+        self.assertEqual(warning[0][0] % warning[0][1:], "[Self-Healing] BullMQ job q:%s... failed (failed) but was "
+                         "not dispatched, dead-lettered to dead: execution_id must be at most 256 characters"
+                         % ("j" * 80))
+        [(_, dead)] = client.xrange("dead")
+        self.assertEqual((dead["queue"], dead["event"], dead["reason"]),
+                         ("q", "failed", "execution_id must be at most 256 characters"))
 
 
 class NodeMissingTest(unittest.TestCase):

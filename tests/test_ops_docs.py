@@ -13,7 +13,8 @@ from synthralos_tests import PACK_ROOT
 
 # Alert triggers whose definitions come with other parts of the pack (cron backoff, sensors).
 PENDING_TRIGGERS = {"synthralos.cron_job_disabled", "synthralos.agent_failure"}
-ALERTS = {"recovery_escalated", "llm_target_alert", "rudderstack_config_error", "cron_job_disabled", "agent_failure"}
+ALERTS = {"recovery_escalated", "llm_target_alert", "rudderstack_config_error", "cron_job_disabled", "agent_failure",
+          "sensor_stalled"}
 
 
 class SampleRulesTest(unittest.TestCase):

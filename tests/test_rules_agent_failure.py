@@ -273,3 +273,19 @@ class WebhookPathTest(StoreBackendMixin, unittest.TestCase):
             self.assertEqual(run.task_sequence, ["accept"], body)
             self.assertEqual(run.injected_triggers, [], body)
             self.assertEqual(run.task("accept").result["result"], {"malformed": True, "reason": reason})
+
+    def test_hostile_posts_dispatch_only_what_st2_can_store(self):
+        from synthralos_tests.st2_storage import st2_refuses
+
+        # 200 levels: st2 stores a webhook body up to orjson's 255; deeper posts st2 itself cannot keep.
+        deep = "x"
+        for _ in range(200):
+            deep = {"a": deep}
+        run = self.accept({"agent_id": "a", "execution_id": "deep", "result": {
+            "status": "failed", "duration_ms": 10 ** 30, "detail": deep, "n": -(10 ** 25)}})
+        self.assertEqual(run.status, "succeeded", run.errors)
+        payload = run.injected_triggers[0]["payload"]
+        self.assertIsNone(st2_refuses(payload))
+        self.assertEqual((payload["duration_ms"], payload["raw"]["duration_ms"], payload["raw"]["n"]),
+                         (None, "1" + "0" * 30, "-1" + "0" * 25))
+        self.assertIn("<nested deeper than 32 levels: cut>", str(payload["raw"]))

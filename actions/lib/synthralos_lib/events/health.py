@@ -57,7 +57,7 @@ class DataPlaneHealth(object):
 
     def state(self, refresh=False):
         if self._state is None or refresh:
-            value = self.store.get(STATE_KEY)
+            value = self.store.get_quiet(STATE_KEY)  # missing while all is well: no st2api warning per read
             self._state = dict(CLEAN, **value) if isinstance(value, dict) else dict(CLEAN)
         return self._state
 

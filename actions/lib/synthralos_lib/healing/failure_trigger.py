@@ -19,13 +19,18 @@ Which records are failures:
 
 Redaction comes first, then the caps: error 2,000 characters, output excerpt
 1,000, raw record 8 KB of JSON (long strings in it are cut first; a record
-still too big becomes `{"truncated": true, "excerpt": ...}`).
+still too big becomes `{"truncated": true, "excerpt": ...}`). Nesting deeper
+than `trigger_payload.MAX_DEPTH` is cut and integers wider than 64 bits become
+text (a `duration_ms` out of that range is null); the finished payload must
+pass st2's own trigger payload validation and serialise as st2 stores it
+(`trigger_payload.refusal`), else MalformedFailure says why: a sensor
+dead-letters it instead of dispatching something st2 would drop after the ack.
 """
 
 import json
 import time
 
-from synthralos_lib.healing import detection
+from synthralos_lib.healing import detection, trigger_payload
 from synthralos_lib.state import validation
 from synthralos_lib.state.redaction import scrub_if_needed
 
@@ -80,8 +85,9 @@ def build_failure(agent_id, execution_id, result, source, source_id, trace_conte
         trace_context = {}
     if not isinstance(trace_context, dict):
         raise MalformedFailure("trace_context must be a JSON object, got %s" % _kind(trace_context))
-    # Scrub once, first: everything below (evidence, error, output, raw) derives from scrubbed data.
-    scrubbed = scrub_if_needed({"result": result, "trace": trace_context, "raw": raw}, secrets)
+    # Bound, then scrub once: everything below (evidence, error, output, raw) derives from that.
+    scrubbed = scrub_if_needed(trigger_payload.bounded({"result": result, "trace": trace_context, "raw": raw}),
+                               secrets)
     result = scrubbed["result"]
     failure_type, found = classify(result)
     if failure_type is None:
@@ -102,6 +108,10 @@ def build_failure(agent_id, execution_id, result, source, source_id, trace_conte
         "raw": cap_raw(result if raw is None else scrubbed["raw"]),
         "detected_at": iso_utc(time.time() if now is None else now),
     }
+    # Everything above derives from the bounded record; the check catches what would still not store.
+    reason = trigger_payload.refusal(payload)
+    if reason is not None:
+        raise MalformedFailure(reason)
     trace_tag = trace.get("trace_id") or "synthralos:%s:%s" % (agent_id, execution_id)
     return {"payload": payload, "trace_tag": trace_tag}
 
@@ -179,6 +189,10 @@ def _dumps(value):
 
 def _number(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    if isinstance(value, int) and not trigger_payload.INT64_MIN <= value <= trigger_payload.INT64_MAX:
+        return None  # MongoDB cannot store it; raw keeps the digits as text
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
         return None
     return value
 

@@ -306,6 +306,28 @@ def check_datastore(service):
     return _result(name, "st2_datastore", OK, started)
 
 
+def check_sensors(settings, service, now):
+    """One result per sensor that ever wrote a heartbeat (ops.sensor_health): `down` when its heartbeat
+    is older than sensor_health.stale_after_s or its oldest pending entry older than pending_max_age_s;
+    a sensor st2 stopped on purpose is `not_configured`. With the store unreachable there is nothing to
+    judge (the store's own check is down); any other failure reading them is one `down` result."""
+    from synthralos_lib.ops import sensor_health
+    from synthralos_lib.state.store import StoreError, get_store
+
+    started = time.monotonic()
+    try:
+        rows = sensor_health.report(get_store(settings, service), sensor_health.sensor_health_settings(settings), now)
+    except StoreError:
+        return []  # the store's own check reports it down
+    except Exception as exc:
+        return [_result("sensors", "sensor", DOWN, started, "sensor heartbeats unreadable: %s" % _short(exc))]
+    status = {sensor_health.UP: OK, sensor_health.DOWN: DOWN, sensor_health.STOPPED: NOT_CONFIGURED}
+    figures = ("heartbeat_age_s", "last_read_at", "last_dispatch_at", "dispatched", "dead_lettered", "reconnects",
+               "lag", "pending", "oldest_pending_age_s")
+    return [_result("sensor:%s" % row["sensor"], "sensor", status[row["status"]], started, row["reason"],
+                    {key: row.get(key) for key in figures}) for row in rows]
+
+
 # -- running them ---------------------------------------------------------------
 
 
@@ -366,6 +388,8 @@ def health_report(settings, service, timeout_s=5.0, slow_ms=1000, include=None, 
     """The whole report: {status, checked_at, store, dependencies: [...], problems: [...]}."""
     store_name = "redis" if settings.redis_url else "st2_datastore"
     results = run_checks(planned_checks(settings, service, timeout_s, slow_ms, include), timeout_s)
+    if not include or "sensors" in include:
+        results.extend(check_sensors(settings, service, clock()))
     problems = ["%s: %s%s" % (r["name"], r["status"], " (%s)" % r["error"] if r["error"] else "")
                 for r in results if r["status"] not in (OK, NOT_CONFIGURED)]
     return {

@@ -10,11 +10,14 @@ the others still come out:
 * recoveries: attempted / repaired / escalated, recovery rate and mean time
   to recovery over `window_s`, overall and by failure type, plus lifetime
   counters (`ops.recovery_stats`);
-* failures: failures by type over the window.
+* failures: failures by type over the window;
+* sensors: each sensor's heartbeat record and judgement (`ops.sensor_health.report`):
+  up/down, heartbeat age, last read and dispatch, dispatched, dead-lettered,
+  reconnects, consumer-group lag, pending and the oldest pending entry's age.
 
 `to_prometheus` renders that as the Prometheus text exposition format
 (version 0.0.4): `synthralos_` names, HELP and TYPE lines, labels `target`,
-`state`, `failure_type`, `outcome`; counters end in `_total`.
+`state`, `failure_type`, `outcome`, `sensor`; counters end in `_total`.
 
 Cron jobs are read through the cron backoff library
 (`cron.backoff.CronBackoff.status`), which owns their keys.
@@ -65,7 +68,7 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
     """The metrics as a JSON-able dict (see the module doc); `errors` names the parts that failed."""
     from synthralos_lib.events.forwarding import open_outbox
     from synthralos_lib.llm.breaker import Breakers
-    from synthralos_lib.ops import recovery_stats
+    from synthralos_lib.ops import recovery_stats, sensor_health
 
     errors = {}
     now = clock()
@@ -76,6 +79,8 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
     window = _part(errors, "recoveries", lambda: recovery_stats.summarize(
         store.list_range(recovery_stats.LOG_KEY), window_s, now))
     totals = _part(errors, "recovery_totals", lambda: recovery_stats.totals(store))
+    sensors = _part(errors, "sensors", lambda: sensor_health.report(
+        store, sensor_health.sensor_health_settings(settings), now))
     recoveries = None
     failures = None
     if window is not None:
@@ -93,6 +98,7 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
         "cron": cron,
         "recoveries": recoveries,
         "failures": failures,
+        "sensors": sensors,
         "errors": errors,
     }
 
@@ -171,7 +177,7 @@ def to_prometheus(metrics):
                [({}, metrics["collected_at"])])
     out.family("metrics_part_up", "gauge", "1 when that part of the metrics could be read from the store.",
                [({"part": p}, 0 if p in metrics["errors"] else 1)
-                for p in ("events", "llm_circuits", "cron", "recoveries", "recovery_totals")])
+                for p in ("events", "llm_circuits", "cron", "recoveries", "recovery_totals", "sensors")])
 
     events = metrics.get("events") or {}
     backend = {"backend": events.get("backend")} if events else {}
@@ -209,9 +215,35 @@ def to_prometheus(metrics):
     for name, key, help_text in RECOVERY_WINDOW[1:]:
         out.family(name, "gauge", help_text,
                    [({"failure_type": t}, s[key]) for t, s in sorted(by_type.items())])
+    _sensor_families(out, metrics.get("sensors") or [])
     out.family("metrics_window_seconds", "gauge", "Length of the window the *_window, rate and MTTR metrics cover.",
                [({}, recoveries.get("window_s"))] if recoveries.get("window_s") else [])
     return out.text()
+
+
+SENSOR_GAUGES = (
+    ("sensor_heartbeat_age_seconds", "heartbeat_age_s", "Seconds since the sensor's last heartbeat."),
+    ("sensor_last_read_timestamp_seconds", "last_read_at", "When the sensor last read entries (Unix time)."),
+    ("sensor_last_dispatch_timestamp_seconds", "last_dispatch_at", "When the sensor last dispatched (Unix time)."),
+    ("sensor_stream_lag", "lag", "Entries of the stream not yet delivered to the consumer group (Redis 7)."),
+    ("sensor_stream_pending", "pending", "Entries delivered to the consumer group and not yet acknowledged."),
+    ("sensor_oldest_pending_age_seconds", "oldest_pending_age_s", "Age of the oldest unacknowledged entry."),
+)
+SENSOR_COUNTERS = (
+    ("sensor_dispatched_total", "dispatched", "Triggers the sensor dispatched since it started."),
+    ("sensor_dead_lettered_total", "dead_lettered", "Entries or jobs the sensor dead-lettered since it started."),
+    ("sensor_reconnects_total", "reconnects", "Reconnections to Redis since the sensor started."),
+)
+
+
+def _sensor_families(out, sensors):
+    running = [s for s in sensors if s.get("status") != "stopped"]
+    out.family("sensor_up", "gauge", "1 while the sensor's heartbeat is fresh and nothing waits too long.",
+               [({"sensor": s["sensor"]}, 1 if s["status"] == "up" else 0) for s in running])
+    for name, key, help_text in SENSOR_GAUGES + SENSOR_COUNTERS:
+        kind = "counter" if name.endswith("_total") else "gauge"
+        out.family(name, kind, help_text, [({"sensor": s["sensor"]}, s.get(key)) for s in running
+                                           if isinstance(s.get(key), (int, float))])
 
 
 def write_textfile(path, text):

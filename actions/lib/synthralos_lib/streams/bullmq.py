@@ -34,6 +34,16 @@ dispatching every failed job whose fingerprint it has not recorded. The
 first start of a watcher reads from the end of the stream: failures from
 before it ever ran are not replayed.
 
+Hostile jobs. Everything read from BullMQ's keys (events, job hashes, the
+failed set) is read as bytes and decoded here, field by field; JSON deeper
+than `failure_trigger`'s bound is refused, not recursed into. A failure that
+cannot be decoded, that `failure_trigger.build_failure` refuses (including
+st2's own payload validation and storage check), or whose dispatch st2
+refused `max_dispatch_attempts` times is copied to `dead_letter_stream`
+(scrubbed, capped to `dead_letter_entry_bytes`, the stream trimmed to the
+`dead_letter_max_bytes` budget) and recorded as handled: it never blocks
+the cursor.
+
 Jobs out (`add_job`). One Lua script of this module does what BullMQ's
 addStandardJob / addPrioritizedJob / addDelayedJob scripts do for a job
 without parent or deduplication: id counter, jobId idempotency (an existing
@@ -382,6 +392,13 @@ def _excerpt(text, limit=80):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _safe_json(value):
+    try:
+        return json.dumps(value, default=str)
+    except (RecursionError, ValueError, TypeError) as exc:
+        return "<%s: %s>" % (type(value).__name__, type(exc).__name__)
+
+
 def _first_str(source, *keys):
     for key in keys:
         value = source.get(key)
@@ -396,6 +413,8 @@ def _json_or_text(text):
     try:
         return json.loads(text)
     except (TypeError, ValueError):
+        return text
+    except RecursionError:  # data nested thousands deep: keep it as text (capped in the payload's raw)
         return text
 
 
@@ -412,6 +431,35 @@ def _int(value):
 # ---------------------------------------------------------------------------
 # Watching queues
 # ---------------------------------------------------------------------------
+
+
+class Undecodable(ValueError):
+    """Bytes from BullMQ's keys that are not UTF-8; the message names the field."""
+
+
+def _strict(value, what):
+    if not isinstance(value, bytes):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Undecodable("%s is not valid UTF-8 (byte 0x%02x at offset %d)" % (what, value[exc.start], exc.start))
+
+
+def _loose(value):
+    """Text for ids and logs whatever the bytes (undecodable bytes as \\xNN)."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
+def _bytes_client(client):
+    """A client on `client`'s server that returns bytes: BullMQ's data is decoded here, field by field."""
+    import redis
+
+    kwargs = dict(client.connection_pool.connection_kwargs)
+    kwargs["decode_responses"] = False
+    pool = redis.ConnectionPool(connection_class=client.connection_pool.connection_class, **kwargs)
+    return redis.Redis(connection_pool=pool)
+
 
 
 def _id_tuple(stream_id):
@@ -490,7 +538,8 @@ class FailureWatcher(object):
 
     def __init__(self, client, options, dispatch, logger, state_prefix="synthralos:", secrets=(), clock=time.time):
         """`options`: the pack config's `bullmq` section, defaults applied (`bullmq_settings`)."""
-        self.client = client
+        self.client = client  # text replies: the watcher's own keys (cursor, record)
+        self.raw = _bytes_client(client)  # bytes: everything BullMQ (or the platform) wrote
         self.queues = [WatchedQueue(options["prefix"], q, state_prefix, options["dedup_window"])
                        for q in options["queues"]]
         self._dispatch = dispatch
@@ -501,7 +550,14 @@ class FailureWatcher(object):
         self.reconcile_max = options["reconcile_max"]
         self.secrets = list(secrets)
         self.clock = clock
-        self.stats = {"read": 0, "dispatched": 0, "duplicates": 0, "reconciled": 0, "gaps": 0, "skipped": 0}
+        self.stats = {"read": 0, "dispatched": 0, "duplicates": 0, "reconciled": 0, "gaps": 0, "skipped": 0,
+                      "dead_lettered": 0, "dispatch_errors": 0, "last_read_at": None, "last_dispatch_at": None}
+        self.dead_letter_stream = options.get("dead_letter_stream", "")
+        self.max_dispatch_attempts = max(1, int(options.get("max_dispatch_attempts", 5)))
+        self.dead_letter_entry_bytes = max(1024, int(options.get("dead_letter_entry_bytes", 8192)))
+        self.dead_letter_maxlen = max(1, int(options.get("dead_letter_max_bytes", 64 * 1024 * 1024))
+                                      // self.dead_letter_entry_bytes)
+        self._attempts = {}  # failure fingerprint -> dispatches st2 refused
         self._scan_script = None
         self._needs_check = True
 
@@ -535,7 +591,9 @@ class FailureWatcher(object):
             if read >= self.batch_size:
                 self._needs_check = True  # a backlog: BullMQ's trimming may overtake the cursor
         if total == 0:
-            self.client.xread({q.keys.events: q.cursor or "0-0" for q in self.queues}, count=1, block=self.block_ms)
+            self.raw.xread({q.keys.events: q.cursor or "0-0" for q in self.queues}, count=1, block=self.block_ms)
+        else:
+            self.stats["last_read_at"] = self.clock()
         self.stats["read"] += total
         return total
 
@@ -545,9 +603,16 @@ class FailureWatcher(object):
         import redis
 
         try:
-            return self.client.xinfo_stream(queue.keys.events)
+            info = self.raw.xinfo_stream(queue.keys.events)
         except redis.ResponseError:
             return None  # no such key
+        info = {_loose(k): v for k, v in info.items()}
+        for key in ("last-generated-id", "max-deleted-entry-id"):
+            if info.get(key) is not None:
+                info[key] = _loose(info[key])
+        first = info.get("first-entry")
+        info["first-entry"] = (_loose(first[0]),) if first else None  # only its id is used
+        return info
 
     def _check_gap(self, queue):
         info = self._stream_info(queue)
@@ -592,20 +657,29 @@ class FailureWatcher(object):
 
     def reconcile(self, queue, since_ms):
         """Dispatch every job in `:failed` finished since `since_ms` whose failure is not recorded."""
-        members = self.client.zrangebyscore(queue.keys.failed, since_ms, "+inf", start=0, num=self.reconcile_max)
+        members = self.raw.zrangebyscore(queue.keys.failed, since_ms, "+inf", start=0, num=self.reconcile_max)
         jobs = self._load_jobs(queue, members)
         fresh = []
-        for job_id in members:
-            job = jobs.get(job_id)
-            if job is None:
+        for member in members:
+            job_id = _loose(member)
+            job, problem = jobs.get(member, (None, None))
+            if job is None and problem is None:
                 continue  # removed since
-            mark = fingerprint(job_id, job, None)
+            mark = fingerprint(job_id, job, None) if job is not None else "%s|undecodable" % job_id
             if mark in queue.seen:
                 continue
-            self._send(queue, job_id, job, "reconciled", {})
+            if problem is None:
+                try:
+                    _strict(member, "jobId")
+                except Undecodable as exc:
+                    problem = str(exc)
+            if problem is not None:
+                self._dead_letter(queue, job_id, "reconciled", problem, {"jobId": member})
+            else:
+                self._send(queue, job_id, job, "reconciled", {}, mark)
+                self.stats["reconciled"] += 1
             queue.seen.add(mark)
             fresh.append(mark)
-            self.stats["reconciled"] += 1
         self._persist(queue, fresh, queue.cursor)
 
     # -- events ----------------------------------------------------------------
@@ -624,49 +698,100 @@ class FailureWatcher(object):
         last, count, prev_event, prev_job, found = script(
             keys=[queue.keys.events],
             args=[queue.cursor or "0-0", self.batch_size, queue.keys.base, previous[0], previous[1]] + list(_JOB_FIELDS),
+            client=self.raw,
         )
         if not count:
             return 0
         fresh = []
-        for entry_id, event, job_id, reason, values in found:
+        for entry_id, event, raw_job_id, raw_reason, values in found:
+            entry_id, event, job_id = _loose(entry_id), _loose(event), _loose(raw_job_id)
             if not job_id:
                 self.log.warning("%s BullMQ queue %s: %s event %s without jobId ignored", _LOG, queue.name, event,
                                  entry_id)
                 continue
-            job = parse_job({k: v for k, v in zip(_JOB_FIELDS, values or []) if v is not None})
+            raw_fields = {k: v for k, v in zip(_JOB_FIELDS, values or []) if v is not None}
+            try:
+                _strict(raw_job_id, "jobId")
+                reason = _strict(raw_reason, "the event's failedReason")
+                job = parse_job({k: _strict(v, "job field %s" % k) for k, v in raw_fields.items()})
+            except Undecodable as exc:
+                mark = "%s|undecodable|%s" % (job_id, entry_id)
+                if mark not in queue.seen:
+                    self._dead_letter(queue, job_id, event, str(exc), dict(raw_fields, jobId=raw_job_id,
+                                                                            failedReason=raw_reason))
+                    queue.seen.add(mark)
+                    fresh.append(mark)
+                continue
             mark = fingerprint(job_id, job, entry_id)
             if mark in queue.seen:
                 self.stats["duplicates"] += 1
                 continue
-            self._send(queue, job_id, job, event, {"failedReason": reason} if reason else {})
+            self._send(queue, job_id, job, event, {"failedReason": reason} if reason else {}, mark)
             queue.seen.add(mark)
             fresh.append(mark)
-        queue.previous = (prev_event, prev_job)
-        queue.cursor = last
+        queue.previous = (_loose(prev_event), _loose(prev_job))
+        queue.cursor = _loose(last)
         self._persist(queue, fresh, last)
         return int(count)
 
     def _load_jobs(self, queue, job_ids):
         if not job_ids:
             return {}
-        pipe = self.client.pipeline(transaction=False)
+        """{member: (job or None, why it cannot be decoded or None)} for job ids read as bytes."""
+        pipe = self.raw.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.hgetall(queue.keys.job(job_id))
-        return {job_id: parse_job(raw) for job_id, raw in zip(job_ids, pipe.execute())}
+            pipe.hgetall(queue.keys.base.encode() + job_id)
+        jobs = {}
+        for job_id, raw in zip(job_ids, pipe.execute()):
+            wanted = {_loose(k): v for k, v in (raw or {}).items() if _loose(k) in _JOB_FIELDS}
+            try:
+                jobs[job_id] = (parse_job({k: _strict(v, "job field %s" % k) for k, v in wanted.items()}), None)
+            except Undecodable as exc:
+                jobs[job_id] = ({}, str(exc))
+        return jobs
 
-    def _send(self, queue, job_id, job, event, fields):
+    def _send(self, queue, job_id, job, event, fields, mark):
+        """Dispatch one failure; a failure st2 cannot take is dead-lettered (see the module docstring)."""
         try:
             payload, trace_tag = failure_payload(queue.name, job_id, job, event, fields, self.secrets, self.clock())
         except failure_trigger.MalformedFailure as exc:
             # Recorded as seen by the caller all the same: the same job would be refused again.
             self.stats["skipped"] += 1
-            self.log.warning("%s BullMQ job %s:%s failed (%s) but was not dispatched: %s", _LOG, queue.name,
-                             _excerpt(repr(job_id)), event, exc)
+            self._dead_letter(queue, job_id, event, str(exc), dict(job or {}, **fields))
             return
-        self._dispatch(payload, trace_tag)
+        try:
+            self._dispatch(payload, trace_tag)
+        except Exception as exc:
+            self.stats["dispatch_errors"] += 1
+            attempts = self._attempts[mark] = self._attempts.get(mark, 0) + 1
+            if attempts < self.max_dispatch_attempts:
+                raise  # the poll fails; the batch is read again from the cursor
+            self._attempts.pop(mark, None)
+            self._dead_letter(queue, job_id, event, "dispatch failed %d times, last: %s: %s" % (
+                attempts, type(exc).__name__, exc), dict(job or {}, **fields))
+            return
+        self._attempts.pop(mark, None)
+        self.stats["last_dispatch_at"] = self.clock()
         self.stats["dispatched"] += 1
         self.log.info("%s BullMQ job %s:%s failed (%s): dispatched %s for agent %s", _LOG, queue.name, job_id,
                       payload["failure_type"], TRIGGER, payload["agent_id"])
+
+    def _dead_letter(self, queue, job_id, event, reason, fields):
+        """Copy one failure the sensor cannot dispatch to the dead-letter stream (scrubbed, capped), and log it."""
+        from synthralos_lib.state.redaction import scrub_and_cap
+        from synthralos_lib.streams.consumer import dead_letter_record
+
+        self.stats["dead_lettered"] += 1
+        record = dead_letter_record({"queue": queue.name, "job_id": job_id, "event": event,
+                                     "dead_lettered_at": "%.3f" % self.clock()},
+                                    {k: v if isinstance(v, (str, bytes)) else _safe_json(v)
+                                     for k, v in fields.items() if v is not None},
+                                    reason, self.dead_letter_entry_bytes, self.secrets)
+        if self.dead_letter_stream:
+            self.raw.xadd(self.dead_letter_stream, record, maxlen=self.dead_letter_maxlen, approximate=False)
+        self.log.warning("%s BullMQ job %s:%s failed (%s) but was not dispatched, dead-lettered to %s: %s", _LOG,
+                         queue.name, _excerpt(scrub_and_cap(job_id, 200, self.secrets)), event,
+                         self.dead_letter_stream or "(none: logged only)", record["reason"])
 
     def _persist(self, queue, marks, cursor):
         now_ms = int(time.time() * 1000)

@@ -65,6 +65,8 @@ def _json(fields, name, kind):
         value = json.loads(fields[name])
     except (TypeError, ValueError):
         raise MalformedFailure("field %s is not valid JSON" % name)
+    except RecursionError:
+        raise MalformedFailure("field %s is JSON nested too deep to read" % name)
     if not isinstance(value, kind):
         raise MalformedFailure("field %s must hold a JSON %s" % (name, "object" if kind is dict else "array"
                                                                  if kind is list else "object or string"))
