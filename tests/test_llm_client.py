@@ -62,7 +62,7 @@ class SuccessTest(ProviderTestCase):
         out = self.call("oa")
         self.assertEqual(sorted(out), sorted([
             "ok", "content", "usage", "latency_s", "status", "error_class", "error_message", "retry_after_s",
-            "target", "provider", "model", "region"]))
+            "should_retry", "target", "provider", "model", "region", "account"]))
 
 
 class ProviderErrorTest(ProviderTestCase):
