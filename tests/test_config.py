@@ -86,8 +86,8 @@ class ValidationTest(unittest.TestCase):
         for expected in (
             "retry.max_attempts: expected minimum 1",
             "retry.jitter: expected enum ['full', 'equal', 'none']",
-            "llm_targets.0.kind: expected enum ['openai', 'anthropic']",
-            "'base_url' is a required property",
+            "llm_targets.0.kind: expected enum ['openai', 'anthropic', 'azure_openai']",
+            "'model' is a required property",
             "'unknown_section' was unexpected",
         ):
             self.assertIn(expected, message)
