@@ -76,6 +76,7 @@ _AUTH_CODES = frozenset(
      "deploymentnotfound", "deployment_not_found"]
 )
 _OVERLOADED_CODES = frozenset(["overloaded_error", "overloaded"])
+_RATE_CODES = frozenset(["rate_limit_error", "rate_limit_exceeded"])
 
 # Message patterns, for providers (and OpenAI-compatible proxies) that put the
 # reason only in prose.
@@ -136,9 +137,15 @@ def classify_http(status, body=None):
     """The class of a non-2xx HTTP response: `status` (int) and its parsed JSON body (or raw text)."""
     err_type, code, message = provider_error(body)
     names = {err_type.lower(), code.lower()}
-    if status == 402 or names & _QUOTA_CODES or (status in (400, 403, 429) and _QUOTA_TEXT.search(message)):
+    if status == 402 or names & _QUOTA_CODES:
         return QUOTA_EXHAUSTED
-    if status == 429 or "rate_limit_error" in names or "rate_limit_exceeded" in names:
+    # A rate limit that names itself stays one, whatever its prose mentions (Groq's 429 links to
+    # ".../settings/billing"); a spend cap sent as a rate limit shows by its wait (llm_policy).
+    if names & _RATE_CODES:
+        return RATE_LIMITED
+    if status in (400, 403, 429) and _QUOTA_TEXT.search(message):
+        return QUOTA_EXHAUSTED
+    if status == 429:
         return RATE_LIMITED
     if status == 529 or names & _OVERLOADED_CODES or (status == 503 and _OVERLOADED_TEXT.search(message)):
         return OVERLOADED

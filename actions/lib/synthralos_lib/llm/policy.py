@@ -149,10 +149,10 @@ def _decision(action, target, delay_s, reason, outcome, alert=False):
 
 
 def effective_outcome(outcome, policy):
-    """`outcome`, or a copy classed quota_exhausted when the provider asked for a wait longer than
-    `quota_after_s` (a wait of hours or days is a spending or usage cap, not a rate limit)."""
-    if not outcome or outcome.get("ok") or outcome.get("error_class") == E.QUOTA_EXHAUSTED:
-        return outcome
+    """`outcome`, or a copy classed quota_exhausted when a rate limit or overload asked for a wait longer
+    than `quota_after_s` (a wait of hours or days is a spending or usage cap, not a rate limit)."""
+    if not outcome or outcome.get("ok") or outcome.get("error_class") not in (E.RATE_LIMITED, E.OVERLOADED):
+        return outcome  # a 503 announcing hours of maintenance is an outage, not a quota
     wait = outcome.get("retry_after_s")
     if wait is None or wait <= policy["quota_after_s"]:
         return outcome
