@@ -480,7 +480,7 @@ def _answer_error(ep, spec, body):
     if kind == "azure_openai" and fault in _AZURE_ERRORS:
         status, code, message = _AZURE_ERRORS[fault]
         if fault == "content_filter":
-            return _azure_error(status, code, message, type=None, param="prompt", status=400, innererror={
+            return _azure_error(status, code, message, extra={"type": None, "param": "prompt", "status": 400}, innererror={
                 "code": "ResponsibleAIPolicyViolation",
                 "content_filter_result": {
                     "hate": {"filtered": False, "severity": "safe"},
@@ -544,9 +544,11 @@ _AZURE_ERRORS = {
 }
 
 
-def _azure_error(status, code, message, **extra):
+def _azure_error(status, code, message, extra=None, innererror=None):
     error = {"code": code, "message": message}
-    error.update(extra)
+    error.update(extra or {})
+    if innererror is not None:
+        error["innererror"] = innererror
     headers = {"content-type": "application/json", "apim-request-id": str(uuid.uuid4()),
                "x-ms-region": "local"}
     return status, headers, json.dumps({"error": error}).encode("utf-8"), None
