@@ -24,7 +24,7 @@ from urllib.parse import unquote
 from synthralos_tests.http_server import Reply, StubHTTPServer
 
 OVERRIDE_TYPES = {"max_iterations": int, "provider": str, "model": str, "output_instructions": str}
-RERUN_FIELDS = {"retry_of", "input", "overrides", "reason", "wait"}
+RERUN_FIELDS = {"retry_of", "input", "overrides", "reason", "wait", "repair_context"}
 TOOL_RETRY_FIELDS = {"tool", "tool_call_id", "reason", "wait"}
 
 
@@ -147,6 +147,8 @@ class AgentPlatformServer(StubHTTPServer):
                 return _error(422, "invalid_retry_of", "retry_of must name an execution of this agent")
             if "input" in body and not isinstance(body["input"], str):
                 return _error(422, "invalid_input", "input must be a string")
+            if "repair_context" in body and not isinstance(body["repair_context"], dict):
+                return _error(422, "invalid_repair_context", "repair_context must be an object")
             overrides = body.get("overrides") or {}
             if not isinstance(overrides, dict):
                 return _error(422, "invalid_overrides", "overrides must be an object")
