@@ -97,6 +97,15 @@ class RerunCarriesTheEvidenceTest(unittest.TestCase):
         _, body = self.rerun(TOOL_FAILED, step("retry_tool", {"tool": "search_tickets"}))
         self.assertNotIn("repair_context", body)
 
+    def test_a_platform_that_refuses_the_field_still_gets_the_rerun(self):
+        self.server.rerun_fields.discard("repair_context")  # built to the contract before repair_context
+        outcome, body = self.rerun(TIMED_OUT, step("reduce_max_iterations", {"max_iterations": 6}))
+        self.assertTrue(outcome["repaired"], outcome)
+        self.assertNotIn("repair_context", body)
+        refused, accepted = self.server.requests("POST")[-2:]
+        self.assertEqual((refused.status, accepted.status), (422, 200))
+        self.assertIn("repair_context", refused.json)
+
     def test_secrets_are_scrubbed_before_the_cap(self):
         # A validator error and a tool error that quote a secret and the agent API key around the cut.
         long_error = "x" * 480 + SECRET + " and " + KEY + " y" * 100

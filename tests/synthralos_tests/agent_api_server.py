@@ -55,6 +55,7 @@ class AgentPlatformServer(StubHTTPServer):
         self.executions = {}
         self.rerun_rules = []
         self.default_outcome = {"status": "succeeded", "output": "repaired output"}
+        self.rerun_fields = set(RERUN_FIELDS)  # drop "repair_context" to act as a platform built before it
         self._ids = itertools.count(1)
         self._idempotency = {}
         self._polls_left = {}
@@ -139,7 +140,7 @@ class AgentPlatformServer(StubHTTPServer):
             _, problem = self._check(request, with_execution=False)
             if problem:
                 return problem
-            body, problem = self._body(request, RERUN_FIELDS)
+            body, problem = self._body(request, self.rerun_fields)
             if problem:
                 return problem
             original = self.executions.get(body.get("retry_of"))

@@ -105,9 +105,18 @@ class AgentApiClient(object):
             body["input"] = input
         if reason:
             body["reason"] = reason
+        path = "/agents/%s/executions" % _seg(agent_id)
         if repair_context:
             body["repair_context"] = scrub(repair_context, [self._api_key])
-        return _require_id(self._request("POST", "/agents/%s/executions" % _seg(agent_id), body, idempotency_key))
+            result = self._request("POST", path, body, idempotency_key)
+            if result["status"] not in (400, 422):
+                return _require_id(result)
+            # A platform built to the contract before repair_context may refuse an unknown field:
+            # the re-run matters more than its reasons, so ask once more without them.
+            LOG.warning("[Self-Healing] the agent platform refused the re-run with repair_context (HTTP %s); "
+                        "re-running without it", result["status"])
+            del body["repair_context"]
+        return _require_id(self._request("POST", path, body, idempotency_key))
 
     def retry_tool(self, agent_id, execution_id, tool, tool_call_id=None, reason=None, idempotency_key=None):
         body = {"tool": tool, "wait": True}
