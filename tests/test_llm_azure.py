@@ -112,6 +112,19 @@ class AzureClientTest(ProviderServerMixin, unittest.TestCase):
         self.assertEqual(out["error_message"], "target 'east' has azure_path 'v2' (expected deployments or v1)")
         self.assertEqual(self.server.requests(), [])
 
+    def test_health_check_lists_the_models_on_either_path(self):
+        from synthralos_lib.ops.health import check_llm_target
+
+        for overrides, url in (({}, "/east/openai/models?api-version=2024-10-21"),
+                               ({"azure_path": "v1"}, "/east/openai/v1/models")):
+            result = check_llm_target(dict(self.server.target("east"), **overrides), 2)
+            self.assertEqual((result["status"], result["details"]["url"], result["details"]["model_listed"]),
+                             ("ok", self.server.url + url, True))
+        refused = check_llm_target(dict(self.server.target("east"), api_key="az-wrong-key-111111"), 2)
+        self.assertEqual((refused["status"], refused["details"]["http_status"]), ("misconfigured", 401))
+        self.assertNotIn("az-wrong-key-111111", json.dumps(refused))
+        self.assertEqual([r.header("api-key") for r in self.server.requests("GET")][:2], [EAST_KEY, EAST_KEY])
+
     def test_resource_names_the_endpoint(self):
         target = {"name": "r", "kind": "azure_openai", "resource": "contoso-eu", "api_key": EAST_KEY, "model": "m"}
         self.assertTrue(account_of(target).startswith("contoso-eu.openai.azure.com#"))

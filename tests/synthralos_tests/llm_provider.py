@@ -290,6 +290,13 @@ class LLMProviderServer(StubHTTPServer):
         version = (query.get("api-version") or [None])[0]
         deployment = None
         parts = route.split("/")
+        if method == "GET" and route in ("openai/models", "openai/v1/models"):
+            if route == "openai/models" and version not in AZURE_API_VERSIONS:
+                return self._record(ep, path, None, "unknown_route", _azure_error(404, "404", "Resource not found"))
+            auth = _check_auth(ep, headers)
+            if auth is not None:
+                return self._record(ep, path, None, "auth", auth)
+            return self._record(ep, path, None, "ok", _model_list(ep))
         if (method == "POST" and len(parts) == 5 and parts[:2] == ["openai", "deployments"]
                 and parts[3:] == ["chat", "completions"]):
             deployment = parts[2]
@@ -609,8 +616,8 @@ def _error(kind, status, fault, message, code="default", param=None):
 
 def _model_list(ep):
     names = sorted(ep.models) if ep.models is not None else (
-        ["gpt-4o-mini", "gpt-4o"] if ep.kind == "openai" else ["claude-3-5-haiku-latest", "claude-3-5-sonnet-latest"])
-    if ep.kind == "openai":
+        ["claude-3-5-haiku-latest", "claude-3-5-sonnet-latest"] if ep.kind == "anthropic" else ["gpt-4o-mini", "gpt-4o"])
+    if ep.kind != "anthropic":
         payload = {"object": "list", "data": [{"id": n, "object": "model", "created": 1700000000,
                                                "owned_by": "system"} for n in names]}
     else:

@@ -172,6 +172,31 @@ def account_of(target):
     return "%s#%s" % (host, hashlib.sha256(key.encode("utf-8")).hexdigest()[:12] if key else "nokey")
 
 
+def models_probe(target):
+    """(url, headers) of the target's model list, which costs no tokens (health_check calls it):
+    {base_url}/models for openai / anthropic, {root}/openai/models?api-version=... (deployments path)
+    or {root}/openai/v1/models (v1 path) for azure_openai, with each dialect's auth headers."""
+    headers = {"Accept": "application/json"}
+    kind, key = target.get("kind"), target.get("api_key")
+    if kind == "azure_openai":
+        root = _azure_root(target)
+        if key:
+            headers["api-key"] = key
+        elif target.get("azure_ad_token"):
+            headers["Authorization"] = "Bearer " + target["azure_ad_token"]
+        if (target.get("azure_path") or "deployments") == "v1":
+            return root + "/openai/v1/models", headers
+        return "%s/openai/models?api-version=%s" % (root, quote(target.get("api_version") or AZURE_API_VERSION)), \
+            headers
+    if kind == "anthropic":
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if key:
+            headers["x-api-key"] = key
+    elif key:
+        headers["Authorization"] = "Bearer %s" % key
+    return (target.get("base_url") or "").rstrip("/") + "/models", headers
+
+
 def _azure_root(target):
     """The resource root of an Azure OpenAI target: base_url without a pasted /openai/... tail, or
     https://{resource}.openai.azure.com."""
