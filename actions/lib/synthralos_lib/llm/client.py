@@ -29,11 +29,7 @@ length cut.
 import hashlib
 import json
 import time
-
-try:
-    from urllib.parse import quote
-except ImportError:  # pragma: no cover  (Python 2 is not supported; kept for linters)
-    from urllib import quote
+from urllib.parse import quote
 
 from synthralos_lib.llm import errors as llm_errors
 from synthralos_lib.state.redaction import scrub, scrub_and_cap
