@@ -141,10 +141,10 @@ def spend_cap_429(server, duration, run):
     server.set_default("p", {"fault": "rate_limit", "retry_after": 3 * 86400, "retry_after_ms": 3 * 86400 * 1000})
 
 
-def server_says_do_not_retry(server, duration, run):
-    # 30 % of the primary's answers are 500s the server marks `x-should-retry: false` (it knows a
-    # retry of this request will fail the same way; the official SDKs obey it).
-    server.set_error_rate("p", 0.3, [{"fault": "server_error", "should_retry": False}], seed=7 + run)
+def outage_says_do_not_retry(server, duration, run):
+    # primary_outage, but the primary says so: its 500s carry `x-should-retry: false` (a retry of
+    # the request will fail the same way; the official SDKs obey it).
+    server.add_outage("p", duration * 0.2, duration * 0.7, {"fault": "server_error", "should_retry": False})
 
 
 def azure_region_rate_limited(server, duration, run):
@@ -155,9 +155,10 @@ def azure_region_rate_limited(server, duration, run):
 
 
 def azure_wait_in_message(server, duration, run):
-    # 40 % of the primary region's answers are 429s that give the wait only in their prose
-    # ("Please retry after 0.3 seconds."), no header: what some gateways in front of Azure send.
-    server.set_error_rate("p", 0.4, [{"fault": "rate_limit", "message_wait_s": 0.3}], seed=7 + run)
+    # azure_region_rate_limited, but the 429s give the wait only in their prose ("Please retry
+    # after 0.123 seconds."), no header: what some gateways in front of Azure pass on.
+    server.set_rate_limit("p", 6, 1.0, wait_in="message")
+    server.set_rate_limit("f", 6, 1.0, wait_in="message")
 
 
 # (name, setup, kind of "p", kind of "f")
@@ -167,7 +168,7 @@ SCENARIOS = [
     ("rate_limited", rate_limited, "openai", "anthropic"),
     ("quota_exhausted_primary", quota_exhausted_primary, "openai", "anthropic"),
     ("spend_cap_429", spend_cap_429, "openai", "anthropic"),
-    ("server_says_do_not_retry", server_says_do_not_retry, "openai", "anthropic"),
+    ("outage_says_do_not_retry", outage_says_do_not_retry, "openai", "anthropic"),
     ("azure_region_rate_limited", azure_region_rate_limited, "azure_openai", "azure_openai"),
     ("azure_wait_in_message", azure_wait_in_message, "azure_openai", "azure_openai"),
 ]

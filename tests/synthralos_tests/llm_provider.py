@@ -118,6 +118,7 @@ class Endpoint(object):
         self.error_faults = [_fault_spec("server_error")]
         self.rng = random.Random(0)
         self.rate_limit = None  # (n, per_s)
+        self.rate_wait_in = "headers"
         self.rate_hits = []  # served request times inside the rate window
 
 
@@ -186,12 +187,16 @@ class LLMProviderServer(StubHTTPServer):
             ep.error_faults = [_fault_spec(f) for f in faults]
             ep.rng = random.Random(seed)
 
-    def set_rate_limit(self, endpoint, requests, per_s):
-        """At most `requests` served per sliding `per_s` seconds; more get 429 + retry-after."""
+    def set_rate_limit(self, endpoint, requests, per_s, wait_in="headers"):
+        """At most `requests` served per sliding `per_s` seconds; more get 429 + retry-after, or
+        (`wait_in="message"`, Azure) a 429 that states the wait only in its message."""
+        if wait_in not in ("headers", "message"):
+            raise ValueError("wait_in must be headers or message")
         with self._state_lock:
             ep = self._endpoints[endpoint]
             ep.rate_limit = (int(requests), float(per_s))
             ep.rate_hits = []
+            ep.rate_wait_in = wait_in
 
     def reset_clock(self):
         with self._state_lock:
@@ -236,6 +241,8 @@ class LLMProviderServer(StubHTTPServer):
             ep.rate_hits = [t for t in ep.rate_hits if t > now - per_s]
             if len(ep.rate_hits) >= limit:
                 wait = max(0.001, ep.rate_hits[0] + per_s - now)
+                if ep.rate_wait_in == "message":
+                    return {"fault": "rate_limit", "message_wait_s": round(wait, 3)}
                 return {"fault": "rate_limit", "retry_after": wait, "retry_after_ms": wait * 1000.0}
             ep.rate_hits.append(now)
         if ep.error_rate and ep.rng.random() < ep.error_rate:
