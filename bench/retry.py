@@ -13,8 +13,8 @@ it reports the success rate, the p95 end-to-end latency of a request
 (including every wait) and the wasted calls (provider calls that did not
 produce the answer). Time is REAL wall-clock time with every delay scaled
 down (backoff base 0.05 s, cap 1 s, breaker cooldown 1 s, Retry-After around
-0.2-1 s) so that --quick takes about three minutes. Every cell runs --repeat
-times (3; the random-error scenario with a new seed each run) and each figure
+0.2-1 s) so that --quick takes about six minutes (8 scenarios). Every cell runs --repeat
+times (3; the random-error scenarios with a new seed each run) and each figure
 is the median over the runs: LiteLLM's wasted calls alone vary 6-13 between
 single runs.
 
@@ -414,7 +414,7 @@ def start_redis():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller workload (40 requests per cell; about three minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller workload (40 requests per cell; about six minutes)")
     parser.add_argument("--requests", type=int, help="requests per scenario and strategy")
     parser.add_argument("--rate", type=float, default=10.0, help="request arrivals per second")
     parser.add_argument("--only", help="comma-separated scenario names")

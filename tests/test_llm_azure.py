@@ -194,6 +194,15 @@ class AzureRerouteContract(ProviderServerMixin, StoreBackendMixin):
         self.assertEqual((again["served_by"], again["skipped"][0]["target"]), ("azure-westeurope", "azure-eastus"))
         self.assertEqual(len(self.server.calls("east")), 1)
 
+    def test_a_wait_over_the_cap_with_no_region_left_gives_up_without_waiting(self):
+        self.server.script("east", [{"fault": "rate_limit", "retry_after": 300}])
+        first = self.serve(["azure-eastus"])
+        self.assertEqual((first["action"], first["calls"], first["handed_back"], self.slept), ("give_up", 1, False, []))
+        # The next request neither calls the cooling region nor waits 300 s for it.
+        second = self.serve(["azure-eastus"])
+        self.assertEqual((second["action"], second["calls"], second["handed_back"]), ("give_up", 0, False))
+        self.assertTrue(second["skipped"][0]["why"].startswith("cooling down (rate_limited) for "))
+
     def test_a_short_azure_429_is_waited_out_in_the_same_region(self):
         self.server.script("east", [{"fault": "rate_limit", "retry_after": 2, "retry_after_ms": 1500}])
         result = self.serve()
@@ -234,7 +243,8 @@ class AzureRerouteContract(ProviderServerMixin, StoreBackendMixin):
         self.assertEqual(result["served_by"], "azure-westeurope")
         (alert,) = result["alerts"]
         self.assertEqual(alert["error_class"], "quota_exhausted")
-        self.assertIn("over quota_after_s 3600s: a quota", alert["error_message"])
+        self.assertTrue(alert["error_message"].startswith("asked to wait 259200s, over quota_after_s 3600s: a quota; "
+                                                          "HTTP 429 429: Requests to the"), alert["error_message"])
         for name in ("azure-eastus", "azure-eastus-mini"):
             status = self.breakers().status(name)
             self.assertEqual(status["state"], "open")

@@ -53,6 +53,7 @@ import math
 import random
 
 from synthralos_lib.llm import errors as E
+from synthralos_lib.state.redaction import scrub_and_cap
 from synthralos_lib.state.validation import check_number
 
 DONE = "done"
@@ -157,8 +158,8 @@ def effective_outcome(outcome, policy):
     if wait is None or wait <= policy["quota_after_s"]:
         return outcome
     quota = dict(outcome, error_class=E.QUOTA_EXHAUSTED)
-    quota["error_message"] = "%s (asked to wait %gs, over quota_after_s %gs: a quota)" % (
-        outcome.get("error_message") or outcome.get("error_class"), wait, policy["quota_after_s"])
+    quota["error_message"] = scrub_and_cap("asked to wait %gs, over quota_after_s %gs: a quota; %s" % (
+        wait, policy["quota_after_s"], outcome.get("error_message") or outcome.get("error_class")), 500)
     return quota
 
 
