@@ -212,7 +212,22 @@ class BreakerActionsTest(ProviderMixin, SynthralosActionTestCase):
         self.assertEqual([(t["target"], t["state"]) for t in status["targets"]],
                          [("oa", "closed"), ("an", "open"), ("oa2", "closed")])
         reset = LLMBreakerReset(config=self.make_config(), action_service=self.action_service).run(target="an")
-        self.assertEqual((reset["before"]["state"], reset["after"]["state"]), ("open", "closed"))
+        self.assertEqual((reset["before"]["state"], reset["after"]["state"], reset["also_reset"]),
+                         ("open", "closed", []))
+
+    def test_a_quota_opens_the_account_and_one_reset_closes_it(self):
+        config = self.make_config()
+        for target in config["llm_targets"]:
+            target["account"] = "acme" if target["name"] in ("oa", "oa2") else "other"
+        Breakers(self.make_store(), {}, accounts={"oa": "acme", "oa2": "acme", "an": "other"}).record(
+            "oa", False, "quota_exhausted")
+        status = LLMBreakerStatus(config=config, action_service=self.action_service).run()
+        self.assertEqual([(t["target"], t["state"]) for t in status["targets"]],
+                         [("oa", "open"), ("an", "closed"), ("oa2", "open")])
+        reset = LLMBreakerReset(config=config, action_service=self.action_service).run(target="oa", whole_account=True)
+        self.assertEqual(reset["also_reset"], ["oa2"])
+        status = LLMBreakerStatus(config=config, action_service=self.action_service).run()
+        self.assertEqual([t["state"] for t in status["targets"]], ["closed", "closed", "closed"])
         with self.assertRaises(ConfigError):
             self.action().run(targets=["ghost"])
 
