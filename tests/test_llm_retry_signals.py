@@ -13,7 +13,6 @@ at once, a wait over `quota_after_s` is a quota.
 import synthralos_tests  # noqa: F401  (puts actions/lib on sys.path, also under nose)
 
 import email.utils
-import time
 import unittest
 
 from hypothesis import given, settings
