@@ -194,6 +194,11 @@ class WaitParsingTest(unittest.TestCase):
             with self.subTest(headers):
                 self.assertEqual(E.parse_retry_after(headers, now=now), wait)
 
+    def test_an_absurd_wait_is_capped_at_a_year(self):
+        wait, verdict = E.retry_signals({"retry-after-ms": "1e20"}, "")
+        self.assertEqual((wait, verdict), (E.MAX_WAIT_S, None))
+        self.assertEqual(E.retry_signals({}, "Please try again in 99999999999 days")[0], E.MAX_WAIT_S)
+
     def test_should_retry_header(self):
         for value, verdict in [("true", True), ("false", False), ("TRUE", True), (" false ", False), ("1", None),
                                ("", None), (None, None)]:

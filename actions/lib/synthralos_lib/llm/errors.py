@@ -177,13 +177,18 @@ def retry_signals(headers, message="", now=None):
     """(retry_after_s, should_retry) a failed response carries.
 
     `retry_after_s`: the header wait (`parse_retry_after`), else a wait the
-    message states (`wait_in_message`), else None. `should_retry`: True or
+    message states (`wait_in_message`), else None; at most MAX_WAIT_S. `should_retry`: True or
     False when the response has `x-should-retry: true|false`, else None.
     """
     wait = parse_retry_after(headers, now)
     if wait is None:
         wait = wait_in_message(message)
+    if wait is not None:
+        wait = min(wait, MAX_WAIT_S)  # "1e20" ms would overflow a store's TTL; a year already means "a quota"
     return wait, should_retry_header(headers)
+
+
+MAX_WAIT_S = 366 * 86400.0
 
 
 def should_retry_header(headers):
