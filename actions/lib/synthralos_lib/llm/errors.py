@@ -217,7 +217,7 @@ def wait_in_message(message):
     """Seconds a provider's prose asks us to wait ("Please try again in 1m30s" -> 90.0), or None."""
     if not isinstance(message, str) or not message:
         return None
-    found = _WAIT_TEXT.search(message[:2000])
+    found = _WAIT_TEXT.search(message[:2000])  # only searched, never returned: the wait is said early
     if found is None:
         return None
     return round(sum(float(number) * _unit_seconds(unit) for number, unit in _PART.findall(found.group(1))), 3)
