@@ -156,6 +156,38 @@ class SignalTableTest(ProviderServerMixin, unittest.TestCase):
         self.assertEqual(d["reason"], "overloaded on an, x-should-retry: false; next target spare")
 
 
+_HEADER_TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=40)
+
+
+class HostileAnswerTest(ProviderServerMixin, unittest.TestCase):
+    """Whatever a provider (or a proxy in front of it) answers, the outcome is well-formed and the
+    decision is one of the four, with a finite, bounded wait."""
+
+    def setUp(self):
+        super(HostileAnswerTest, self).setUp()
+        self.server.add_endpoint("oa", "openai", "sk-hostile-9z8y7x")
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(400, 599),
+           st.dictionaries(st.sampled_from(["retry-after", "retry-after-ms", "x-ms-retry-after-ms",
+                                            "x-should-retry"]), _HEADER_TEXT, max_size=4),
+           st.one_of(st.text(max_size=300), st.fixed_dictionaries({"error": st.fixed_dictionaries({
+               "message": st.text(max_size=200), "code": st.one_of(st.none(), st.text(max_size=20)),
+               "type": st.one_of(st.none(), st.text(max_size=20))})})))
+    def test_any_error_answer(self, status, headers, body):
+        self.server.script("oa", [{"fault": "raw", "status": status, "headers": headers, "body": body}])
+        out = call_llm(self.server.target("oa"), USER, max_tokens=16)
+        self.assertEqual((out["ok"], out["status"]), (False, status))
+        self.assertIn(out["error_class"], E.ERROR_CLASSES)
+        self.assertIn(out["should_retry"], (None, True, False))
+        wait = out["retry_after_s"]
+        self.assertTrue(wait is None or 0 <= wait <= E.MAX_WAIT_S, wait)
+        self.assertLessEqual(len(out["error_message"]), 500)
+        d = P.decide([], out, P.make_policy(), ["oa", "spare"], rand=0.5)
+        self.assertIn(d["action"], ("retry", "next_target", "give_up"))
+        self.assertTrue(0 <= d["delay_s"] <= 120, d)
+
+
 class WaitParsingTest(unittest.TestCase):
     def test_messages(self):
         for message, wait in [
