@@ -177,8 +177,9 @@ class AzureRerouteContract(ProviderServerMixin, StoreBackendMixin):
         def call(name):
             return call_llm(self.settings.llm_target(name), USER, max_tokens=16)
 
+        self.log = []
         return fastpath.serve(self.settings, self.store, chain, make_policy(self.settings), call,
-                              sleep=self.slept.append)
+                              sleep=self.slept.append, log=self.log.append)
 
     def breakers(self):
         return Breakers(self.store, self.settings.section("circuit_breaker"))
@@ -243,6 +244,8 @@ class AzureRerouteContract(ProviderServerMixin, StoreBackendMixin):
         self.assertEqual(result["served_by"], "azure-westeurope")
         (alert,) = result["alerts"]
         self.assertEqual(alert["error_class"], "quota_exhausted")
+        self.assertTrue(self.log[0].startswith("[Retry] attempt 1 target=azure-eastus ok=False status=429 "
+                                               "class=quota_exhausted -> next_target"), self.log[0])
         self.assertTrue(alert["error_message"].startswith("asked to wait 259200s, over quota_after_s 3600s: a quota; "
                                                           "HTTP 429 429: Requests to the"), alert["error_message"])
         for name in ("azure-eastus", "azure-eastus-mini"):

@@ -117,7 +117,7 @@ def serve(settings, store, chain, policy, call, resume=None, max_wait_s=DEFAULT_
         skipped.extend(decision["skipped"])
         log("[Retry] attempt %d target=%s ok=%s status=%s class=%s -> %s %s wait=%.3fs"
             % (len(history), outcome.get("target"), outcome.get("ok"), outcome.get("status"),
-               outcome.get("error_class"), decision["action"], decision["target"] or "-", decision["delay_s"]))
+               history[-1]["error_class"], decision["action"], decision["target"] or "-", decision["delay_s"]))
         if decision["alert"]:
             alerts.append(alert_payload(history[-1], decision))
     return _result(decision, outcome, history, skipped, alerts, calls, total, breakers, None)
