@@ -9,7 +9,7 @@ class LLMCall(SynthralosAction):
             fail_on_error=False):
         entry = self.settings.llm_target(target)
         outcome = self.scrub(call_llm(entry, messages, timeout_s=timeout_s, max_tokens=max_tokens,
-                                      temperature=temperature, system=system))
+                                      temperature=temperature, system=system, secrets=self.secrets()))
         self.logger.info(self.scrub(
             "[Retry] llm_call target=%s model=%s ok=%s status=%s class=%s latency=%.3fs%s"
             % (target, outcome["model"], outcome["ok"], outcome["status"], outcome["error_class"],

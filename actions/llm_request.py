@@ -13,9 +13,12 @@ class LLMRequest(SynthralosAction):
         effective = make_policy(self.settings, policy, one_attempt_per_target)
         max_wait_s, budget_s = fastpath.limits(self.settings)
 
+        secrets = self.secrets()
+
         def call(name):
             return self.scrub(call_llm(self.settings.llm_target(name), messages, timeout_s=timeout_s,
-                                       max_tokens=max_tokens, temperature=temperature, system=system))
+                                       max_tokens=max_tokens, temperature=temperature, system=system,
+                                       secrets=secrets))
 
         result = fastpath.serve(self.settings, self.store, chain, effective, call, resume=resume or None,
                                 max_wait_s=max_wait_s, budget_s=budget_s,

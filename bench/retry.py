@@ -6,13 +6,15 @@ tenacity-wrapped client, on the same fault-injecting provider, in one run.
 Every strategy serves the same open-loop workload (requests arrive at a fixed
 rate, each on its own thread) against a fresh copy of the same fault script on
 one loopback server (tests/synthralos_tests/llm_provider.py): a primary target
-(OpenAI dialect) and a fallback (Anthropic dialect). Per scenario and strategy
+(OpenAI dialect) and a fallback (Anthropic dialect); the azure_* scenarios use
+two Azure OpenAI regions instead (Azure's paths, api-key, its 429s), priced
+like the others (the second region 5x, as a dearer reserved capacity). Per scenario and strategy
 it reports the success rate, the p95 end-to-end latency of a request
 (including every wait) and the wasted calls (provider calls that did not
 produce the answer). Time is REAL wall-clock time with every delay scaled
 down (backoff base 0.05 s, cap 1 s, breaker cooldown 1 s, Retry-After around
-0.2-1 s) so that --quick takes about three minutes. Every cell runs --repeat
-times (3; the random-error scenario with a new seed each run) and each figure
+0.2-1 s) so that --quick takes about six minutes (8 scenarios). Every cell runs --repeat
+times (3; the random-error scenarios with a new seed each run) and each figure
 is the median over the runs: LiteLLM's wasted calls alone vary 6-13 between
 single runs.
 
@@ -98,6 +100,7 @@ MAX_DELAY_S = 1.0
 # one: the pack's default ratio (120 s against a 60 s backoff cap; scaled, 2 s).
 RETRY_AFTER_CAP_S = 2.0
 COOLDOWN_S = 1
+QUOTA_AFTER_S = 60.0  # the pack's 3600 s default against its 120 s cap, scaled (a wait of days is over either)
 FAST_PATH_MAX_WAIT_S = 0.5  # the pack's 10 s default, scaled like the backoff (1 s -> 0.05 s)
 PER_EXECUTION_COST_S = 1.5  # a python-script execution on a small st2 box (1.2-2.9 s measured)
 # USD per 1M tokens (input, output): the primary at gpt-4o-mini's list price, the fallback 5x.
@@ -132,12 +135,44 @@ def quota_exhausted_primary(server, duration, run):
     server.set_default("p", "quota")
 
 
+def spend_cap_429(server, duration, run):
+    # A monthly spend cap answered as a rate limit with a wait of days (as Anthropic has done):
+    # 429 rate_limit_exceeded, retry-after-ms of 3 days; only the wait says it is a quota.
+    server.set_default("p", {"fault": "rate_limit", "retry_after": 3 * 86400, "retry_after_ms": 3 * 86400 * 1000})
+
+
+def outage_says_do_not_retry(server, duration, run):
+    # primary_outage, but the primary says so: its 500s carry `x-should-retry: false` (a retry of
+    # the request will fail the same way; the official SDKs obey it).
+    server.add_outage("p", duration * 0.2, duration * 0.7, {"fault": "server_error", "should_retry": False})
+
+
+def azure_region_rate_limited(server, duration, run):
+    # Two Azure regions, each with its own real per-deployment limit; 429s carry retry-after,
+    # retry-after-ms and x-ms-retry-after-ms.
+    server.set_rate_limit("p", 6, 1.0)
+    server.set_rate_limit("f", 6, 1.0)
+
+
+def azure_wait_in_message(server, duration, run):
+    # azure_region_rate_limited, but the 429s give the wait only in their prose ("Please retry
+    # after 0.123 seconds."), no header: what some gateways in front of Azure pass on.
+    server.set_rate_limit("p", 6, 1.0, wait_in="message")
+    server.set_rate_limit("f", 6, 1.0, wait_in="message")
+
+
+# (name, setup, kind of "p", kind of "f")
 SCENARIOS = [
-    ("transient_30pct", transient_30pct),
-    ("primary_outage", primary_outage),
-    ("rate_limited", rate_limited),
-    ("quota_exhausted_primary", quota_exhausted_primary),
+    ("transient_30pct", transient_30pct, "openai", "anthropic"),
+    ("primary_outage", primary_outage, "openai", "anthropic"),
+    ("rate_limited", rate_limited, "openai", "anthropic"),
+    ("quota_exhausted_primary", quota_exhausted_primary, "openai", "anthropic"),
+    ("spend_cap_429", spend_cap_429, "openai", "anthropic"),
+    ("outage_says_do_not_retry", outage_says_do_not_retry, "openai", "anthropic"),
+    ("azure_region_rate_limited", azure_region_rate_limited, "azure_openai", "azure_openai"),
+    ("azure_wait_in_message", azure_wait_in_message, "azure_openai", "azure_openai"),
 ]
+AZURE_API_VERSION = "2024-10-21"
 
 
 # -- strategies --------------------------------------------------------------
@@ -155,7 +190,8 @@ class Ours(object):
                 dict(server.target("f"), priority=2, timeout_s=TIMEOUT_S),
             ],
             "retry": {"max_attempts": MAX_ATTEMPTS, "base_delay_s": BASE_DELAY_S, "max_delay_s": MAX_DELAY_S,
-                      "jitter": "full", "retry_after_cap_s": self.retry_after_cap_s},
+                      "jitter": "full", "retry_after_cap_s": self.retry_after_cap_s,
+                      "quota_after_s": QUOTA_AFTER_S},
             "circuit_breaker": {"window_s": 5, "min_requests": 3, "failure_rate_threshold": 0.5,
                                 "cooldown_s": COOLDOWN_S, "max_cooldown_s": 8},
             "redis": {"url": redis_url, "key_prefix": "bench:%d:" % int(time.time() * 1000)},
@@ -198,13 +234,8 @@ class LiteLLMRouter(object):
         logging.getLogger("LiteLLM Router").setLevel(logging.CRITICAL)
         self.router = Router(
             model_list=[
-                {"model_name": "primary", "litellm_params": {
-                    "model": "openai/gpt-4o-mini", "api_base": server.url + "/p/v1", "api_key": PRIMARY_KEY,
-                    "max_retries": 0, "timeout": TIMEOUT_S}},
-                {"model_name": "fallback", "litellm_params": {
-                    # LiteLLM appends /v1/messages to an Anthropic api_base.
-                    "model": "anthropic/claude-3-5-haiku-latest", "api_base": server.url + "/f",
-                    "api_key": FALLBACK_KEY, "max_retries": 0, "timeout": TIMEOUT_S}},
+                {"model_name": "primary", "litellm_params": self._params(server, "p", PRIMARY_KEY)},
+                {"model_name": "fallback", "litellm_params": self._params(server, "f", FALLBACK_KEY)},
             ],
             fallbacks=[{"primary": ["fallback"]}],
             num_retries=MAX_ATTEMPTS - 1,
@@ -212,6 +243,17 @@ class LiteLLMRouter(object):
             allowed_fails=2,
             cooldown_time=COOLDOWN_S,
         )
+
+    @staticmethod
+    def _params(server, endpoint, key):
+        target = server.target(endpoint)
+        common = {"api_key": key, "max_retries": 0, "timeout": TIMEOUT_S}
+        if target["kind"] == "azure_openai":
+            return dict(common, model="azure/" + target["model"], api_base=target["base_url"],
+                        api_version=AZURE_API_VERSION)
+        if target["kind"] == "anthropic":  # LiteLLM appends /v1/messages to an Anthropic api_base
+            return dict(common, model="anthropic/" + target["model"], api_base=server.url + "/" + endpoint)
+        return dict(common, model="openai/" + target["model"], api_base=target["base_url"])
 
     def request(self):
         try:
@@ -241,6 +283,11 @@ class Tenacity(object):
             url = target["base_url"] + "/chat/completions"
             headers = {"authorization": "Bearer " + target["api_key"]}
             body = {"model": target["model"], "messages": MESSAGES, "max_tokens": 64}
+        elif target["kind"] == "azure_openai":
+            url = "%s/openai/deployments/%s/chat/completions?api-version=%s" % (
+                target["base_url"], target["model"], AZURE_API_VERSION)
+            headers = {"api-key": target["api_key"]}
+            body = {"messages": MESSAGES, "max_tokens": 64}
         else:
             url = target["base_url"] + "/messages"
             headers = {"x-api-key": target["api_key"], "anthropic-version": "2023-06-01"}
@@ -248,7 +295,7 @@ class Tenacity(object):
         response = self.session.post(url, json=body, headers=headers, timeout=TIMEOUT_S)
         response.raise_for_status()
         data = response.json()
-        return data["choices"][0]["message"]["content"] if target["kind"] == "openai" else data["content"][0]["text"]
+        return data["content"][0]["text"] if target["kind"] == "anthropic" else data["choices"][0]["message"]["content"]
 
     def request(self):
         for target in self.targets:
@@ -271,17 +318,21 @@ def p95(values):
     return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
 
 
-def run_one(strategy_cls, scenario, requests_n, rate, redis_url, per_execution_cost, run=0):
+def run_one(strategy_cls, scenario, requests_n, rate, redis_url, per_execution_cost, run=0,
+            kinds=("openai", "anthropic")):
     duration = requests_n / float(rate)
     server = LLMProviderServer()
+
+    def endpoints():
+        server.add_endpoint("p", kinds[0], PRIMARY_KEY, region="us-east")
+        server.add_endpoint("f", kinds[1], FALLBACK_KEY, region="eu-west")
+
     try:
-        server.add_endpoint("p", "openai", PRIMARY_KEY, region="us-east")
-        server.add_endpoint("f", "anthropic", FALLBACK_KEY, region="eu-west")
+        endpoints()
         strategy = strategy_cls(server, redis_url)
         strategy.request()  # warm-up (imports, connection pools) before the clock starts
         server.reset()
-        server.add_endpoint("p", "openai", PRIMARY_KEY, region="us-east")
-        server.add_endpoint("f", "anthropic", FALLBACK_KEY, region="eu-west")
+        endpoints()
         scenario(server, duration, run)
 
         results = [None] * requests_n
@@ -363,7 +414,7 @@ def start_redis():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller workload (40 requests per cell; about three minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller workload (40 requests per cell; about six minutes)")
     parser.add_argument("--requests", type=int, help="requests per scenario and strategy")
     parser.add_argument("--rate", type=float, default=10.0, help="request arrivals per second")
     parser.add_argument("--only", help="comma-separated scenario names")
@@ -386,13 +437,13 @@ def main(argv=None):
     results = {}
     began = time.monotonic()
     try:
-        for name, scenario in chosen:
+        for name, scenario, primary_kind, fallback_kind in chosen:
             results[name] = {}
             for strategy_cls in STRATEGIES:
                 runs = []
                 for run in range(args.repeat):
                     runs.append(run_one(strategy_cls, scenario, requests_n, args.rate, redis_url,
-                                        args.per_execution_cost, run))
+                                        args.per_execution_cost, run, (primary_kind, fallback_kind)))
                     print("  %-24s %-15s run %d: %s" % (name, strategy_cls.name, run + 1, runs[-1]), file=sys.stderr)
                 results[name][strategy_cls.name] = medians(runs)
     finally:

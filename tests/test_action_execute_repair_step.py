@@ -6,6 +6,7 @@ from synthralos_tests.http_server import Reply, hang, malformed_json
 
 from execute_repair_step import ExecuteRepairStepAction
 from synthralos_lib.healing.detection import detect_failure
+from synthralos_lib.healing.plans import repair_context
 from synthralos_lib.healing.execution import OUTPUT_INSTRUCTIONS, StepInvalid, simplify_query
 
 KEY = "agent-key-5b1e22"
@@ -85,6 +86,8 @@ class ExecuteRepairStepTest(SynthralosActionTestCase):
             body = dict(expected_body, wait=True, reason="synthralos repair: %s (test)" % the_step["action"])
             if "tool" not in expected_body:
                 body["retry_of"] = "exec-1"
+            if the_step["action"] in ("reduce_max_iterations", "simplify_query", "regenerate_output"):
+                body["repair_context"] = repair_context(self.failure, the_step["action"])  # what went wrong
             self.assertEqual(request.json, body, the_step["action"])
             self.assertEqual(request.header("idempotency-key"), "synthralos:exec-1:2:%s" % the_step["action"])
             self.assertEqual(

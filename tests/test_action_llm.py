@@ -11,12 +11,13 @@ from llm_breaker_reset import LLMBreakerReset
 from llm_breaker_status import LLMBreakerStatus
 from llm_call import LLMCall
 from llm_decide import LLMDecide
+from llm_request import LLMRequest
 from synthralos_lib.state.config import ConfigError
 from synthralos_lib.llm.breaker import Breakers
 from synthralos_lib.llm.policy import PolicyError
 
 KEYS = {"oa": "sk-oa-key-1111aaaa", "an": "sk-ant-key-2222bbbb", "oa2": "sk-oa2-key-3333cccc"}
-AGENT_KEY = "agent-api-secret-4444dddd"
+AGENT_KEY = "ag-7Tq2Vw9Xc4Hn8Rb3Lz6Kp1"
 USER = [{"role": "user", "content": "Say hello"}]
 
 
@@ -85,6 +86,24 @@ class LLMCallTest(ProviderMixin, SynthralosActionTestCase):
         self.assertEqual([r.getMessage() for r in logs.records],
                          ["[Retry] llm_call target=oa model=gpt-4o-mini ok=True status=200 class=None latency=%.3fs"
                           % out["latency_s"]])
+
+
+    def test_a_configured_secret_straddling_the_500_character_cut_leaks_no_piece(self):
+        # llm_call and llm_request scrub every configured secret (here the agent API key) from a
+        # non-JSON error body BEFORE the 500-character cut (issue 18).
+        for offset in (480, 490, 495, 500):
+            page = "<html>" + "x" * offset + AGENT_KEY + "</html>"
+            self.server.script("oa", [{"fault": "raw", "status": 502, "body": page}])
+            action = self.action()
+            with self.assertLogs(action.logger, level="INFO") as logs:
+                out = action.run(target="oa", messages=USER)
+            self.server.script("oa", [{"fault": "raw", "status": 502, "body": page}, "ok"])
+            request = LLMRequest(config=self.make_config(), action_service=self.action_service)
+            served = request.run(messages=USER, targets=["oa"], policy={"base_delay_s": 0})
+            self.assertEqual((out["error_class"], served["served_by"]), ("transient", "oa"))
+            text = json.dumps([out, served]) + "\n".join(logs.output)
+            leaked = [AGENT_KEY[i:i + 6] for i in range(len(AGENT_KEY) - 5) if AGENT_KEY[i:i + 6] in text]
+            self.assertEqual(leaked, [], offset)
 
 
 class LLMDecideContract(ProviderMixin):
@@ -193,7 +212,22 @@ class BreakerActionsTest(ProviderMixin, SynthralosActionTestCase):
         self.assertEqual([(t["target"], t["state"]) for t in status["targets"]],
                          [("oa", "closed"), ("an", "open"), ("oa2", "closed")])
         reset = LLMBreakerReset(config=self.make_config(), action_service=self.action_service).run(target="an")
-        self.assertEqual((reset["before"]["state"], reset["after"]["state"]), ("open", "closed"))
+        self.assertEqual((reset["before"]["state"], reset["after"]["state"], reset["also_reset"]),
+                         ("open", "closed", []))
+
+    def test_a_quota_opens_the_account_and_one_reset_closes_it(self):
+        config = self.make_config()
+        for target in config["llm_targets"]:
+            target["account"] = "acme" if target["name"] in ("oa", "oa2") else "other"
+        Breakers(self.make_store(), {}, accounts={"oa": "acme", "oa2": "acme", "an": "other"}).record(
+            "oa", False, "quota_exhausted")
+        status = LLMBreakerStatus(config=config, action_service=self.action_service).run()
+        self.assertEqual([(t["target"], t["state"]) for t in status["targets"]],
+                         [("oa", "open"), ("an", "closed"), ("oa2", "open")])
+        reset = LLMBreakerReset(config=config, action_service=self.action_service).run(target="oa", whole_account=True)
+        self.assertEqual(reset["also_reset"], ["oa2"])
+        status = LLMBreakerStatus(config=config, action_service=self.action_service).run()
+        self.assertEqual([t["state"] for t in status["targets"]], ["closed", "closed", "closed"])
         with self.assertRaises(ConfigError):
             self.action().run(targets=["ghost"])
 

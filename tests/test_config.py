@@ -20,7 +20,7 @@ class DefaultsTest(unittest.TestCase):
         self.assertEqual(
             config.section("retry"),
             {"max_attempts": 5, "base_delay_s": 1, "max_delay_s": 60, "jitter": "full", "retry_after_cap_s": 120,
-             "fast_path_max_wait_s": 10, "fast_path_budget_s": 300},
+             "quota_after_s": 3600, "fast_path_max_wait_s": 10, "fast_path_budget_s": 300},
         )
         self.assertEqual(config.section("rudderstack")["write_key"], "wk")
         self.assertEqual(config.section("rudderstack")["batch_size"], 20)
@@ -86,8 +86,8 @@ class ValidationTest(unittest.TestCase):
         for expected in (
             "retry.max_attempts: expected minimum 1",
             "retry.jitter: expected enum ['full', 'equal', 'none']",
-            "llm_targets.0.kind: expected enum ['openai', 'anthropic']",
-            "'base_url' is a required property",
+            "llm_targets.0.kind: expected enum ['openai', 'anthropic', 'azure_openai']",
+            "'model' is a required property",
             "'unknown_section' was unexpected",
         ):
             self.assertIn(expected, message)

@@ -62,7 +62,7 @@ class SuccessTest(ProviderTestCase):
         out = self.call("oa")
         self.assertEqual(sorted(out), sorted([
             "ok", "content", "usage", "latency_s", "status", "error_class", "error_message", "retry_after_s",
-            "target", "provider", "model", "region"]))
+            "should_retry", "target", "provider", "model", "region", "account"]))
 
 
 class ProviderErrorTest(ProviderTestCase):
@@ -155,6 +155,22 @@ class CredentialTest(ProviderTestCase):
     def test_missing_key(self):
         out = self.call("oa", target_overrides={"api_key": ""})
         self.assertEqual((out["status"], out["error_class"]), (401, E.AUTH_CONFIG))
+
+    def test_a_key_straddling_the_500_character_cut_leaks_no_piece(self):
+        # A proxy's non-JSON error page echoing the key around character 500: scrubbed before the cut.
+        key, other_secret = "sk-9Qz4Lm2Xv7Rt5Wp8Kd3Jh6Nb1Fc0Ys", "ag-3Hd8Pq1Zr6Tm4Vx9Lc2Wn7Bk5"
+        self.server.add_endpoint("leaky", "openai", key)
+        for secret, extra in ((key, ()), (other_secret, (other_secret,))):
+            for offset in range(470, 506, 3):
+                with self.subTest(secret=secret, offset=offset):
+                    page = "<html><body>" + "x" * (offset - 12) + secret + " trailing text " * 10 + "</body></html>"
+                    self.server.script("leaky", [{"fault": "raw", "status": 503, "body": page}])
+                    out = call_llm(self.server.target("leaky"), USER, secrets=extra)
+                    self.assertEqual((out["status"], out["error_class"]), (503, E.TRANSIENT))
+                    self.assertLessEqual(len(out["error_message"]), 500)
+                    text = json.dumps(out)
+                    leaked = [secret[i:i + 6] for i in range(len(secret) - 5) if secret[i:i + 6] in text]
+                    self.assertEqual(leaked, [])
 
     def test_content_echoing_the_key_is_scrubbed(self):
         out = self.call("oa", {"fault": "ok", "content": "your key is %s" % OPENAI_KEY})

@@ -65,9 +65,13 @@ class ExampleTest(unittest.TestCase):
         d = P.decide([], fail("a", E.RATE_LIMITED, retry_after=600), policy(retry_after_cap_s=120), CHAIN)
         self.assertEqual((d["action"], d["target"], d["delay_s"]), ("next_target", "b", 0.0))
 
-    def test_retry_after_over_the_cap_with_no_target_left_backs_off(self):
+    def test_retry_after_over_the_cap_with_no_target_left_gives_up_at_once(self):
+        # A wait the policy will not sit out is not worked around by a backoff that ends in the same 429.
         d = P.decide([], fail("c", E.RATE_LIMITED, retry_after=600), policy(jitter="none", base_delay_s=3), ["c"])
-        self.assertEqual((d["action"], d["target"], d["delay_s"]), ("retry", "c", 3.0))
+        self.assertEqual((d["action"], d["target"], d["delay_s"], d["error_class"]),
+                         ("give_up", None, 0.0, E.RATE_LIMITED))
+        self.assertEqual(d["reason"], "rate_limited: the provider's wait 600s is over the 120s cap, c cools for it; "
+                                      "no target left")
 
     def test_overloaded_gets_short_retries(self):
         pol = policy(max_attempts=5, overloaded_max_attempts=2, jitter="none")

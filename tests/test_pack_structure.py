@@ -87,7 +87,7 @@ class PackMetadataTest(unittest.TestCase):
 
     def test_config_schema_credentials_are_secret(self):
         # The Redis URL may carry a password, so it is a credential too.
-        credentials = {"llm_targets[].api_key", "agent_api.api_key", "rudderstack.write_key", "redis.url",
+        credentials = {"llm_targets[].api_key", "llm_targets[].azure_ad_token", "agent_api.api_key", "rudderstack.write_key", "redis.url",
                        "bullmq.redis_url"}
         self.assertEqual(set(secret_paths({"properties": load_st2_schema()})), credentials)
 

@@ -20,6 +20,7 @@ from synthralos_tests.orquesta_runner import ACTIONS_DIR, ActionParameterError, 
 
 from llm_request import LLMRequest
 from synthralos_lib.llm.breaker import Breakers
+from synthralos_lib.llm.client import account_of
 from synthralos_tests.redis_server import RedisServer
 
 KEYS = {"oa": "sk-oa-wf-1111aaaa", "an": "sk-ant-wf-2222bbbb", "oa2": "sk-oa2-wf-3333cccc"}
@@ -154,7 +155,8 @@ class LLMRetryContract(WorkflowMixin):
             "error_class": "quota_exhausted", "status": 429,
             "error_message": "HTTP 429 insufficient_quota: You exceeded your current quota, please check your plan "
                              "and billing details.",
-            "next_action": "next_target", "next_target": "an"})
+            "next_action": "next_target", "next_target": "an",
+            "account": account_of(self.make_settings().llm_target("oa")), "account_targets_opened": []})
         self.assertEqual((breaker["state"], breaker["reason"], breaker["cooldown_s"]), ("open", "quota_exhausted", 600))
         # The next request skips the open circuit without calling it.
         self.server.reset()

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 from synthralos_tests.http_server import Reply, StubHTTPServer
 
 OVERRIDE_TYPES = {"max_iterations": int, "provider": str, "model": str, "output_instructions": str}
-RERUN_FIELDS = {"retry_of", "input", "overrides", "reason", "wait"}
+RERUN_FIELDS = {"retry_of", "input", "overrides", "reason", "wait", "repair_context"}
 TOOL_RETRY_FIELDS = {"tool", "tool_call_id", "reason", "wait"}
 
 
@@ -55,6 +55,7 @@ class AgentPlatformServer(StubHTTPServer):
         self.executions = {}
         self.rerun_rules = []
         self.default_outcome = {"status": "succeeded", "output": "repaired output"}
+        self.rerun_fields = set(RERUN_FIELDS)  # drop "repair_context" to act as a platform built before it
         self._ids = itertools.count(1)
         self._idempotency = {}
         self._polls_left = {}
@@ -139,7 +140,7 @@ class AgentPlatformServer(StubHTTPServer):
             _, problem = self._check(request, with_execution=False)
             if problem:
                 return problem
-            body, problem = self._body(request, RERUN_FIELDS)
+            body, problem = self._body(request, self.rerun_fields)
             if problem:
                 return problem
             original = self.executions.get(body.get("retry_of"))
@@ -147,6 +148,8 @@ class AgentPlatformServer(StubHTTPServer):
                 return _error(422, "invalid_retry_of", "retry_of must name an execution of this agent")
             if "input" in body and not isinstance(body["input"], str):
                 return _error(422, "invalid_input", "input must be a string")
+            if "repair_context" in body and not isinstance(body["repair_context"], dict):
+                return _error(422, "invalid_repair_context", "repair_context must be an object")
             overrides = body.get("overrides") or {}
             if not isinstance(overrides, dict):
                 return _error(422, "invalid_overrides", "overrides must be an object")

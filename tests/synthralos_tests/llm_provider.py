@@ -6,7 +6,20 @@ speaks either OpenAI's chat completions API (`POST .../chat/completions`,
 `Authorization: Bearer <key>`) or Anthropic's messages API (`POST
 .../messages`, `x-api-key` + `anthropic-version`), checks the credentials and
 the request shape the way the real service does, and answers with the
-real services' success and error bodies. `GET .../v1/models` lists the
+real services' success and error bodies.
+
+An `azure_openai` endpoint is an Azure OpenAI resource rooted at
+`<server.url>/<endpoint>`: `POST /openai/deployments/{deployment}/chat/completions
+?api-version=...` (a missing or unknown api-version is 404 "Resource not found",
+an unknown deployment 404 `DeploymentNotFound`) and `POST /openai/v1/chat/completions`
+(deployment in `model`); `api-key` header or `Authorization: Bearer <ad_token>`
+(401 "Access denied due to invalid subscription key..." otherwise). Its errors
+are Azure's: `{"error": {"code", "message"}}` with code "429" and "Please retry
+after N seconds." in the message plus `retry-after` (and `retry-after-ms` when
+given), `content_filter` with `innererror.code` ResponsibleAIPolicyViolation
+and the per-category `content_filter_result`; its successes carry
+`prompt_filter_results` / `content_filter_results`; `filtered_output` is a 200
+whose choice stopped with finish_reason `content_filter`. `GET .../v1/models` lists the
 endpoint's models in each provider's shape (same auth checks; Anthropic also
 wants `anthropic-version`), for health checks.
 Errors:
@@ -34,9 +47,14 @@ auth (401), forbidden (403), not_found (404), context_overflow, content_filter
 (400), refusal (200 with a refusal stop), bad_request (400), hang (sleep
 `delay_s`, then answer ok, or drop with `then: "drop"`), slow (ok after
 `delay_s`), malformed (200 with broken JSON), empty (200 with empty text),
-drop (close the connection without answering). A fault is a name or a dict
-`{"fault": name, "retry_after": s, "retry_after_ms": ms, "delay_s": s,
-"content": text, "then": fault}`.
+drop (close the connection without answering), filtered_output (200,
+finish_reason content_filter; OpenAI and Azure), raw (answer `status`,
+`headers` and `body` exactly as given: a provider's answer shape copied from
+its docs). A fault is a name or a dict `{"fault": name, "retry_after": s,
+"retry_after_ms": ms, "retry_after_date": s (Retry-After as an HTTP-date s
+seconds ahead), "should_retry": true|false (x-should-retry), "headers": {...}
+(added to an error answer), "message_wait_s": s (Azure's "retry after N
+seconds"), "delay_s": s, "content": text, "then": fault}`.
 
 A 429's `retry-after` is whole seconds (rounded up, as RFC 9110 and the
 providers send it); OpenAI endpoints add the precise `retry-after-ms`. An
@@ -52,6 +70,7 @@ adds which endpoint and fault each one got. Importable from bench/ (standard
 library only).
 """
 
+import email.utils
 import json
 import math
 import random
@@ -64,8 +83,11 @@ from synthralos_tests.http_server import Reply, StubHTTPServer
 FAULTS = (
     "ok", "rate_limit", "quota", "server_error", "bad_gateway", "unavailable", "gateway_timeout", "overloaded",
     "auth", "forbidden", "not_found", "context_overflow", "content_filter", "refusal", "bad_request", "hang",
-    "slow", "malformed", "empty", "drop",
+    "slow", "malformed", "empty", "drop", "filtered_output", "raw",
 )
+KINDS = ("openai", "anthropic", "azure_openai")
+AZURE_API_VERSIONS = ("2024-02-01", "2024-06-01", "2024-10-21", "2025-04-01-preview", "preview")
+AZURE_DEFAULT_DEPLOYMENT = "gpt-4o"
 
 ANTHROPIC_VERSIONS = ("2023-06-01", "2023-01-01")
 
@@ -80,12 +102,13 @@ def _fault_spec(fault):
 class Endpoint(object):
     """One pretend provider/region: its dialect, credentials and fault script."""
 
-    def __init__(self, name, kind, api_key, region="default", models=None, default="ok"):
-        if kind not in ("openai", "anthropic"):
-            raise ValueError("kind must be openai or anthropic")
+    def __init__(self, name, kind, api_key, region="default", models=None, default="ok", ad_token=None):
+        if kind not in KINDS:
+            raise ValueError("kind must be one of %s" % ", ".join(KINDS))
         self.name = name
         self.kind = kind
         self.api_key = api_key
+        self.ad_token = ad_token  # azure_openai: an Entra ID bearer token it also accepts
         self.region = region
         self.models = set(models) if models else None
         self.default = _fault_spec(default)
@@ -95,6 +118,7 @@ class Endpoint(object):
         self.error_faults = [_fault_spec("server_error")]
         self.rng = random.Random(0)
         self.rate_limit = None  # (n, per_s)
+        self.rate_wait_in = "headers"
         self.rate_hits = []  # served request times inside the rate window
 
 
@@ -114,14 +138,20 @@ class LLMProviderServer(StubHTTPServer):
         self.add_route("*", r"/(?P<endpoint>[^/]+)(?P<route>/.*)?", self._serve)
 
     # -- set-up -----------------------------------------------------------
-    def add_endpoint(self, name, kind, api_key, region="default", models=None, default="ok"):
+    def add_endpoint(self, name, kind, api_key, region="default", models=None, default="ok", ad_token=None):
+        """`models`: the model names it serves (azure_openai: its deployment names); None: any."""
         with self._state_lock:
-            self._endpoints[name] = Endpoint(name, kind, api_key, region, models, default)
+            self._endpoints[name] = Endpoint(name, kind, api_key, region, models, default, ad_token)
         return self
 
     def target(self, endpoint, model=None, name=None, **extra):
         """An `llm_targets` config entry pointing at `endpoint`."""
         ep = self._endpoints[endpoint]
+        if ep.kind == "azure_openai":
+            entry = {"name": name or endpoint, "kind": "azure_openai", "base_url": "%s/%s" % (self.url, endpoint),
+                     "api_key": ep.api_key, "model": model or AZURE_DEFAULT_DEPLOYMENT, "region": ep.region}
+            entry.update(extra)
+            return entry
         entry = {
             "name": name or endpoint,
             "kind": ep.kind,
@@ -157,12 +187,16 @@ class LLMProviderServer(StubHTTPServer):
             ep.error_faults = [_fault_spec(f) for f in faults]
             ep.rng = random.Random(seed)
 
-    def set_rate_limit(self, endpoint, requests, per_s):
-        """At most `requests` served per sliding `per_s` seconds; more get 429 + retry-after."""
+    def set_rate_limit(self, endpoint, requests, per_s, wait_in="headers"):
+        """At most `requests` served per sliding `per_s` seconds; more get 429 + retry-after, or
+        (`wait_in="message"`, Azure) a 429 that states the wait only in its message."""
+        if wait_in not in ("headers", "message"):
+            raise ValueError("wait_in must be headers or message")
         with self._state_lock:
             ep = self._endpoints[endpoint]
             ep.rate_limit = (int(requests), float(per_s))
             ep.rate_hits = []
+            ep.rate_wait_in = wait_in
 
     def reset_clock(self):
         with self._state_lock:
@@ -207,6 +241,8 @@ class LLMProviderServer(StubHTTPServer):
             ep.rate_hits = [t for t in ep.rate_hits if t > now - per_s]
             if len(ep.rate_hits) >= limit:
                 wait = max(0.001, ep.rate_hits[0] + per_s - now)
+                if ep.rate_wait_in == "message":
+                    return {"fault": "rate_limit", "message_wait_s": round(wait, 3)}
                 return {"fault": "rate_limit", "retry_after": wait, "retry_after_ms": wait * 1000.0}
             ep.rate_hits.append(now)
         if ep.error_rate and ep.rng.random() < ep.error_rate:
@@ -215,9 +251,10 @@ class LLMProviderServer(StubHTTPServer):
 
     def _serve(self, request):
         """The stub server's handler for every request."""
-        return _to_wire(self._answer_request(request.method, request.path, request.headers, request.body))
+        return _to_wire(self._answer_request(request.method, request.path, request.headers, request.body,
+                                             request.query))
 
-    def _answer_request(self, method, path, headers, raw):
+    def _answer_request(self, method, path, headers, raw, query=None):
         """Decide the answer: (status, headers, body bytes, action)."""
         parts = path.strip("/").split("/")
         with self._state_lock:
@@ -225,6 +262,8 @@ class LLMProviderServer(StubHTTPServer):
         if ep is None:
             return self._record(None, path, None, "unknown_endpoint", _plain(404, "no such endpoint"))
         route = "/".join(parts[1:])
+        if ep.kind == "azure_openai":
+            return self._answer_azure(ep, method, path, route, headers, raw, query or {})
         if method == "GET" and route == "v1/models":
             return self._models(ep, path, headers)
         expected = "v1/chat/completions" if ep.kind == "openai" else "v1/messages"
@@ -252,6 +291,55 @@ class LLMProviderServer(StubHTTPServer):
         with self._state_lock:
             spec = self._choose(ep)
         return self._record(ep, path, model, spec["fault"], _answer(ep, spec, body))
+
+    def _answer_azure(self, ep, method, path, route, headers, raw, query):
+        """An Azure OpenAI resource: the deployments path (api-version required) and the v1 path."""
+        version = (query.get("api-version") or [None])[0]
+        deployment = None
+        parts = route.split("/")
+        if method == "GET" and route in ("openai/models", "openai/v1/models"):
+            if route == "openai/models" and version not in AZURE_API_VERSIONS:
+                return self._record(ep, path, None, "unknown_route", _azure_error(404, "404", "Resource not found"))
+            auth = _check_auth(ep, headers)
+            if auth is not None:
+                return self._record(ep, path, None, "auth", auth)
+            return self._record(ep, path, None, "ok", _model_list(ep))
+        if (method == "POST" and len(parts) == 5 and parts[:2] == ["openai", "deployments"]
+                and parts[3:] == ["chat", "completions"]):
+            deployment = parts[2]
+            if version not in AZURE_API_VERSIONS:
+                return self._record(ep, path, None, "unknown_route", _azure_error(404, "404", "Resource not found"))
+        elif method == "POST" and route == "openai/v1/chat/completions":
+            if version not in (None, "preview", "latest"):
+                return self._record(ep, path, None, "bad_request", _azure_error(
+                    400, "BadRequest", "API version not supported"))
+        else:
+            return self._record(ep, path, None, "unknown_route", _azure_error(404, "404", "Resource not found"))
+        auth = _check_auth(ep, headers)
+        if auth is not None:
+            return self._record(ep, path, None, "auth", auth)
+        try:
+            body = json.loads(raw.decode("utf-8"))
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError):
+            return self._record(ep, path, None, "bad_request", _azure_error(
+                400, "BadRequest", "We could not parse the JSON body of your request."))
+        if deployment is None:
+            deployment = body.get("model")
+            if not isinstance(deployment, str) or not deployment:
+                return self._record(ep, path, None, "bad_request",
+                                    _error(ep.kind, 400, "bad_request", "you must provide a model parameter",
+                                           param="model"))
+        body = dict(body, model=body.get("model") or deployment)
+        invalid = _check_body(ep, headers, body)
+        if invalid is not None:
+            return self._record(ep, path, deployment, "bad_request", invalid)
+        if ep.models is not None and deployment not in ep.models:
+            return self._record(ep, path, deployment, "not_found", _answer(ep, {"fault": "not_found"}, body))
+        with self._state_lock:
+            spec = self._choose(ep)
+        return self._record(ep, path, deployment, spec["fault"], _answer(ep, spec, body))
 
     def _models(self, ep, path, headers):
         """`GET /v1/models`, both dialects' list shapes; queued faults and outages apply as to completions."""
@@ -289,7 +377,18 @@ class LLMProviderServer(StubHTTPServer):
 # ---------------------------------------------------------------------------
 # Request checks and answers, in each provider's own words.
 
+_AZURE_DENIED = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid "
+                 "key for an active subscription and use a correct regional API endpoint for your resource.")
+
+
 def _check_auth(ep, headers):
+    if ep.kind == "azure_openai":
+        if headers.get("api-key"):
+            ok = headers["api-key"] == ep.api_key
+        else:
+            bearer = headers.get("authorization") or ""
+            ok = bool(ep.ad_token) and bearer == "Bearer " + ep.ad_token
+        return None if ok else _azure_error(401, "401", _AZURE_DENIED)
     if ep.kind == "openai":
         header = headers.get("authorization") or ""
         if not header.startswith("Bearer ") or not header[7:].strip():
@@ -323,7 +422,7 @@ def _check_body(ep, headers, body):
         return _error(ep.kind, 400, "bad_request", "messages: Field required" if ep.kind == "anthropic" else
                       "'messages' is a required property", param="messages")
     for i, msg in enumerate(messages):
-        roles = ("system", "user", "assistant") if ep.kind == "openai" else ("user", "assistant")
+        roles = ("user", "assistant") if ep.kind == "anthropic" else ("system", "user", "assistant")
         if not isinstance(msg, dict) or msg.get("role") not in roles:
             if ep.kind == "anthropic" and isinstance(msg, dict) and msg.get("role") == "system":
                 return _error("anthropic", 400, "bad_request", 'messages: Unexpected role "system". The Messages API '
@@ -347,6 +446,14 @@ def _answer(ep, spec, body):
     """(status, headers, body bytes | None, action) for a chosen fault; action is None, 'drop' or ('sleep', s, then)."""
     fault = spec["fault"]
     kind = ep.kind
+    if fault == "raw":
+        return _raw_answer(spec)
+    if fault not in ("ok", "slow", "hang", "empty", "refusal", "filtered_output", "malformed", "drop"):
+        return _with_signals(_answer_error(ep, spec, body), spec)
+    if fault == "filtered_output":
+        if kind == "anthropic":
+            raise ValueError("filtered_output is an OpenAI / Azure answer (Anthropic stops with refusal)")
+        return _success(ep, body, "", "content_filter")
     if fault in ("ok", "slow", "hang", "empty", "refusal"):
         if fault == "hang":
             then = spec.get("then", "ok")
@@ -361,17 +468,43 @@ def _answer(ep, spec, body):
         return ans
     if fault == "malformed":
         return 200, {"content-type": "application/json"}, b'{"id": "chatcmpl-x", "choices": [{"message": {"con', None
-    if fault == "drop":
-        return 0, {}, None, "drop"
+    return 0, {}, None, "drop"
+
+
+def _answer_error(ep, spec, body):
+    """The error answer for an error fault, in the endpoint's dialect."""
+    fault = spec["fault"]
+    kind = ep.kind
     if fault == "rate_limit":
-        answer = _error(kind, 429, "rate_limit", "Rate limit reached for requests" if kind == "openai" else
-                        "This request would exceed your organization's rate limit. Please try again later.")
+        if kind == "azure_openai":
+            wait = spec.get("message_wait_s", math.ceil(float(spec.get("retry_after") or 1)))
+            answer = _azure_error(429, "429", "Requests to the ChatCompletions_Create Operation under Azure OpenAI API "
+                                  "version 2024-10-21 have exceeded token rate limit of your current AIServices S0 "
+                                  "pricing tier. Please retry after %s seconds. Please contact Azure support service "
+                                  "if you would like to further increase the default rate limit." % wait)
+        else:
+            answer = _error(kind, 429, "rate_limit", "Rate limit reached for requests" if kind == "openai" else
+                            "This request would exceed your organization's rate limit. Please try again later.")
         headers = answer[1]
         if spec.get("retry_after") is not None:
             headers["retry-after"] = _seconds_header(spec["retry_after"])
-        if spec.get("retry_after_ms") is not None and kind == "openai":
+        if spec.get("retry_after_ms") is not None and kind in ("openai", "azure_openai"):
             headers["retry-after-ms"] = "%d" % int(round(float(spec["retry_after_ms"])))
         return answer
+    if kind == "azure_openai" and fault in _AZURE_ERRORS:
+        status, code, message = _AZURE_ERRORS[fault]
+        if fault == "content_filter":
+            return _azure_error(status, code, message, extra={"type": None, "param": "prompt", "status": 400}, innererror={
+                "code": "ResponsibleAIPolicyViolation",
+                "content_filter_result": {
+                    "hate": {"filtered": False, "severity": "safe"},
+                    "jailbreak": {"filtered": False, "detected": False},
+                    "self_harm": {"filtered": False, "severity": "safe"},
+                    "sexual": {"filtered": False, "severity": "safe"},
+                    "violence": {"filtered": True, "severity": "medium"}}})
+        return _azure_error(status, code, message)
+    if kind == "azure_openai":
+        kind = "openai"  # everything else Azure answers as OpenAI does
     if fault == "quota":
         if kind == "openai":
             return _error("openai", 429, "quota", "You exceeded your current quota, please check your plan and "
@@ -405,7 +538,57 @@ def _answer(ep, spec, body):
     statuses = {"auth": 401, "forbidden": 403, "content_filter": 400, "bad_request": 400, "server_error": 500,
                 "bad_gateway": 502, "unavailable": 503, "gateway_timeout": 504,
                 "overloaded": 529 if kind == "anthropic" else 503}
-    return _error(kind, statuses[fault], fault, messages[fault])
+    return _error("openai" if kind == "azure_openai" else kind, statuses[fault], fault, messages[fault])
+
+
+# Azure's own answers where they differ from OpenAI's: (status, code, message).
+_AZURE_ERRORS = {
+    "auth": (401, "401", _AZURE_DENIED),
+    "not_found": (404, "DeploymentNotFound", "The API deployment for this resource does not exist. If you created the "
+                  "deployment within the last 5 minutes, please wait a moment and try again."),
+    "content_filter": (400, "content_filter", "The response was filtered due to the prompt triggering Azure OpenAI's "
+                       "content management policy. Please modify your prompt and retry. To learn more about our "
+                       "content filtering policies please read our documentation: "
+                       "https://go.microsoft.com/fwlink/?linkid=2198766"),
+    "server_error": (500, "InternalServerError", "The server had an error processing your request."),
+    "unavailable": (503, "ServiceUnavailable", "The service is temporarily unable to process your request. "
+                    "Please try again later."),
+    "overloaded": (503, "ServiceUnavailable", "The service is temporarily unable to process your request. "
+                   "Please try again later."),
+}
+
+
+def _azure_error(status, code, message, extra=None, innererror=None):
+    error = {"code": code, "message": message}
+    error.update(extra or {})
+    if innererror is not None:
+        error["innererror"] = innererror
+    headers = {"content-type": "application/json", "apim-request-id": str(uuid.uuid4()),
+               "x-ms-region": "local"}
+    return status, headers, json.dumps({"error": error}).encode("utf-8"), None
+
+
+def _with_signals(answer, spec):
+    """Add a fault's retry signals (x-should-retry, an HTTP-date Retry-After, extra headers) to an error answer."""
+    status, headers, body, action = answer
+    headers = dict(headers)
+    if spec.get("should_retry") is not None:
+        headers["x-should-retry"] = "true" if spec["should_retry"] else "false"
+    if spec.get("retry_after_date") is not None:
+        headers["retry-after"] = email.utils.formatdate(time.time() + float(spec["retry_after_date"]), usegmt=True)
+    headers.update(spec.get("headers") or {})
+    return status, headers, body, action
+
+
+def _raw_answer(spec):
+    body = spec.get("body", b"")
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode("utf-8")
+    elif isinstance(body, str):
+        body = body.encode("utf-8")
+    headers = {"content-type": "application/json" if body[:1] in (b"{", b"[") else "text/html"}
+    headers.update(spec.get("headers") or {})
+    return int(spec.get("status", 200)), headers, body, None
 
 
 # (openai type, openai code, anthropic type) per fault
@@ -440,8 +623,8 @@ def _error(kind, status, fault, message, code="default", param=None):
 
 def _model_list(ep):
     names = sorted(ep.models) if ep.models is not None else (
-        ["gpt-4o-mini", "gpt-4o"] if ep.kind == "openai" else ["claude-3-5-haiku-latest", "claude-3-5-sonnet-latest"])
-    if ep.kind == "openai":
+        ["claude-3-5-haiku-latest", "claude-3-5-sonnet-latest"] if ep.kind == "anthropic" else ["gpt-4o-mini", "gpt-4o"])
+    if ep.kind != "anthropic":
         payload = {"object": "list", "data": [{"id": n, "object": "model", "created": 1700000000,
                                                "owned_by": "system"} for n in names]}
     else:
@@ -464,11 +647,13 @@ def _seconds_header(seconds):
 def _success(ep, body, text, stop):
     prompt = _prompt_tokens(body)
     completion = max(0, len(text) // 4) if text else 0
-    if ep.kind == "openai":
+    if ep.kind in ("openai", "azure_openai"):
         message = {"role": "assistant", "content": text, "refusal": None}
         finish = "stop"
         if stop == "refusal":
             message = {"role": "assistant", "content": None, "refusal": text or "I can't help with that."}
+        if stop == "content_filter":
+            message, finish = {"role": "assistant", "content": None}, "content_filter"
         payload = {
             "id": "chatcmpl-" + uuid.uuid4().hex[:24],
             "object": "chat.completion",
@@ -478,6 +663,14 @@ def _success(ep, body, text, stop):
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         }
         headers = {"content-type": "application/json", "x-request-id": "req_" + uuid.uuid4().hex[:24]}
+        if ep.kind == "azure_openai":
+            safe = {name: {"filtered": False, "severity": "safe"} for name in ("hate", "self_harm", "sexual",
+                                                                                "violence")}
+            payload["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": safe}]
+            payload["choices"][0]["content_filter_results"] = (
+                dict(safe, violence={"filtered": True, "severity": "high"}) if stop == "content_filter" else safe)
+            headers = {"content-type": "application/json", "apim-request-id": str(uuid.uuid4()),
+                       "x-ms-region": ep.region}
     else:
         payload = {
             "id": "msg_" + uuid.uuid4().hex[:24],

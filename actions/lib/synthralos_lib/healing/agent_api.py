@@ -3,8 +3,9 @@
 Three calls, all JSON, all with `Authorization: Bearer <agent_api.api_key>`:
 
 * `get_execution(agent_id, execution_id)`  GET  /agents/{agent}/executions/{id}
-* `reexecute(agent_id, execution_id, input=None, overrides=None, reason=None)`
+* `reexecute(agent_id, execution_id, input=None, overrides=None, reason=None, repair_context=None)`
                                             POST /agents/{agent}/executions
+  (`repair_context`: what went wrong, `plans.repair_context`, sent as is)
 * `retry_tool(agent_id, execution_id, tool, tool_call_id=None, reason=None)`
                                             POST /agents/{agent}/executions/{id}/tool-retries
 
@@ -97,13 +98,25 @@ class AgentApiClient(object):
     def get_execution(self, agent_id, execution_id):
         return self._request("GET", "/agents/%s/executions/%s" % (_seg(agent_id), _seg(execution_id)))
 
-    def reexecute(self, agent_id, execution_id, input=None, overrides=None, reason=None, idempotency_key=None):
+    def reexecute(self, agent_id, execution_id, input=None, overrides=None, reason=None, idempotency_key=None,
+                  repair_context=None):
         body = {"retry_of": execution_id, "overrides": dict(overrides or {}), "wait": True}
         if input is not None:
             body["input"] = input
         if reason:
             body["reason"] = reason
-        return _require_id(self._request("POST", "/agents/%s/executions" % _seg(agent_id), body, idempotency_key))
+        path = "/agents/%s/executions" % _seg(agent_id)
+        if repair_context:
+            body["repair_context"] = scrub(repair_context, [self._api_key])
+            result = self._request("POST", path, body, idempotency_key)
+            if result["status"] not in (400, 422):
+                return _require_id(result)
+            # A platform built to the contract before repair_context may refuse an unknown field:
+            # the re-run matters more than its reasons, so ask once more without them.
+            LOG.warning("[Self-Healing] the agent platform refused the re-run with repair_context (HTTP %s); "
+                        "re-running without it", result["status"])
+            del body["repair_context"]
+        return _require_id(self._request("POST", path, body, idempotency_key))
 
     def retry_tool(self, agent_id, execution_id, tool, tool_call_id=None, reason=None, idempotency_key=None):
         body = {"tool": tool, "wait": True}

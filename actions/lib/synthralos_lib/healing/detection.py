@@ -21,8 +21,9 @@ most specific cause to the most generic symptom:
 | 4     | unknown_status | a status that is neither an explicit success nor a known failure    |
 |       |                | (crashed, killed, oom_killed, running, a number, a list, ...)       |
 | 5     | error          | status failed/error/cancelled, or any `error`                       |
-| 6     | invalid_output | a run that claims success with empty output, or output that carries |
-|       |                | an error marker (Traceback, "Error:", {"error": ...}, ...)          |
+| 6     | invalid_output | a run that claims success with empty output, output that carries    |
+|       |                | an error marker (Traceback, "Error:", {"error": ...}, ...), or      |
+|       |                | `validation_errors` from the platform's output validator            |
 
 Only an explicit success is a success: a status the table does not know is
 never "no failure". Detection never raises on a JSON object: NaN/Infinity
@@ -128,7 +129,8 @@ def detect_failure(result, secrets=()):
     """Judge one agent execution result.
 
     Returns `{"failed", "failure_type", "evidence", "summary", "llm_error_class",
-    "failed_tools", "provider", "model", "max_iterations", "input"}`;
+    "failed_tools", "provider", "model", "max_iterations", "input", "retry_after_s",
+    "validation_errors"}`;
     `failure_type` is None when nothing failed. `evidence` is a list of
     `{"check", "field", "detail"}` in check order (at most MAX_EVIDENCE). Texts
     are scrubbed of `secrets` before they are capped.
@@ -158,6 +160,7 @@ def detect_failure(result, secrets=()):
         "max_iterations": _int_or_none(result.get("max_iterations")),
         "input": scrub_and_cap(text_input, MAX_INPUT_CHARS, secrets) if isinstance(text_input, str) else None,
         "retry_after_s": _retry_after(result),
+        "validation_errors": validation_errors(result, secrets),
     }
 
 
@@ -230,7 +233,37 @@ def _check_invalid_output(result):
     if _is_empty(output):
         return [("output", "output is empty")]
     marker = _error_marker(output)
-    return [("output", marker)] if marker else []
+    if marker:
+        return [("output", marker)]
+    return [("validation_errors", "output failed validation: %s" % text)
+            for text in _validation_texts(result)[:3]]
+
+
+MAX_VALIDATION_ERRORS = 10
+
+
+def validation_errors(result, secrets=()):
+    """The platform's output-validator errors (`validation_errors`: strings or {path, message}), each
+    scrubbed of `secrets`, then capped; at most MAX_VALIDATION_ERRORS."""
+    return [_short(text, secrets=secrets) for text in _validation_texts(result)[:MAX_VALIDATION_ERRORS]]
+
+
+def _validation_texts(result):
+    errors = result.get("validation_errors")
+    if not isinstance(errors, list):
+        return []
+    texts = []
+    for item in errors[:MAX_VALIDATION_ERRORS]:
+        if isinstance(item, dict):
+            path, message = item.get("path") or item.get("loc"), _error_text(item.get("message") or item.get("msg"))
+            if isinstance(path, list):
+                path = ".".join(str(p) for p in path[:20])
+            text = "%s: %s" % (path, message) if isinstance(path, str) and path and message else message
+        else:
+            text = item if isinstance(item, str) else None
+        if text:
+            texts.append(text)
+    return texts
 
 
 _CHECKS = (

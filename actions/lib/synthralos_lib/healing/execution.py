@@ -23,7 +23,7 @@ import time
 
 from synthralos_lib.healing import agent_api
 from synthralos_lib.healing.detection import detect_failure
-from synthralos_lib.healing.plans import RETRY_TOOL, SIMPLIFY_QUERY, PlanRejected, validate_step
+from synthralos_lib.healing.plans import RETRY_TOOL, SIMPLIFY_QUERY, PlanRejected, repair_context, validate_step
 
 # Fixed instructions per regenerate_output format: the text the platform adds
 # to the agent's prompt is always ours, never an LLM planner's.
@@ -115,6 +115,9 @@ def execute_step(
             outcome["error"] = {"class": "no_input", "message": "the failed execution has no text input to simplify"}
             return _done(outcome, None, started, clock)
     call, kwargs = build_request(step, original_input)
+    context = repair_context(failure, step["action"], secrets)  # regenerate/simplify/reduce say what went wrong
+    if context is not None and call == "reexecute":
+        kwargs["repair_context"] = context
     reason = "synthralos repair: %s (%s)" % (step["action"], step["reason"])
     key = "synthralos:%s:%s:%s" % (execution_id, attempt, step["action"])
     outcome["request"] = {
@@ -122,6 +125,7 @@ def execute_step(
         "overrides": kwargs.get("overrides") or {},
         "input": kwargs.get("input"),
         "tool": kwargs.get("tool"),
+        "repair_context": kwargs.get("repair_context"),
     }
     if call == "retry_tool":
         result = client.retry_tool(agent_id, execution_id, reason=reason, idempotency_key=key, **kwargs)

@@ -42,8 +42,14 @@ primary is back at most half the outage's length after it recovers. With
 the defaults (30 s, 600 s): probes 30, 60, 90, 135, 202, 304, 456, 683,
 1025, 1538 s after opening, then every 600 s.
 
-quota_exhausted and auth_config open the circuit at once for `max_cooldown_s`:
-they need a human (billing, keys), not a few seconds. A provider's explicit
+quota_exhausted and auth_config open the circuit at once for `max_cooldown_s`
+(or for the provider's stated wait, when it said one: a quota that resets in
+3 days is not probed every 10 minutes): they need a human (billing, keys),
+not a few seconds. They belong to the *account* (one API key, one billing
+relationship), not to one target: every target of the failing target's
+account (`accounts`, target name -> account, see `client.account_of`) opens
+at the same moment, so the next request does not burn a call on a sibling
+model or region that shares the exhausted quota or the revoked key. A provider's explicit
 cooldown (429 / 529 with Retry-After) cools the target for that long: it is
 skipped by requests choosing a new target, while the request that was told
 to wait it out may still retry it. Nothing else opens a circuit: a short run
@@ -127,8 +133,9 @@ DEFAULTS = {"window_s": 60, "min_requests": 5, "failure_rate_threshold": 0.5, "c
 class Breakers(object):
     """The breakers of every target, over one store. `clock` is wall time (shared across processes)."""
 
-    def __init__(self, store, settings=None, clock=time.time, probe_ttl_s=120):
+    def __init__(self, store, settings=None, clock=time.time, probe_ttl_s=120, accounts=None):
         self.store = store
+        self.accounts = dict(accounts or {})  # target name -> account; quota/auth open a whole account
         self.settings = dict(DEFAULTS)
         self.settings.update(settings or {})
         self.clock = clock
@@ -212,10 +219,12 @@ class Breakers(object):
         cfg = self.settings
         opened = self.store.get(self._key(target))
 
+        needs_human = failed and error_class in OPEN_AT_ONCE
+        human_cooldown = max(cfg["max_cooldown_s"], float(cool_s or 0))
         if opened is not None and now >= opened["open_until"]:
             # The half-open probe's outcome decides for the whole circuit.
-            if failed and error_class in OPEN_AT_ONCE:
-                self._open(target, now, cfg["max_cooldown_s"], error_class)
+            if needs_human:
+                self._open_account(target, now, human_cooldown, error_class)
             elif failed:
                 since = opened.get("since", opened["opened_at"])
                 self._open(target, now, probe_cooldown(now - since, cfg), error_class, since=since)
@@ -225,8 +234,8 @@ class Breakers(object):
         else:
             self.store.list_push(self._key(target, "outcomes"), {"t": now, "failed": failed}, WINDOW_MAX_LEN,
                                  ttl=cfg["window_s"])
-            if failed and error_class in OPEN_AT_ONCE:
-                self._open(target, now, cfg["max_cooldown_s"], error_class)
+            if needs_human:
+                self._open_account(target, now, human_cooldown, error_class)
             elif opened is None and failed:
                 window = self._window(target, now)
                 failures = sum(1 for item in window if item.get("failed"))
@@ -247,7 +256,24 @@ class Breakers(object):
         for key in (self._key(target), self._key(target, "outcomes"), self._key(target, "cool")):
             self.store.delete(key)
 
+    def account_targets(self, target):
+        """`target` and every other target of its account (just `target` when it has no known account)."""
+        account = self.accounts.get(target)
+        if account is None:
+            return [target]
+        return [target] + sorted(name for name, acc in self.accounts.items() if acc == account and name != target)
+
     # -- internals --------------------------------------------------------
+    def _open_account(self, target, now, cooldown_s, error_class):
+        """Open `target` and its account's other targets (those not already open for longer)."""
+        self._open(target, now, cooldown_s, error_class)
+        for sibling in self.account_targets(target)[1:]:
+            current = self.store.get(self._key(sibling))
+            if current is not None and current["open_until"] >= now + cooldown_s:
+                continue
+            self._open(sibling, now, cooldown_s, "%s on %s (account %s)" % (error_class, target,
+                                                                           self.accounts[target]))
+
     def _open(self, target, now, cooldown_s, reason, since=None):
         self.store.set(self._key(target), {"opened_at": now, "open_until": now + cooldown_s,
                                            "cooldown_s": cooldown_s, "reason": reason,

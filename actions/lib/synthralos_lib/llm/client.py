@@ -2,24 +2,37 @@
 
 `call_llm` makes exactly one HTTP attempt (no retries: deciding whether and
 when to try again is `llm_policy`'s job, and in st2 each attempt is its own
-action execution). It speaks two dialects over `requests`:
+action execution). It speaks three dialects over `requests`:
 
 * `openai`: POST {base_url}/chat/completions, `Authorization: Bearer <key>`,
   system prompt as the first message (any OpenAI-compatible server).
 * `anthropic`: POST {base_url}/messages, `x-api-key` and `anthropic-version`
   headers, system prompt in the separate `system` field.
+* `azure_openai`: Azure OpenAI, OpenAI's body on Azure's paths. The resource
+  root is `base_url` (e.g. https://myres.openai.azure.com) or
+  https://{resource}.openai.azure.com; `azure_path: deployments` (default)
+  POSTs {root}/openai/deployments/{deployment}/chat/completions?api-version=
+  {api_version}, `azure_path: v1` POSTs {root}/openai/v1/chat/completions with
+  the deployment as `model` (api-version only when set). Auth is the `api-key`
+  header, or `Authorization: Bearer <azure_ad_token>` (an Entra ID token) when
+  the target has no api_key.
 
 It never raises for provider or network errors: every outcome is a dict with
 `ok`, `content`, `usage`, `latency_s`, `status`, `error_class` (see
-`llm_errors`), `error_message`, `retry_after_s` and the target's identity.
-The target's API key is scrubbed from every string it returns.
+`llm_errors`), `error_message`, `retry_after_s`, `should_retry` (the
+response's `x-should-retry` verdict, or None) and the target's identity
+(`account` included, see `account_of`). The target's credentials and any
+`secrets` passed in are scrubbed from every string it returns, before any
+length cut.
 """
 
+import hashlib
 import json
 import time
+from urllib.parse import quote
 
 from synthralos_lib.llm import errors as llm_errors
-from synthralos_lib.state.redaction import scrub
+from synthralos_lib.state.redaction import scrub, scrub_and_cap
 from synthralos_lib.state.validation import check_number
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -28,6 +41,9 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a chat completion is never this big; sto
 MAX_TOKENS = 200000  # no model generates more in one answer
 MAX_TIMEOUT_S = 3600.0
 _MESSAGE_LIMIT = 500  # error messages are cut to this many characters
+KINDS = ("openai", "anthropic", "azure_openai")
+AZURE_API_VERSION = "2024-10-21"  # the GA data-plane version the deployments path uses by default
+AZURE_PATHS = ("deployments", "v1")
 
 
 class _TargetProblem(ValueError):
@@ -38,15 +54,18 @@ class _Deadline(Exception):
     """The whole call (connect + response body) took longer than its timeout."""
 
 
-def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None, system=None, session=None):
+def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None, system=None, session=None,
+             secrets=()):
     """Make one call to `target` (an `llm_targets` entry) and return its outcome dict.
 
     `messages` are `{"role": "user"|"assistant"|"system", "content": str}`;
     `timeout_s` (default: the target's `timeout_s`) bounds the whole call,
     connect to last byte. `session` lets a caller reuse connections.
+    `secrets`: more strings to scrub (an action passes every configured one).
     """
     kind = target.get("kind")
-    api_key = target.get("api_key") or ""
+    secrets = [s for s in [target.get("api_key"), target.get("azure_ad_token")] + list(secrets or ())
+               if isinstance(s, str) and s]
     outcome = {
         "ok": False,
         "content": None,
@@ -56,19 +75,21 @@ def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None
         "error_class": None,
         "error_message": None,
         "retry_after_s": None,
+        "should_retry": None,
         "target": target.get("name"),
         "provider": kind,
         "model": target.get("model"),
         "region": target.get("region", "default"),
+        "account": account_of(target),
     }
     try:
         timeout = check_params(max_tokens, temperature, timeout_s)
         timeout = timeout or float(target.get("timeout_s") or DEFAULT_TIMEOUT_S)
         url, headers, body = _build_request(target, messages, max_tokens, temperature, system)
     except _TargetProblem as exc:
-        return _failed(outcome, llm_errors.AUTH_CONFIG, str(exc), api_key)
+        return _failed(outcome, llm_errors.AUTH_CONFIG, str(exc), secrets)
     except ValueError as exc:
-        return _failed(outcome, llm_errors.BAD_REQUEST, str(exc), api_key)
+        return _failed(outcome, llm_errors.BAD_REQUEST, str(exc), secrets)
 
     import requests  # lazily: its import is paid by every action execution that loads this module
 
@@ -77,17 +98,17 @@ def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None
         status, resp_headers, raw = _post(session or requests, url, headers, body, timeout, started)
     except _Deadline:
         outcome["latency_s"] = _elapsed(started)
-        return _failed(outcome, llm_errors.TRANSIENT, "timed out after %.1fs" % timeout, api_key)
+        return _failed(outcome, llm_errors.TRANSIENT, "timed out after %.1fs" % timeout, secrets)
     except requests.exceptions.RequestException as exc:
         outcome["latency_s"] = _elapsed(started)
-        return _failed(outcome, llm_errors.classify_exception(exc), _describe_exception(exc, timeout), api_key)
+        return _failed(outcome, llm_errors.classify_exception(exc), _describe_exception(exc, timeout), secrets)
     outcome["latency_s"] = _elapsed(started)
     outcome["status"] = status
 
     parsed = _json(raw)
     if not 200 <= status < 300:
-        outcome["retry_after_s"] = llm_errors.parse_retry_after(resp_headers)
-        err_type, code, message = llm_errors.provider_error(parsed if parsed is not None else raw)
+        err_type, code, message = llm_errors.provider_error(parsed if parsed is not None else raw, secrets)
+        outcome["retry_after_s"], outcome["should_retry"] = llm_errors.retry_signals(resp_headers, message)
         detail = "HTTP %d" % status
         names = [p for p in (err_type, code) if p]
         if names:
@@ -95,22 +116,22 @@ def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None
         if message:
             detail += ": %s" % message
         return _failed(outcome, llm_errors.classify_http(status, parsed if parsed is not None else raw), detail,
-                       api_key)
+                       secrets)
 
     if parsed is None:
-        return _failed(outcome, llm_errors.INVALID_OUTPUT, "HTTP %d with a body that is not JSON" % status, api_key)
+        return _failed(outcome, llm_errors.INVALID_OUTPUT, "HTTP %d with a body that is not JSON" % status, secrets)
     try:
-        content, usage, stop = (_parse_openai if kind == "openai" else _parse_anthropic)(parsed)
+        content, usage, stop = (_parse_anthropic if kind == "anthropic" else _parse_openai)(parsed)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         return _failed(outcome, llm_errors.INVALID_OUTPUT,
                        "HTTP %d with a body that is not a %s response (%s)" % (status, kind, type(exc).__name__),
-                       api_key)
+                       secrets)
     outcome["usage"] = usage
-    outcome["content"] = scrub(content, [api_key])
+    outcome["content"] = scrub(content, secrets)
     if stop in ("content_filter", "refusal"):
-        return _failed(outcome, llm_errors.CONTENT_POLICY, "the model stopped with %r" % stop, api_key)
+        return _failed(outcome, llm_errors.CONTENT_POLICY, "the model stopped with %r" % stop, secrets)
     if not content or not content.strip():
-        return _failed(outcome, llm_errors.INVALID_OUTPUT, "the model returned no text (stop: %s)" % stop, api_key)
+        return _failed(outcome, llm_errors.INVALID_OUTPUT, "the model returned no text (stop: %s)" % stop, secrets)
     outcome["ok"] = True
     return outcome
 
@@ -126,11 +147,62 @@ def check_params(max_tokens, temperature, timeout_s):
     return None if timeout is None else float(timeout)
 
 
-def _failed(outcome, error_class, message, api_key):
+def _failed(outcome, error_class, message, secrets):
     outcome["ok"] = False
     outcome["error_class"] = error_class
-    outcome["error_message"] = scrub(message, [api_key])[:_MESSAGE_LIMIT]  # scrub first: never cut a key in half
+    outcome["error_message"] = scrub_and_cap(message, _MESSAGE_LIMIT, secrets)  # scrub first: never cut a key in half
     return outcome
+
+
+def account_of(target):
+    """The billing account a target draws on: its `account` when set, else its API host plus a short
+    hash of its key (two models or deployments on one key share it; the key itself is never kept)."""
+    if target.get("account"):
+        return str(target["account"])
+    try:
+        root = _azure_root(target) if target.get("kind") == "azure_openai" else (target.get("base_url") or "")
+    except _TargetProblem:
+        root = ""
+    host = root.split("://", 1)[-1].split("/", 1)[0].lower() or "unknown"
+    key = target.get("api_key") or target.get("azure_ad_token") or ""
+    return "%s#%s" % (host, hashlib.sha256(key.encode("utf-8")).hexdigest()[:12] if key else "nokey")
+
+
+def models_probe(target):
+    """(url, headers) of the target's model list, which costs no tokens (health_check calls it):
+    {base_url}/models for openai / anthropic, {root}/openai/models?api-version=... (deployments path)
+    or {root}/openai/v1/models (v1 path) for azure_openai, with each dialect's auth headers."""
+    headers = {"Accept": "application/json"}
+    kind, key = target.get("kind"), target.get("api_key")
+    if kind == "azure_openai":
+        root = _azure_root(target)
+        if key:
+            headers["api-key"] = key
+        elif target.get("azure_ad_token"):
+            headers["Authorization"] = "Bearer " + target["azure_ad_token"]
+        if (target.get("azure_path") or "deployments") == "v1":
+            return root + "/openai/v1/models", headers
+        return "%s/openai/models?api-version=%s" % (root, quote(target.get("api_version") or AZURE_API_VERSION)), \
+            headers
+    if kind == "anthropic":
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if key:
+            headers["x-api-key"] = key
+    elif key:
+        headers["Authorization"] = "Bearer %s" % key
+    return (target.get("base_url") or "").rstrip("/") + "/models", headers
+
+
+def _azure_root(target):
+    """The resource root of an Azure OpenAI target: base_url without a pasted /openai/... tail, or
+    https://{resource}.openai.azure.com."""
+    base_url = (target.get("base_url") or "").rstrip("/")
+    if not base_url and target.get("resource"):
+        return "https://%s.openai.azure.com" % target["resource"]
+    if not base_url:
+        raise _TargetProblem("target %r has neither base_url nor resource" % target.get("name"))
+    marker = base_url.lower().find("/openai")
+    return base_url[:marker] if marker >= 0 else base_url
 
 
 def _elapsed(started):
@@ -139,7 +211,10 @@ def _elapsed(started):
 
 def _build_request(target, messages, max_tokens, temperature, system):
     kind = target.get("kind")
-    base_url = (target.get("base_url") or "").rstrip("/")
+    if kind not in KINDS:
+        raise _TargetProblem("target %r has unknown kind %r (expected %s)" % (target.get("name"), kind,
+                                                                            ", ".join(KINDS)))
+    base_url = _azure_root(target) if kind == "azure_openai" else (target.get("base_url") or "").rstrip("/")
     if not base_url:
         raise _TargetProblem("target %r has no base_url" % target.get("name"))
     if not isinstance(messages, list) or not messages:
@@ -174,7 +249,24 @@ def _build_request(target, messages, max_tokens, temperature, system):
         if system_text:
             body["system"] = system_text
         return base_url + "/messages", headers, body
-    raise _TargetProblem("target %r has unknown kind %r (expected openai or anthropic)" % (target.get("name"), kind))
+    # azure_openai: OpenAI's body on Azure's path and auth.
+    body["messages"] = ([{"role": "system", "content": system_text}] if system_text else []) + chat
+    if api_key:
+        headers["api-key"] = api_key
+    elif target.get("azure_ad_token"):
+        headers["authorization"] = "Bearer " + target["azure_ad_token"]
+    deployment = target.get("deployment") or target.get("model")
+    path = target.get("azure_path") or "deployments"
+    if path not in AZURE_PATHS:
+        raise _TargetProblem("target %r has azure_path %r (expected deployments or v1)" % (target.get("name"), path))
+    if path == "v1":
+        body["model"] = deployment
+        url = base_url + "/openai/v1/chat/completions"
+        return url + ("?api-version=%s" % quote(target["api_version"]) if target.get("api_version") else ""), \
+            headers, body
+    url = "%s/openai/deployments/%s/chat/completions?api-version=%s" % (
+        base_url, quote(str(deployment), safe=""), quote(target.get("api_version") or AZURE_API_VERSION))
+    return url, headers, body
 
 
 def _post(http, url, headers, body, timeout, started):

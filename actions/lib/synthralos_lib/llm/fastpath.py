@@ -19,7 +19,8 @@ only when
   (`fast_path_budget_s`, kept under the python runner's timeout).
 
 Otherwise it ends with `done` or `give_up`. Quota/auth failures are returned
-as `alerts` (trigger payloads) for the workflow to dispatch.
+as `alerts` (trigger payloads, naming the account and the sibling targets
+whose circuits opened with it) for the workflow to dispatch.
 """
 
 import time
@@ -48,6 +49,8 @@ def alert_payload(entry, decision):
         "provider": entry.get("provider"),
         "model": entry.get("model"),
         "region": entry.get("region"),
+        "account": entry.get("account"),
+        "account_targets_opened": list(decision.get("account_opened") or []),
         "error_class": decision.get("error_class"),
         "error_message": entry.get("error_message"),
         "status": entry.get("status"),
@@ -114,7 +117,7 @@ def serve(settings, store, chain, policy, call, resume=None, max_wait_s=DEFAULT_
         skipped.extend(decision["skipped"])
         log("[Retry] attempt %d target=%s ok=%s status=%s class=%s -> %s %s wait=%.3fs"
             % (len(history), outcome.get("target"), outcome.get("ok"), outcome.get("status"),
-               outcome.get("error_class"), decision["action"], decision["target"] or "-", decision["delay_s"]))
+               history[-1]["error_class"], decision["action"], decision["target"] or "-", decision["delay_s"]))
         if decision["alert"]:
             alerts.append(alert_payload(history[-1], decision))
     return _result(decision, outcome, history, skipped, alerts, calls, total, breakers, None)

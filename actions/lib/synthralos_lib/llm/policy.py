@@ -26,8 +26,24 @@ Per class (DESIGN.md's table):
 | bad_request      | never                                        | give up         |
 | invalid_output   | regenerate at once, up to invalid_output_... | next target     |
 
-A Retry-After above the cap moves on to the next target; with none left we
-back off instead (DESIGN: "else backoff"). Backoff is exponential
+The provider's own signals come first (`llm_errors.retry_signals` reads them):
+
+* `x-should-retry: false` (`should_retry` False) never retries the same target,
+  whatever the class: the request moves on (or gives up). `x-should-retry:
+  true` retries the same target (backoff or the provider's wait, within
+  `max_attempts`) even for a class that would not, e.g. a 400; a target whose
+  circuit is open is still skipped.
+* A wait (`retry_after_s`, from the headers or the message) up to
+  `retry_after_cap_s` is waited on the same target. A longer one is not worth
+  waiting: the target cools for that long (routing records it) and the request
+  moves on at once, or gives up when no target is left.
+* A wait longer than `quota_after_s` (default 1 h) is a quota, whatever the
+  status said (Anthropic has answered a monthly spend cap with a 429
+  `rate_limit_error` and a retry-after-ms of days): `effective_outcome` turns
+  it into quota_exhausted, which alerts and opens the account's circuits for
+  that long.
+
+Backoff is exponential
 (`base_delay_s * 2^(n-1)` for the n-th failure on a target), capped at
 `max_delay_s`, with full, equal or no jitter. Every delay is >= 0, backoff
 delays are <= max_delay_s, Retry-After delays are <= retry_after_cap_s.
@@ -37,6 +53,7 @@ import math
 import random
 
 from synthralos_lib.llm import errors as E
+from synthralos_lib.state.redaction import scrub_and_cap
 from synthralos_lib.state.validation import check_number
 
 DONE = "done"
@@ -53,10 +70,11 @@ DEFAULT_POLICY = {
     "max_targets": 5,
     "overloaded_max_attempts": 2,
     "invalid_output_max_attempts": 2,
+    "quota_after_s": 3600.0,
 }
 
 _INT_KEYS = ("max_attempts", "max_targets", "overloaded_max_attempts", "invalid_output_max_attempts")
-_FLOAT_KEYS = ("base_delay_s", "max_delay_s", "retry_after_cap_s")
+_FLOAT_KEYS = ("base_delay_s", "max_delay_s", "retry_after_cap_s", "quota_after_s")
 JITTERS = ("full", "equal", "none")
 
 # Classes that never retry the same target, and where they go instead.
@@ -131,6 +149,20 @@ def _decision(action, target, delay_s, reason, outcome, alert=False):
     }
 
 
+def effective_outcome(outcome, policy):
+    """`outcome`, or a copy classed quota_exhausted when a rate limit or overload asked for a wait longer
+    than `quota_after_s` (a wait of hours or days is a spending or usage cap, not a rate limit)."""
+    if not outcome or outcome.get("ok") or outcome.get("error_class") not in (E.RATE_LIMITED, E.OVERLOADED):
+        return outcome  # a 503 announcing hours of maintenance is an outage, not a quota
+    wait = outcome.get("retry_after_s")
+    if wait is None or wait <= policy["quota_after_s"]:
+        return outcome
+    quota = dict(outcome, error_class=E.QUOTA_EXHAUSTED)
+    quota["error_message"] = scrub_and_cap("asked to wait %gs, over quota_after_s %gs: a quota; %s" % (
+        wait, policy["quota_after_s"], outcome.get("error_message") or outcome.get("error_class")), 500)
+    return quota
+
+
 def next_target(history, current, chain, skip, policy):
     """The first target after `current` in `chain` not tried yet and not skipped, or None."""
     tried = [a.get("target") for a in history]
@@ -166,6 +198,7 @@ def decide(history, outcome, policy, chain, skip=(), rand=None):
     if outcome.get("ok"):
         return _decision(DONE, current, 0.0, "served by %s" % current, outcome)
 
+    outcome = effective_outcome(outcome, policy)
     klass = outcome.get("error_class") or E.TRANSIENT
     alert = klass in ALERT_CLASSES
     failures = 1 + sum(1 for a in history if a.get("target") == current)
@@ -176,10 +209,16 @@ def decide(history, outcome, policy, chain, skip=(), rand=None):
             return _decision(GIVE_UP, None, 0.0, reason + "; no target left", outcome, alert)
         return _decision(NEXT_TARGET, target, 0.0, reason + "; next target " + target, outcome, alert)
 
-    if klass in _GIVE_UP_AT_ONCE:
-        return _decision(GIVE_UP, None, 0.0, "%s: the request itself is invalid" % klass, outcome, alert)
-    if klass in _SWITCH_AT_ONCE:
-        return switch("%s on %s" % (klass, current))
+    verdict = outcome.get("should_retry")
+    if verdict is False:
+        if klass in _GIVE_UP_AT_ONCE:
+            return _decision(GIVE_UP, None, 0.0, "%s: the request itself is invalid" % klass, outcome, alert)
+        return switch("%s on %s, x-should-retry: false" % (klass, current))
+    if verdict is not True:
+        if klass in _GIVE_UP_AT_ONCE:
+            return _decision(GIVE_UP, None, 0.0, "%s: the request itself is invalid" % klass, outcome, alert)
+        if klass in _SWITCH_AT_ONCE:
+            return switch("%s on %s" % (klass, current))
 
     if klass == E.OVERLOADED:
         limit = min(policy["max_attempts"], policy["overloaded_max_attempts"])
@@ -196,15 +235,14 @@ def decide(history, outcome, policy, chain, skip=(), rand=None):
         return _decision(RETRY, current, 0.0, "invalid_output: regenerate (%d of %d)" % (failures + 1, limit),
                          outcome, alert)
 
+    why = "%s%s" % (klass, ", x-should-retry: true" if verdict is True else "")
     retry_after = outcome.get("retry_after_s")
     if retry_after is not None and retry_after >= 0:
         if retry_after <= policy["retry_after_cap_s"]:
             return _decision(RETRY, current, float(retry_after),
-                             "%s: provider asked to wait %gs" % (klass, retry_after), outcome, alert)
-        other = next_target(history, current, chain, skip, policy)
-        if other is not None:
-            return _decision(NEXT_TARGET, other, 0.0, "%s: Retry-After %gs is over the %gs cap; next target %s"
-                             % (klass, retry_after, policy["retry_after_cap_s"], other), outcome, alert)
+                             "%s: provider asked to wait %gs" % (why, retry_after), outcome, alert)
+        return switch("%s: the provider's wait %gs is over the %gs cap, %s cools for it"
+                      % (why, retry_after, policy["retry_after_cap_s"], current))
     delay = backoff_delay(failures, policy, rand)
-    return _decision(RETRY, current, delay, "%s: backoff %.3fs (attempt %d of %d)" % (klass, delay, failures + 1, limit),
+    return _decision(RETRY, current, delay, "%s: backoff %.3fs (attempt %d of %d)" % (why, delay, failures + 1, limit),
                      outcome, alert)

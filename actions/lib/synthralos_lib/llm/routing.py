@@ -3,7 +3,9 @@
 Workflows call this (through the `llm_decide` action) before the first call
 and after every call. It
 
-1. records the latest outcome into the target's shared circuit breaker;
+1. records the latest outcome into the target's shared circuit breaker (a
+   quota or auth failure opens every target of the same account; a wait the
+   provider asked for cools the target for that long);
 2. asks `llm_policy.decide` what to do (the one decision function);
 3. checks the chosen target's breaker (open circuits are skipped, a half-open
    one is probed by exactly one caller) and decides again without it when it
@@ -17,11 +19,12 @@ import random
 from synthralos_lib.llm import errors as E
 from synthralos_lib.llm import policy as llm_policy
 from synthralos_lib.state.config import ConfigError
-from synthralos_lib.llm.breaker import COOL_CLASSES, Breakers
+from synthralos_lib.llm.breaker import COOL_CLASSES, OPEN_AT_ONCE, Breakers
+from synthralos_lib.llm.client import account_of
 
 # What of a call outcome is kept in the attempt history (and so in workflow output).
-HISTORY_FIELDS = ("target", "provider", "model", "region", "ok", "status", "error_class", "error_message",
-                  "retry_after_s", "latency_s")
+HISTORY_FIELDS = ("target", "provider", "model", "region", "account", "ok", "status", "error_class",
+                  "error_message", "retry_after_s", "should_retry", "latency_s")
 
 
 def resolve_chain(settings, targets=None):
@@ -50,11 +53,18 @@ def make_policy(settings, overrides=None, one_attempt_per_target=False):
     return llm_policy.make_policy(settings.section("retry"), settings.section("reroute"), overrides)
 
 
+def accounts(settings):
+    """Every configured target's account (target name -> account), for account-wide circuits."""
+    return {t["name"]: account_of(t) for t in settings.llm_targets()}
+
+
 def make_breakers(settings, store, chain, clock=None):
-    """The breakers of `chain`'s targets (a probe lock outlives the slowest target's call)."""
+    """The breakers of `chain`'s targets (a probe lock outlives the slowest target's call); a quota or
+    auth failure opens every configured target of the same account."""
     kwargs = {"clock": clock} if clock is not None else {}
     timeouts = [settings.llm_target(name).get("timeout_s") or 60 for name in chain]
-    return Breakers(store, settings.section("circuit_breaker"), probe_ttl_s=max(timeouts) + 30, **kwargs)
+    return Breakers(store, settings.section("circuit_breaker"), probe_ttl_s=max(timeouts) + 30,
+                    accounts=accounts(settings), **kwargs)
 
 
 def check_outcome(outcome, chain):
@@ -95,11 +105,14 @@ def next_step(settings, store, chain, outcome=None, history=None, policy=None, r
     breakers = breakers or make_breakers(settings, store, chain, clock)
 
     breaker = None
+    outcome = llm_policy.effective_outcome(outcome, policy)  # a wait of hours is a quota
     if outcome is not None and record and outcome.get("target") in chain and reached_provider(outcome):
         cool_s = None
         if not outcome.get("ok") and outcome.get("error_class") in COOL_CLASSES:
             failures = 1 + sum(1 for a in history if a.get("target") == outcome.get("target"))
             cool_s = outcome.get("retry_after_s") or llm_policy.backoff_delay(failures, dict(policy, jitter="none"), 1)
+        elif not outcome.get("ok") and outcome.get("error_class") in OPEN_AT_ONCE:
+            cool_s = outcome.get("retry_after_s")  # a quota that names its reset stays open until then
         breaker = breakers.record(outcome["target"], bool(outcome.get("ok")), outcome.get("error_class"), cool_s)
 
     skip, skipped = set(), []
@@ -128,8 +141,16 @@ def next_step(settings, store, chain, outcome=None, history=None, policy=None, r
         "skipped": skipped,
         "breaker": breaker,
         "breaker_warning": breakers.degraded,
+        "account_opened": _account_opened(breakers, outcome, breaker),
     })
     return decision
+
+
+def _account_opened(breakers, outcome, breaker):
+    """The other targets a quota/auth failure opened with the failing one (its account's), else []."""
+    if not outcome or outcome.get("ok") or outcome.get("error_class") not in OPEN_AT_ONCE or breaker is None:
+        return []
+    return breakers.account_targets(outcome["target"])[1:]
 
 
 def _wait_for_cooled_target(breakers, history, outcome, policy, chain, skip, skipped, decision):
@@ -138,7 +159,8 @@ def _wait_for_cooled_target(breakers, history, outcome, policy, chain, skip, ski
     cooled = []
     for item in skipped:
         left = breakers.status(item["target"])["cooling_for_s"]
-        if item["why"].startswith("cooling down") and left > 0:
+        # A cooldown over the cap is a wait the policy refuses to sit out (see llm_policy).
+        if item["why"].startswith("cooling down") and 0 < left <= policy["retry_after_cap_s"]:
             cooled.append((left, item["target"]))
     for left, name in sorted(cooled):
         alternative = llm_policy.decide(history, outcome, policy, chain, skip - {name}, 0.0)

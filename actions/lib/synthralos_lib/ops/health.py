@@ -27,7 +27,9 @@ Probes:
   reachable and authenticated, and nothing is ingested.
 * agent_api: `GET <base_url>/health` with the bearer token (docs/agent_api.md).
 * llm:<target>: `GET <base_url>/models` (OpenAI-compatible: Bearer;
-  Anthropic: x-api-key + anthropic-version), which costs no tokens.
+  Anthropic: x-api-key + anthropic-version; Azure OpenAI: `{root}/openai/models
+  ?api-version=...` or `{root}/openai/v1/models` with api-key, see
+  `llm.client.models_probe`), which costs no tokens.
 
 Overall: `ok` when every check is ok or not_configured; `down` when the
 pack's own state store (Redis when configured, else the st2 datastore) is
@@ -179,15 +181,13 @@ def check_agent_api(agent_api, timeout_s, session=None):
 
 
 def check_llm_target(target, timeout_s, session=None):
+    from synthralos_lib.llm.client import models_probe
+
     name = "llm:%s" % target.get("name")
-    base = (target.get("base_url") or "").rstrip("/")
-    headers = {"Accept": "application/json"}
-    if target.get("kind") == "anthropic":
-        headers["anthropic-version"] = ANTHROPIC_VERSION
-        if target.get("api_key"):
-            headers["x-api-key"] = target["api_key"]
-    elif target.get("api_key"):
-        headers["Authorization"] = "Bearer %s" % target["api_key"]
+    try:
+        url, headers = models_probe(target)  # each dialect's path and auth (azure_openai included)
+    except ValueError as exc:  # an azure_openai target with neither base_url nor resource
+        return _result(name, "llm_target", DOWN, time.monotonic(), str(exc), {})
     model = target.get("model")
 
     def judge(status, text):
@@ -201,8 +201,7 @@ def check_llm_target(target, timeout_s, session=None):
                    "model_listed": (model in listed) if listed is not None else None}
         return OK, None, details
 
-    result = _probe_http(name, "llm_target", "GET", base + "/models", timeout_s, judge, headers=headers,
-                         session=session)
+    result = _probe_http(name, "llm_target", "GET", url, timeout_s, judge, headers=headers, session=session)
     result["details"].update(target=target.get("name"), provider=target.get("kind"), model=model)
     return result
 

@@ -179,6 +179,10 @@ def load_config(raw, schema_path=SCHEMA_PATH):
     if duplicates:
         raise ConfigError("invalid synthralos config: llm_targets: duplicate name(s) %s (each name must be unique)"
                           % ", ".join(repr(n) for n in duplicates))
+    for i, target in enumerate(values.get("llm_targets") or []):
+        if not target.get("base_url") and not (target.get("kind") == "azure_openai" and target.get("resource")):
+            raise ConfigError("invalid synthralos config: llm_targets.%d: base_url is required (azure_openai: base_url "
+                              "or resource)" % i)
     return PackConfig(values, st2_schema)
 
 
