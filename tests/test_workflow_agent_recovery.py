@@ -379,7 +379,7 @@ class AgentRecoveryContract(StoreBackendMixin):
         self.assertEqual(self.server.requests(), [])
 
     def test_planning_that_fails_is_still_recorded_and_escalated(self):
-        def crash(failure, settings, llm_target=None):
+        def crash(failure, settings, llm_target=None, clock=None):
             raise ValueError("planner broke")
 
         class CrashingPlan(BeginRecoveryAction):

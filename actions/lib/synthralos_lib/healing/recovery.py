@@ -43,6 +43,9 @@ NO_FAILURE, PLANNED, REPAIRED, ESCALATED = "no_failure", "planned", "repaired", 
 EXECUTE_STEP, ESCALATE = "execute_step", "escalate"
 DEFAULT_INLINE_DELAY_MAX_S = 5
 _REASON_CHARS = 300
+# The fields of detect_failure's evidence items and failed tools (what the trigger's evidence carries).
+_CHECK_KEYS = ("check", "field", "detail")
+_TOOL_KEYS = ("tool", "status", "error", "tool_call_id")
 
 
 def trusted_failure(detected, result, secrets=()):
@@ -69,17 +72,19 @@ def trusted_failure(detected, result, secrets=()):
     failure = {
         "failed": True,
         "failure_type": failure_type,
-        "evidence": [_scrubbed(c, secrets) for c in checks[: detection.MAX_EVIDENCE]],
+        "evidence": [_scrubbed(c, _CHECK_KEYS, secrets) for c in checks[: detection.MAX_EVIDENCE]],
         "summary": scrub_and_cap(summary if isinstance(summary, str) and summary else failure_type, 500, secrets),
         "llm_error_class": llm_class if failure_type == detection.LLM_ERROR else None,
-        "failed_tools": [_scrubbed(t, secrets) for t in tools[: detection.MAX_FAILED_TOOLS]],
+        "failed_tools": [_scrubbed(t, _TOOL_KEYS, secrets) for t in tools[: detection.MAX_FAILED_TOOLS]],
     }
     failure.update(detection.execution_facts(result, secrets))
     return failure
 
 
-def _scrubbed(item, secrets):
-    return {k: scrub_and_cap(v, _REASON_CHARS, secrets) if isinstance(v, str) else v for k, v in item.items()}
+def _scrubbed(item, keys, secrets):
+    """The known `keys` of one evidence item, texts scrubbed then capped (anything else is dropped)."""
+    return {k: scrub_and_cap(item[k], _REASON_CHARS, secrets) if isinstance(item.get(k), str) else None
+            for k in keys if k in item}
 
 
 def judge(result, detected=None, secrets=(), detector=detection.detect_failure):
@@ -176,7 +181,7 @@ def start_recovery(agent_id, execution_id, result, settings, store, client, dete
             return record(decision, storm=fields)
 
     try:
-        out["plan"] = planner(out["failure"], settings, llm_target=llm_target or None)
+        out["plan"] = planner(out["failure"], settings, llm_target=llm_target or None, clock=clock)
     except Exception as exc:
         return escalate(_crash_reason("repair planning", exc, secrets))
     out["steps"], out["delays"] = out["plan"]["steps"], out["plan"]["delays"]
