@@ -111,11 +111,19 @@ def start_recovery(agent_id, execution_id, result, settings, store, client, dete
                    inline_delay_max_s=DEFAULT_INLINE_DELAY_MAX_S, recovery_id=None, fallback=None,
                    detector=detection.detect_failure, planner=plan_repair, clock=time.time, sleep=time.sleep,
                    secrets=()):
-    """Run the start of agent_recovery (see the module doc); returns what the workflow publishes."""
+    """Run the start of agent_recovery (see the module doc); returns what the workflow publishes:
+
+    `outcome` (no_failure, planned, repaired, escalated, coalesced, over_budget; None while steps
+    remain), `next` (None, "execute_step" from step `next_index`, or "escalate" with
+    `escalation_reason`), `failure`, `plan`, `steps`, `delays`, `attempt_log`, `repaired_by`,
+    `started_at`, `duration_s`, `storm` (the StormControl decision, with the marker to release
+    when the recovery ends) and `recorded` ({store, fallback_reason, error} once recorded).
+    """
     if not isinstance(result, dict):
         raise ValueError("result must be the agent execution as an object")
     history.check_agent_id(agent_id)
     started_at = clock()
+    control = storm.StormControl(store, settings.section("storm_control"), clock=clock)
     out = {"outcome": None, "next": None, "next_index": 0, "failure": None, "plan": None, "steps": [],
            "delays": [], "attempt_log": [], "repaired_by": None, "escalation_reason": None, "started_at": started_at,
            "duration_s": 0, "storm": None, "recorded": None}
@@ -143,7 +151,7 @@ def start_recovery(agent_id, execution_id, result, settings, store, client, dete
             try:
                 control.release(marker)
             except Exception as exc:  # it expires with its TTL
-                storm.LOG.warning("[Self-Healing] running-recovery marker not released: %s", exc)
+                LOG.warning("[Self-Healing] running-recovery marker not released: %s", exc)
 
     def renew(ttl):
         marker = (out["storm"] or {}).get("marker")
@@ -151,7 +159,7 @@ def start_recovery(agent_id, execution_id, result, settings, store, client, dete
             try:
                 control.renew(marker, ttl)
             except Exception as exc:  # the shorter TTL stands: an identical failure may start its own recovery
-                storm.LOG.warning("[Self-Healing] running-recovery marker not renewed: %s", exc)
+                LOG.warning("[Self-Healing] running-recovery marker not renewed: %s", exc)
 
     def escalate(reason):
         out.update(next=ESCALATE, escalation_reason=reason)
@@ -168,7 +176,6 @@ def start_recovery(agent_id, execution_id, result, settings, store, client, dete
         out["outcome"] = NO_FAILURE
         return out
 
-    control = storm.StormControl(store, settings.section("storm_control"), clock=clock)
     if not dry_run:
         signed = storm.signature(out["failure"]["failure_type"], storm.error_text(result, out["failure"]), secrets)
         # Long enough for planning and one step; renewed below once the plan says how long it can run.
