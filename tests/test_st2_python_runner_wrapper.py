@@ -459,6 +459,7 @@ class PythonRunnerWrapperTest(unittest.TestCase):
                                    "recovery_rate": None, "repaired": 0},
                            "by_type": {}, "totals": [], "window_s": 600},
             "store": "redis",
+            "storm": {"budget_escalations": 0, "coalesced": 0, "over_budget": 0},
         })
         self.assertEqual(
             {k: collected["events"][k]
