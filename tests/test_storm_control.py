@@ -16,7 +16,7 @@ from synthralos_lib.healing.agent_api import AgentApiClient
 from synthralos_lib.healing.failure_trigger import build_failure
 from synthralos_lib.healing.history import get_failure_history
 from synthralos_lib.healing.recovery import start_recovery
-from synthralos_lib.ops import recovery_stats
+from synthralos_lib.ops import metrics, recovery_stats
 from synthralos_lib.state.store import DatastoreStore
 
 KEY = "agent-key-storm-71c2"
@@ -171,6 +171,13 @@ class StormContract(StoreBackendMixin):
         self.assertEqual(storm.totals(store), {"coalesced": 0, "over_budget": 995, "budget_escalations": 1})
         self.assertEqual(recovery_stats.totals(store), {("error", "over_budget"): 995, ("error", "repaired"): 5})
         self.assertEqual(store.scan("storm.running."), [])  # every admitted recovery ended and let go
+        collected = metrics.collect(settings, store)  # the recovery log is stamped with the real time
+        self.assertEqual(collected["storm"], {"coalesced": 0, "over_budget": 995, "budget_escalations": 1})
+        self.assertEqual(collected["failures"]["by_type"], {"error": 1000})
+        lines = metrics.to_prometheus(collected).splitlines()
+        self.assertIn("# TYPE synthralos_recovery_storm_total counter", lines)
+        self.assertIn('synthralos_recovery_storm_total{reason="over_budget"} 995', lines)
+        self.assertIn('synthralos_recovery_storm_total{reason="budget_escalations"} 1', lines)
 
     def fail_on_sleep(self, seconds):
         raise AssertionError("the first step of this plan has no wait; slept %s s" % seconds)
