@@ -121,7 +121,7 @@ def start_recovery(agent_id, execution_id, result, settings, store, client, dete
     """
     if not isinstance(result, dict):
         raise ValueError("result must be the agent execution as an object")
-    history.check_agent_id(agent_id)
+    agent_id = history.check_agent_id(agent_id)  # stripped: the same agent in the history and the storm keys
     started_at = clock()
     control = storm.StormControl(store, settings.section("storm_control"), clock=clock)
     out = {"outcome": None, "next": None, "next_index": 0, "failure": None, "plan": None, "steps": [],
