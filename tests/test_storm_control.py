@@ -17,10 +17,12 @@ from synthralos_lib.healing.failure_trigger import build_failure
 from synthralos_lib.healing.history import get_failure_history
 from synthralos_lib.healing.recovery import start_recovery
 from synthralos_lib.ops import metrics, recovery_stats
+from synthralos_lib.state.config import load_config
 from synthralos_lib.state.store import DatastoreStore
 
 KEY = "agent-key-storm-71c2"
 T0 = 1800000000.0  # a multiple of the 600 s window: the whole storm falls in one window
+DEFAULTS = load_config({}).section("storm_control")
 
 
 class FakeClock(object):
@@ -84,7 +86,8 @@ class StormContract(StoreBackendMixin):
         self.clock = FakeClock()
 
     def control(self, **config):
-        return storm.StormControl(self.make_store(), config, clock=self.clock)
+        return storm.StormControl(self.make_store(), self.make_settings(storm_control=config).section("storm_control"),
+                                  clock=self.clock)
 
     def signed(self, text="provider overloaded, request req_%d" % 1234):
         return storm.signature("llm_error", text)
@@ -188,7 +191,7 @@ class DatastoreStormTest(StormContract, unittest.TestCase):
 
     def test_an_abandoned_marker_expires(self):
         store = DatastoreStore(self.action_service, clock=self.clock)
-        control = storm.StormControl(store, {}, clock=self.clock)
+        control = storm.StormControl(store, DEFAULTS, clock=self.clock)
         self.assertEqual(control.admit("agent-1", self.signed(), "crashed", 60)["decision"], "admitted")
         self.clock.now += 30
         self.assertEqual(control.admit("agent-1", self.signed(), "r2", 60)["decision"], "coalesced")
@@ -247,7 +250,7 @@ class RedisStormTest(StormContract, unittest.TestCase):
         from synthralos_lib.state.store import RedisStore
         from synthralos_tests.http_server import free_port
 
-        control = storm.StormControl(RedisStore("redis://127.0.0.1:%d/0" % free_port()), {}, clock=self.clock)
+        control = storm.StormControl(RedisStore("redis://127.0.0.1:%d/0" % free_port()), DEFAULTS, clock=self.clock)
         with self.assertLogs("synthralos_lib.healing.storm", level="WARNING"):
             decision = control.admit("agent-1", self.signed(), "r", 60)
         self.assertEqual(decision["decision"], "unavailable")

@@ -98,14 +98,18 @@ def marker_ttl(delays, wait_s):
 
 
 class StormControl(object):
-    """Budgets and coalescing over the pack's store, configured by the `storm_control` config section."""
+    """Budgets and coalescing over the pack's store.
+
+    `config` is the validated `storm_control` config section (`PackConfig.section`: the
+    schema's defaults filled in; config.schema.yaml is the one place they live).
+    """
 
     def __init__(self, store, config, clock=time.time):
         self.store = store
-        self.enabled = bool(config.get("enabled", True))
-        self.window_s = int(config.get("window_s", 600))
-        self.max_per_agent = int(config.get("max_per_agent", 10))
-        self.max_per_signature = int(config.get("max_per_signature", 100))
+        self.enabled = bool(config["enabled"])
+        self.window_s = int(config["window_s"])
+        self.max_per_agent = int(config["max_per_agent"])
+        self.max_per_signature = int(config["max_per_signature"])
         self.clock = clock
 
     def admit(self, agent_id, signed, recovery_id, ttl_s):
