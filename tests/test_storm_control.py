@@ -2,6 +2,10 @@
 datastore through the paging datastore service. The storm itself goes through `start_recovery`,
 the work of agent_recovery's first execution, against a real local agent platform."""
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import unittest
 
@@ -23,6 +27,26 @@ from synthralos_lib.state.store import DatastoreStore
 KEY = "agent-key-storm-71c2"
 T0 = 1800000000.0  # a multiple of the 600 s window: the whole storm falls in one window
 DEFAULTS = load_config({}).section("storm_control")
+
+
+LIB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "actions", "lib")
+# One process admitting 50 failures of one signature (distinct agents) once the test says go.
+ADMIT_IN_A_PROCESS = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from synthralos_lib.healing import storm
+from synthralos_lib.state.config import load_config
+from synthralos_lib.state.store import RedisStore
+store, index = RedisStore(sys.argv[2]), int(sys.argv[3])
+config = dict(load_config({}).section("storm_control"), max_per_signature=7, max_per_agent=1000)
+control = storm.StormControl(store, config, clock=lambda: 1800000000.0)
+signed = storm.signature("error", "search backend returned 503")
+store.get("bench.go")
+print("ready", flush=True)
+while not store.get("bench.go"):
+    time.sleep(0.001)
+print(json.dumps([control.admit("agent-%d-%d" % (index, n), signed, "r", 60)["decision"] for n in range(50)]))
+"""
 
 
 class FakeClock(object):
@@ -245,6 +269,22 @@ class RedisStormTest(StormContract, unittest.TestCase):
         window = int(T0 // 600)
         store = self.make_store()
         self.assertEqual(store.get("storm.budget.sig.%s.%d" % (storm._digest(self.signed()["signature"]), window)), 1)
+
+    def test_the_budget_holds_across_processes(self):
+        """As st2 runs it: every action execution its own process with its own Redis client."""
+        procs = [subprocess.Popen([sys.executable, "-c", ADMIT_IN_A_PROCESS, LIB_DIR, self.redis.url, str(i)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+                 for i in range(6)]
+        for proc in procs:
+            self.addCleanup(proc.kill)
+            self.assertEqual(proc.stdout.readline().strip(), "ready", proc.stderr.read() if proc.poll() else "")
+        self.make_store().set("bench.go", True)  # all six are connected and waiting: start them together
+        kinds = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            self.assertEqual(proc.returncode, 0, err)
+            kinds.extend(json.loads(out))
+        self.assertEqual((len(kinds), kinds.count("admitted"), kinds.count("over_budget")), (300, 7, 293))
 
     def test_redis_down_fails_open(self):
         from synthralos_lib.state.store import RedisStore
