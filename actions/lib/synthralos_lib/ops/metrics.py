@@ -67,6 +67,7 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
     """The metrics as a JSON-able dict (see the module doc); `errors` names the parts that failed."""
     from synthralos_lib.events.forwarding import open_outbox
     from synthralos_lib.llm.breaker import Breakers
+    from synthralos_lib.healing import storm as storm_control
     from synthralos_lib.ops import recovery_stats
 
     errors = {}
@@ -78,7 +79,7 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
     window = _part(errors, "recoveries", lambda: recovery_stats.summarize(
         store.list_range(recovery_stats.LOG_KEY), window_s, now))
     totals = _part(errors, "recovery_totals", lambda: recovery_stats.totals(store))
-    storm = _part(errors, "storm", lambda: storm_totals(store))
+    storm = _part(errors, "storm", lambda: storm_control.totals(store))
     recoveries = None
     failures = None
     if window is not None:
@@ -99,12 +100,6 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
         "storm": storm,
         "errors": errors,
     }
-
-
-def storm_totals(store):
-    from synthralos_lib.healing.storm import totals
-
-    return totals(store)
 
 
 # -- Prometheus text exposition ---------------------------------------------------
