@@ -235,7 +235,7 @@ class RedisMetricsTest(MetricsContract, unittest.TestCase):
         with self.assertLogs(action.logger, level="INFO") as logs:
             out = action.run(format="prometheus")
         # Breakers fail open without their store, so the circuits part still answers.
-        self.assertEqual(sorted(out["errors"]), ["cron", "events", "recoveries", "recovery_totals", "sensors"])
+        self.assertEqual(sorted(out["errors"]), ["cron", "events", "recoveries", "recovery_totals", "sensors", "storm"])
         self.assertIn('synthralos_metrics_part_up{part="events"} 0', out["text"].splitlines())
         self.assertIn('synthralos_metrics_part_up{part="cron"} 0', out["text"].splitlines())
         messages = [r.getMessage() for r in logs.records]

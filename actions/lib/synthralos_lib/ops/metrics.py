@@ -14,6 +14,8 @@ the others still come out:
 * sensors: each sensor's heartbeat record and judgement (`ops.sensor_health.report`):
   up/down, heartbeat age, last read and dispatch, dispatched, dead-lettered,
   reconnects, consumer-group lag, pending and the oldest pending entry's age.
+* storm: storm control's lifetime counters (failures coalesced onto a running
+  recovery, failures over the budget, budget escalations), `healing.storm.totals`.
 
 `to_prometheus` renders that as the Prometheus text exposition format
 (version 0.0.4): `synthralos_` names, HELP and TYPE lines, labels `target`,
@@ -68,6 +70,7 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
     """The metrics as a JSON-able dict (see the module doc); `errors` names the parts that failed."""
     from synthralos_lib.events.forwarding import open_outbox
     from synthralos_lib.llm.breaker import Breakers
+    from synthralos_lib.healing import storm as storm_control
     from synthralos_lib.ops import recovery_stats, sensor_health
 
     errors = {}
@@ -81,6 +84,7 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
     totals = _part(errors, "recovery_totals", lambda: recovery_stats.totals(store))
     sensors = _part(errors, "sensors", lambda: sensor_health.report(
         store, sensor_health.sensor_health_settings(settings), now))
+    storm = _part(errors, "storm", lambda: storm_control.totals(store))
     recoveries = None
     failures = None
     if window is not None:
@@ -99,6 +103,7 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
         "recoveries": recoveries,
         "failures": failures,
         "sensors": sensors,
+        "storm": storm,
         "errors": errors,
     }
 
@@ -177,7 +182,7 @@ def to_prometheus(metrics):
                [({}, metrics["collected_at"])])
     out.family("metrics_part_up", "gauge", "1 when that part of the metrics could be read from the store.",
                [({"part": p}, 0 if p in metrics["errors"] else 1)
-                for p in ("events", "llm_circuits", "cron", "recoveries", "recovery_totals", "sensors")])
+                for p in ("events", "llm_circuits", "cron", "recoveries", "recovery_totals", "sensors", "storm")])
 
     events = metrics.get("events") or {}
     backend = {"backend": events.get("backend")} if events else {}
@@ -216,6 +221,11 @@ def to_prometheus(metrics):
         out.family(name, "gauge", help_text,
                    [({"failure_type": t}, s[key]) for t, s in sorted(by_type.items())])
     _sensor_families(out, metrics.get("sensors") or [])
+    storm = metrics.get("storm") or {}
+    out.family("recovery_storm_total", "counter",
+               "Failures not recovered on their own (coalesced onto a running recovery, over_budget) and "
+               "budget escalations (budget_escalations), since the store began.",
+               [({"reason": reason}, storm[reason]) for reason in sorted(storm)])
     out.family("metrics_window_seconds", "gauge", "Length of the window the *_window, rate and MTTR metrics cover.",
                [({}, recoveries.get("window_s"))] if recoveries.get("window_s") else [])
     return out.text()
