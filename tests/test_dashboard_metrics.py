@@ -78,6 +78,9 @@ def full_metrics():
                                                "mttr_s": 30.0, "failures": 2}},
                        "totals": [{"failure_type": "timeout", "outcome": "repaired", "count": 1}]},
         "failures": {"window_s": 3600, "total": 2, "by_type": {"timeout": 2}},
+        "sensors": [dict({key: 1 for _, key, _ in metrics.SENSOR_GAUGES + metrics.SENSOR_COUNTERS},
+                         sensor="agent_failure_sensor", status="up")],
+        "storm": {"coalesced": 1, "over_budget": 1, "budget_escalations": 1},
         "errors": {},
     }
 
@@ -148,10 +151,12 @@ class DashboardMetricsTest(unittest.TestCase):
                     for alternative in value.split("|"):
                         self.assertIn(alternative, labels[label], "%s: %s{%s} is never %r"
                                       % (title, metric, label, alternative))
-        # The dashboard's rows cover recoveries, circuits, the outbox, dead letters, cron and collection health.
+        # The dashboard's rows cover recoveries, circuits, the outbox, dead letters, cron, collection health,
+        # sensor health and storm control.
         for name in ("synthralos_recovery_rate", "synthralos_recovery_mttr_seconds", "synthralos_llm_circuit_state",
                      "synthralos_outbox_depth", "synthralos_outbox_oldest_age_seconds", "synthralos_outbox_dead_letters",
-                     "synthralos_cron_jobs", "synthralos_metrics_part_up"):
+                     "synthralos_cron_jobs", "synthralos_metrics_part_up", "synthralos_sensor_up",
+                     "synthralos_sensor_oldest_pending_age_seconds", "synthralos_recovery_storm_total"):
             self.assertIn(name, used)
 
     def test_panels_use_the_datasource_variable(self):
@@ -173,7 +178,7 @@ class PromqlParserTest(unittest.TestCase):
                                     ("synthralos_recoveries_total", "failure_type", "!=", "x,y")])
 
     def test_a_query_of_an_unknown_metric_is_caught(self):
-        names, _ = parse_promql("rate(synthralos_sensor_heartbeat_age_seconds[5m])")
+        names, _ = parse_promql("rate(synthralos_no_such_metric_total[5m])")
         self.assertNotIn(list(names)[0], exported())
 
     @given(st.sampled_from(sorted(exported())), st.sampled_from(["rate(%s[5m])", "sum by (x) (%s)", "%s > 1",
