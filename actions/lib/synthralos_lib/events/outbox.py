@@ -433,7 +433,7 @@ class RedisOutbox(object):
                 try:
                     event = json.loads(fields["e"])
                 except ValueError:
-                    event = {UNREADABLE: fields["e"][:MAX_UNREADABLE_CHARS]}  # kept for the dead letter
+                    event = {UNREADABLE: scrub_and_cap(fields["e"], MAX_UNREADABLE_CHARS)}  # for the dead letter
             out.append((entry_id, event))
         return out
 
