@@ -97,7 +97,8 @@ def _cuts(path, source):
             cut = False
             if isinstance(child, ast.Subscript) and isinstance(child.slice, ast.Slice):
                 lower = child.slice.lower
-                cut = child.slice.upper is not None or (isinstance(lower, ast.UnaryOp) and isinstance(lower.op, ast.USub))
+                negative_start = isinstance(lower, ast.UnaryOp) and isinstance(lower.op, ast.USub)
+                cut = child.slice.upper is not None or negative_start
             elif isinstance(child, ast.Call):
                 cut = getattr(child.func, "attr", getattr(child.func, "id", None)) in CUT_CALLS
             if cut:

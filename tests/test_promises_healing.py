@@ -129,7 +129,8 @@ class ClearAnswersTest(_Base):
         # The call of run itself refused the parameters: that is the input.
         with self.assertRaises(ActionInputError) as caught:
             Broken(config={}, action_service=self.action_service).run({}, no_such_parameter=1)
-        self.assertRegex(str(caught.exception), r"^Broken could not take its parameters \(TypeError: .*no_such_parameter")
+        self.assertRegex(str(caught.exception),
+                         r"^Broken could not take its parameters \(TypeError: .*no_such_parameter")
 
 
 class BoundedShapesTest(_Base):

@@ -195,7 +195,8 @@ def check_llm_target(target, timeout_s, session=None, secrets=()):
         health = _http_status_class(status)
         if health != OK:
             what = {401: "API key refused", 403: "API key lacks permission", 404: "no models endpoint: wrong base_url"}
-            error = "%s (%d %s)" % (what.get(status, "provider answered"), status, _short(_provider_message(text), secrets))
+            said = _short(_provider_message(text), secrets)
+            error = "%s (%d %s)" % (what.get(status, "provider answered"), status, said)
             return health, error, {}
         listed = _listed_models(text)
         details = {"models_listed": len(listed) if listed is not None else None,
@@ -258,10 +259,12 @@ def check_redis(url, timeout_s, slow_ms, secrets=()):
         details["ping_ms"] = ping_ms
         details.update(redis_persistence(client))  # the outbox's durability, as get_queue_stats reports it
     except redis.AuthenticationError as exc:
-        return _result(name, "redis", MISCONFIGURED, started, "authentication failed: %s" % _short(exc, secrets), details)
+        return _result(name, "redis", MISCONFIGURED, started, "authentication failed: %s" % _short(exc, secrets),
+                       details)
     except redis.ResponseError as exc:
         if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) or "NOPERM" in str(exc):
-            return _result(name, "redis", MISCONFIGURED, started, "authentication failed: %s" % _short(exc, secrets), details)
+            return _result(name, "redis", MISCONFIGURED, started, "authentication failed: %s" % _short(exc, secrets),
+                       details)
         return _result(name, "redis", DEGRADED, started, "redis error: %s" % _short(exc, secrets), details)
     except (redis.TimeoutError, socket.timeout) as exc:
         return _result(name, "redis", DOWN, started, "no answer within %.1fs (%s)" % (timeout_s, type(exc).__name__),
