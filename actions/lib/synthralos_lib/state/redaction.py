@@ -24,13 +24,14 @@ REDACTED = "***"
 ELLIPSIS = "..."
 CUT_NOTE = "... [cut: %d characters in all]"  # ends a string `scrub_result` cut, so a reader knows
 
-# Credentials recognised by their shape, whatever their value.
+# Credentials recognised by their shape, whatever their value. A name counts after anything but a letter
+# or digit: `openai_api_key=...` and `x_Bearer ...` too (\b would not see a name after "_").
 _PATTERNS = (
     # Authorization headers and bearer/basic tokens quoted in error text (the scheme word itself is
     # never taken for the token: scrubbing scrubbed text changes nothing, as a line may be filtered twice).
-    (re.compile(r"(?i)\b(authorization\s*[:=]\s*(?:bearer|basic|token)?\s*)(?!(?:bearer|basic|token)\b)"
+    (re.compile(r"(?i)(?<![a-z0-9])(authorization\s*[:=]\s*(?:bearer|basic|token)?\s*)(?!(?:bearer|basic|token)\b)"
                 r"[A-Za-z0-9._~+/=-]{6,}"), r"\1" + REDACTED),
-    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"), r"\1" + REDACTED),
+    (re.compile(r"(?i)(?<![a-z0-9])(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"), r"\1" + REDACTED),
     # The password of a URL's userinfo: scheme://user:password@host.
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*):[^\s/@]+@"), r"\1:" + REDACTED + "@"),
     # key=value / "key": "value" pairs whose key names a credential. A value of lowercase letters
@@ -38,7 +39,7 @@ _PATTERNS = (
     # secrets are masked by value whatever their shape.
     (
         re.compile(
-            r"(?i)([\"']?\b(?:api[_-]?key|x-api-key|write[_-]?key|password|passwd|secret|access[_-]?token)"
+            r"(?i)([\"']?(?<![a-z0-9])(?:api[_-]?key|x-api-key|write[_-]?key|password|passwd|secret|access[_-]?token)"
             r"[\"']?\s*[:=]\s*[\"']?)(?!(?-i:[a-z]+)(?:[\s\"',;&})\]]|$))([^\s\"',;&})\]]{4,})"
         ),
         r"\1" + REDACTED,
@@ -131,6 +132,8 @@ def scrub_and_cap(text, limit, secrets=(), note_cut=False):
     if len(text) <= limit:
         return text
     tail = CUT_NOTE % len(text) if note_cut else ELLIPSIS
+    if len(tail) > limit:  # no room to say it was cut
+        tail = ELLIPSIS if len(ELLIPSIS) <= limit else ""
     return text[: max(0, limit - len(tail))] + tail
 
 
