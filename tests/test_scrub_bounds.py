@@ -29,7 +29,9 @@ HUGE = "j" * (10 * 1024 * 1024)  # a 10 MB id
 
 
 class Echo(SynthralosAction):
-    def run(self, value, nested=False):
+    def run(self, value, nested=False, refuse=False):
+        if refuse:
+            raise ValueError("refused: %s" % value)
         return {"echo": value, "list": [value, {value[:10]: 1}]} if nested else value
 
 
@@ -58,6 +60,12 @@ class BoundsContract(StoreBackendMixin):
         self.assertEqual(result["echo"], "j" * (MAX_RESULT_STRING_CHARS - len(cut)) + cut)
         self.assertEqual(result["list"], [result["echo"], {"j" * 10: 1}])
         self.assertEqual(Echo(config=self.config(), action_service=self.action_service).run("short"), "short")
+
+    def test_an_error_message_is_capped_too(self):
+        with self.assertRaises(ValueError) as caught:
+            Echo(config=self.config(), action_service=self.action_service).run(HUGE, refuse=True)
+        self.assertEqual(len(str(caught.exception)), MAX_RESULT_STRING_CHARS)
+        self.assertTrue(str(caught.exception).endswith("... [cut: %d characters in all]" % (len(HUGE) + 9)))
 
     def test_cron_backoff_status_with_a_10_mb_id(self):
         ok, result = CronBackoffStatus(config=self.config(), action_service=self.action_service).run(job_id=HUGE)

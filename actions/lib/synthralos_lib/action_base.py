@@ -8,7 +8,7 @@ from st2common.runners.base_action import Action
 
 from synthralos_lib.ops.trace import guarded_logs, trace_id_of
 from synthralos_lib.state.config import load_config, raw_secrets
-from synthralos_lib.state.redaction import scrub, scrub_and_cap, scrub_result, scrub_text
+from synthralos_lib.state.redaction import scrub, scrub_and_cap, scrub_result
 from synthralos_lib.state.store import DatastoreStore, get_store
 
 # Errors that mean "the code broke", never a message a user should decode. Raised by the call of
@@ -106,7 +106,7 @@ def _guarded(run):
             raise ActionInternalError("%s failed inside the pack at %s (%s); this is a bug in the pack, not a "
                                       "problem with the input" % (type(self).__name__, where, cause))
         except Exception as exc:
-            exc.args = tuple(scrub_text(a, secrets) if isinstance(a, str) else scrub(a, secrets) for a in exc.args)
+            exc.args = tuple(scrub_result(a, secrets, MAX_RESULT_STRING_CHARS) for a in exc.args)
             raise
         if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], bool):
             return result[0], scrub_result(result[1], secrets, MAX_RESULT_STRING_CHARS)
