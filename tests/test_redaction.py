@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 import synthralos_tests  # noqa: F401  (import paths and the st2 stand-in first)
 
 from synthralos_lib.ops.trace import guarded_logs
-from synthralos_lib.state.redaction import hold_secrets, release_secrets, scrub, scrub_and_cap, scrub_result, scrub_text
+from synthralos_lib.state.redaction import (MAX_LOG_CHARS, RedactingFilter, hold_secrets, release_secrets, scrub,
+                                            scrub_and_cap, scrub_result, scrub_text)
 
 SECRET = "QxZ7wk9vLp3R"  # no character of it is in FILLER
 FILLER = st.text(alphabet="ab cd.-_:/\n", max_size=400)
@@ -72,6 +73,17 @@ class SecretsInForceTest(unittest.TestCase):
             self.assertEqual(scrub_and_cap("k " + SECRET, 50), "k ***")
             self.assertEqual([f.suffix for f in guard.filters if hasattr(f, "suffix")], [" trace_id=tr-***"])
         self.assertEqual(scrub_and_cap("k " + SECRET, 50), "k " + SECRET)
+
+
+class RedactingFilterTest(unittest.TestCase):
+    def test_a_huge_line_is_scrubbed_then_cut(self):
+        record = logging.LogRecord("x", logging.WARNING, __file__, 1, "body: %s", ("b" * 40000 + SECRET,), None)
+        RedactingFilter([SECRET[2:]]).filter(record)
+        self.assertEqual(len(record.getMessage()), MAX_LOG_CHARS)
+        self.assertTrue(record.getMessage().endswith("... [cut: %d characters in all]" % (6 + 40000 + 5)))
+        record = logging.LogRecord("x", logging.WARNING, __file__, 1, "key %s here", (SECRET,), None)
+        RedactingFilter([SECRET]).filter(record)
+        self.assertEqual(record.getMessage(), "key *** here")
 
 
 class ScrubThenCapPropertyTest(unittest.TestCase):

@@ -164,8 +164,12 @@ def _as_text(value):
         return "<%s>" % type(value).__name__
 
 
+MAX_LOG_CHARS = 32768  # a log line quoting a huge body is cut (after scrubbing), saying so
+
+
 class RedactingFilter(logging.Filter):
-    """A logging filter that scrubs each record's message (arguments merged first)."""
+    """A logging filter that scrubs each record's message (arguments merged first), then cuts it to
+    MAX_LOG_CHARS: `scrub_and_cap`, as for any outside text."""
 
     def __init__(self, secrets=()):
         super(RedactingFilter, self).__init__()
@@ -176,7 +180,7 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a broken format string: log what we can, scrubbed
             message = _as_text(record.msg)
-        record.msg = scrub_text(message, sorted(set(self.secrets), key=len, reverse=True))
+        record.msg = scrub_and_cap(message, MAX_LOG_CHARS, self.secrets, note_cut=True)
         record.args = ()
         return True
 
