@@ -14,7 +14,7 @@ from st2tests.mocks.sensor import MockSensorService, MockSensorWrapper
 
 from synthralos_tests.agent_api_server import AgentPlatformServer
 from synthralos_tests.base import StoreBackendMixin, merge
-from synthralos_tests.http_server import Reply, malformed_json
+from synthralos_tests.http_server import Reply, StubHTTPServer, malformed_json
 from synthralos_tests.llm_provider import LLMProviderServer
 from synthralos_tests.rudderstack_sink import BATCH_PATH, RudderStackSink
 from synthralos_tests.healing import recovery_actions
@@ -215,11 +215,17 @@ class SecretSweepContract(StoreBackendMixin):
         answers = [Reply(503, "h" * (280 + offset) + " key " + AGENT_KEY + " then more text " + "z" * 40)
                    for offset in range(0, 20, 2)]
         self.agents.script("GET", self.agents.prefix + r"/health", *answers)
+        # Both LLM targets (on one provider server) answer their models probe with the planner key in a page.
+        pages = [Reply(502, "m" * (270 + offset) + " key " + PLANNER_KEY + " more " + "z" * 40)
+                 for offset in range(0, 20, 2) for _ in ("planner", "claude")]
+        StubHTTPServer.script(self.provider, "*", r"/(?P<endpoint>[^/]+)(?P<route>/.*)?", *pages)
         for _ in answers:
-            report = self.run_action(HealthCheck, include=["agent_api"], timeout_s=2)
-            self.assertEqual(report["dependencies"][0]["status"], "degraded", report)
+            report = self.run_action(HealthCheck, include=["agent_api", "llm"], timeout_s=2)
+            self.assertEqual([d["status"] for d in report["dependencies"]], ["degraded"] * 3, report)
             self.assertIn("agent platform answered 503 hhh", report["dependencies"][0]["error"])
+            self.assertIn("provider answered (502 mmm", report["dependencies"][1]["error"])
         self.assertEqual(len(self.agents.requests("GET", self.agents.prefix + r"/health")), len(answers))
+        self.assertEqual(len(self.provider.requests("GET")), len(pages))
         self.assert_swept()
 
     def test_a_trace_id_holding_a_secret(self):
