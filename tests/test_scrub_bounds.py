@@ -128,6 +128,15 @@ class BoundsContract(StoreBackendMixin):
         self.assertEqual(newest["message_id"], big[-1]["messageId"])  # the newest are kept
         self.assertLessEqual(len(json.dumps(newest["event"])), outbox_module.MAX_DEAD_LETTER_BYTES)
         self.assertIn("cut", json.dumps(newest["event"]))
+        stats = box.stats()
+        self.assertEqual((stats["dead_letters"], stats["dead_letter_bytes_max"]), (len(letters), box.dead_letter_bytes))
+        self.assertLessEqual(stats["dead_letter_bytes"], box.dead_letter_bytes)
+        if self.backend == "redis":
+            self.assertEqual(stats["dead_letters_dropped"], len(big) - len(letters))
+            self.assertEqual(stats["dead_letter_bytes"], total)
+            # Replaying (requeueing) every letter takes its bytes off the total.
+            box.replay(ids=[d["id"] for d in letters])
+            self.assertEqual((box.stats()["dead_letters"], box.stats()["dead_letter_bytes"]), (0, 0))
 
 
 class DatastoreBoundsTest(BoundsContract, unittest.TestCase):

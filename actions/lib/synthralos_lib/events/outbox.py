@@ -632,6 +632,9 @@ class RedisOutbox(object):
             "waiting": depth - pending,
             "oldest_age_s": oldest_age_s,
             "dead_letters": self.redis.xlen(self.dead_stream),
+            "dead_letter_bytes": int(counters.get("dead_bytes", 0)),
+            "dead_letter_bytes_max": self.dead_letter_bytes,
+            "dead_letters_dropped": int(counters.get("dead_letters_dropped", 0)),
             "max_queue_length": self.max_len,
             "overflow_policy": self.policy,
             "consumers": len(self.redis.xinfo_consumers(self.stream, GROUP)),
@@ -841,6 +844,7 @@ class DirectOutbox(object):
 
     def stats(self):
         waiting = self.waiting(DIRECT_QUEUE_MAX)
+        letters = self.store.list_range(DIRECT_DEAD_LETTER_KEY)
         oldest_age_s = None
         if waiting:
             oldest_age_s = round(max(0.0, self._clock() - int(waiting[0][0].split(".")[2]) / 1000.0), 3)
@@ -850,7 +854,9 @@ class DirectOutbox(object):
             "pending": 0,
             "waiting": len(waiting),
             "oldest_age_s": oldest_age_s,
-            "dead_letters": len(self.store.list_range(DIRECT_DEAD_LETTER_KEY)),
+            "dead_letters": len(letters),
+            "dead_letter_bytes": sum(len(json.dumps(d).encode("utf-8")) for d in letters),
+            "dead_letter_bytes_max": self.dead_letter_bytes,
             "max_queue_length": self.max_len,
             "overflow_policy": "reject_new",
             "consumers": 0,
