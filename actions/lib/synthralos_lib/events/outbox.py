@@ -110,18 +110,27 @@ redis.call('HINCRBY', KEYS[2], 'enqueued', 1)
 return {1, id, dropped}
 """
 
-# KEYS: dead stream, stats. ARGV: max_len, max_bytes, then per letter: event json, reason, failed_at, m.
-# Adds the letters (each with its size in "b"), then drops the oldest while the stream holds more than
-# max_len letters or max_bytes bytes (the running total is the stats field dead_bytes). Returns the new ids.
+# KEYS: dead stream, stats, outbox stream. ARGV: max_len, max_bytes, group, count (1: count the letters
+# as dead_lettered), n, then n outbox entry ids to ack and delete, then per letter: event json, reason,
+# failed_at, m. In one step: adds the letters (each with its size in "b"), acks the entries, then drops
+# the oldest letters while the stream holds more than max_len letters or max_bytes bytes (the running
+# total is the stats field dead_bytes). Returns the new letters' ids.
 _DEAD_LETTER = """
+local maxlen, maxbytes, group, n = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[5])
 local ids = {}
-for i = 3, #ARGV, 4 do
+for i = 6 + n, #ARGV, 4 do
   local size = string.len(ARGV[i]) + string.len(ARGV[i + 1])
   ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i], 'reason', ARGV[i + 1], 'failed_at', ARGV[i + 2],
                              'm', ARGV[i + 3], 'b', size)
   redis.call('HINCRBY', KEYS[2], 'dead_bytes', size)
 end
-local maxlen, maxbytes = tonumber(ARGV[1]), tonumber(ARGV[2])
+if n > 0 then
+  local acked = {}
+  for i = 6, 5 + n do acked[#acked + 1] = ARGV[i] end
+  redis.call('XACK', KEYS[3], group, unpack(acked))
+  redis.call('XDEL', KEYS[3], unpack(acked))
+end
+if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[2], 'dead_lettered', #ids) end
 while true do
   local len = redis.call('XLEN', KEYS[1])
   local bytes = tonumber(redis.call('HGET', KEYS[2], 'dead_bytes') or '0')
@@ -481,30 +490,23 @@ class RedisOutbox(object):
         pipe.execute()
 
     def dead_letter(self, items):
-        """Move [(entry_id or None, event, reason)] to the dead-letter stream (bounded in count and bytes:
-        `add_letters`), then ack the originals."""
-        if not items:
-            return
-        now_ms = int(self._clock() * 1000)
-        self.add_letters([(event, reason, now_ms) for _, event, reason in items])
-        pipe = self.redis.pipeline(transaction=True)
-        ids = [i for i, _, _ in items if i]
-        if ids:  # after the letters are in: a crash in between delivers twice, never loses one
-            pipe.xack(self.stream, GROUP, *ids)
-            pipe.xdel(self.stream, *ids)
-        pipe.hincrby(self.stats_key, "dead_lettered", len(items))
-        pipe.execute()
+        """Move [(entry_id or None, event, reason)] to the dead-letter stream and ack the originals, in one
+        atomic step (bounded in count and bytes: `add_letters`)."""
+        if items:
+            now_ms = int(self._clock() * 1000)
+            self.add_letters([(event, reason, now_ms) for _, event, reason in items],
+                             acked=[i for i, _, _ in items if i], count=True)
 
-    def add_letters(self, letters):
+    def add_letters(self, letters, acked=(), count=False):
         """Append [(event, reason, failed_at_ms)] to the dead-letter stream, each event cut to
-        MAX_DEAD_LETTER_BYTES; the oldest letters go beyond max_len letters or dead_letter_bytes bytes.
-        Returns the new stream ids."""
-        args = [self.max_len, self.dead_letter_bytes]
+        MAX_DEAD_LETTER_BYTES, and ack + delete the outbox entries `acked`; the oldest letters go beyond
+        max_len letters or dead_letter_bytes bytes. `count`: count them as dead_lettered. Returns the new ids."""
+        args = [self.max_len, self.dead_letter_bytes, GROUP, 1 if count else 0, len(acked)] + list(acked)
         for event, reason, failed_at_ms in letters:
             event = bounded_letter_event(event)
             args += [json.dumps(event, separators=(",", ":")), scrub_and_cap(reason or "", 1000), failed_at_ms,
                      (event.get("messageId") or "") if isinstance(event, dict) else ""]
-        return list(self._dead_letter_script(keys=[self.dead_stream, self.stats_key], args=args))
+        return list(self._dead_letter_script(keys=[self.dead_stream, self.stats_key, self.stream], args=args))
 
     def forget_letters(self, ids):
         """Delete dead letters (their bytes leave the budget's running total)."""
