@@ -170,7 +170,9 @@ class RedactionMasksOnlyTheSecretTest(unittest.TestCase):
              "invalid synthralos config: rudderstack.write_key: expected type string"),
             ("agent_api.api_key: must be a string", "agent_api.api_key: must be a string"),
             ("write_key: 2Xyzzy9PlughQ type string", "write_key: *** type string"),
-            ("password=Hunter", "password=***"),
+            ("password=Hunter2", "password=***"),
+            ("HTTP 401 invalid_api_key: Incorrect API key provided.", "HTTP 401 invalid_api_key: Incorrect API key provided."),
+            ("OPENAI_API_KEY=sk-abcd1234efgh", "OPENAI_API_KEY=***"),
         ]
         self.assertEqual([scrub_text(text) for text, _ in cases], [expected for _, expected in cases])
 

@@ -34,13 +34,14 @@ _PATTERNS = (
     (re.compile(r"(?i)(?<![a-z0-9])(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"), r"\1" + REDACTED),
     # The password of a URL's userinfo: scheme://user:password@host.
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*):[^\s/@]+@"), r"\1:" + REDACTED + "@"),
-    # key=value / "key": "value" pairs whose key names a credential. A value of lowercase letters
-    # only is prose, not a credential ("write_key: expected type string" keeps its words); configured
-    # secrets are masked by value whatever their shape.
+    # key=value / "key": "value" pairs whose key names a credential. A value that is one word of
+    # letters (lowercase, or a capital then lowercase) is prose, not a credential: "write_key: expected
+    # type string" and "invalid_api_key: Incorrect API key" keep their words. Configured secrets are
+    # masked by value whatever their shape.
     (
         re.compile(
             r"(?i)([\"']?(?<![a-z0-9])(?:api[_-]?key|x-api-key|write[_-]?key|password|passwd|secret|access[_-]?token)"
-            r"[\"']?\s*[:=]\s*[\"']?)(?!(?-i:[a-z]+)(?:[\s\"',;&})\]]|$))([^\s\"',;&})\]]{4,})"
+            r"[\"']?\s*[:=]\s*[\"']?)(?!(?-i:[A-Z]?[a-z]+)(?:[\s\"',;&})\]]|$))([^\s\"',;&})\]]{4,})"
         ),
         r"\1" + REDACTED,
     ),
