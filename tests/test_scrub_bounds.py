@@ -8,6 +8,9 @@ import synthralos_tests  # noqa: F401
 import json
 import unittest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
@@ -161,6 +164,26 @@ class RedisBoundsTest(BoundsContract, unittest.TestCase):
         ok, result = BullMQAddJob(config=config, action_service=self.action_service).run(
             queue="q" * 300, name="n")
         self.assertEqual((ok, result), (False, {"error": "queue must be at most 256 characters"}))
+
+
+class DeadLetterSizeTest(unittest.TestCase):
+    @settings(max_examples=60, deadline=None)
+    @given(texts=st.lists(st.one_of(st.text(max_size=3000),  # and long runs of one character, astral ones too
+                                    st.tuples(st.characters(), st.integers(1000, 20000)).map(lambda c: c[0] * c[1])),
+                          min_size=1, max_size=12),
+           keys=st.integers(min_value=0, max_value=12000),
+           name=st.one_of(st.text(max_size=300), st.just("n" * 100000)))  # the event's name comes from outside
+    def test_a_letter_never_exceeds_its_bytes(self, texts, keys, name):
+        # Big strings, any characters (JSON may escape one in 12 bytes), or very many small keys.
+        event = {"messageId": "m-1", "type": "track", "event": name,
+                 "properties": dict({"t%d" % i: t for i, t in enumerate(texts)}, **{"k%d" % i: i for i in range(keys)})}
+        letter = outbox_module.bounded_letter_event(event)
+        self.assertLessEqual(len(json.dumps(letter, separators=(",", ":")).encode("utf-8")),
+                             outbox_module.MAX_DEAD_LETTER_BYTES)
+        if len(json.dumps(event, separators=(",", ":")).encode("utf-8")) <= outbox_module.MAX_DEAD_LETTER_BYTES:
+            self.assertEqual(letter, event)  # a letter that fits is kept whole
+        else:
+            self.assertEqual(letter["messageId"], "m-1")
 
 
 class RedactionMasksOnlyTheSecretTest(unittest.TestCase):

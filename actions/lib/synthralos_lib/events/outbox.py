@@ -202,7 +202,9 @@ def bounded_letter_event(event):
     cut = scrub_result(event, (), DEAD_LETTER_CUT_CHARS)
     if len(json.dumps(cut, separators=(",", ":")).encode("utf-8")) <= MAX_DEAD_LETTER_BYTES:
         return cut
-    ids = dict((k, event.get(k)) for k in ("messageId", "type", "event") if isinstance(event, dict))
+    # `text` is ASCII (json.dumps escapes the rest): stored again as JSON, a character takes at most 2 bytes.
+    ids = dict((k, scrub_and_cap(event.get(k), 256)) for k in ("messageId", "type", "event")
+               if isinstance(event, dict) and isinstance(event.get(k), str))
     return dict(ids, dead_letter_cut=scrub_and_cap(text, MAX_DEAD_LETTER_BYTES // 8, note_cut=True))
 
 
