@@ -1,5 +1,8 @@
 from synthralos_lib.action_base import SynthralosAction
+from synthralos_lib.state.validation import check_text
 from synthralos_lib.streams import bullmq
+
+MAX_NAME_CHARS = 256  # queue, job name and job id: each is echoed in the result (and its key)
 
 
 class BullMQAddJob(SynthralosAction):
@@ -8,6 +11,11 @@ class BullMQAddJob(SynthralosAction):
     def run(self, queue, name, data=None, job_id=None, attempts=None, backoff_type=None, backoff_delay_ms=None,
             delay_ms=None, priority=None, remove_on_complete=None, remove_on_fail=None, lifo=False, prefix=None):
         options = bullmq.bullmq_settings(self.settings)
+        try:
+            for field, value in (("queue", queue), ("name", name), ("job_id", job_id), ("prefix", prefix)):
+                check_text(value, field, max_chars=MAX_NAME_CHARS, required=field in ("queue", "name"))
+        except ValueError as exc:
+            return False, {"error": str(exc)}
         try:
             opts = bullmq.job_options(
                 attempts=attempts, backoff_type=backoff_type, backoff_delay_ms=backoff_delay_ms, delay_ms=delay_ms,

@@ -1,5 +1,5 @@
 from synthralos_lib.cron.action import CronBackoffAction
-from synthralos_lib.cron.backoff import InvalidJobId
+from synthralos_lib.cron.backoff import CorruptState, InvalidJobId
 from synthralos_lib.state.store import StoreError
 
 
@@ -10,9 +10,12 @@ class CronBackoffStatus(CronBackoffAction):
         backoff = self.backoff()
         try:
             if job_id:
-                return self.scrub(backoff.status(job_id))
-            jobs = backoff.status()
-        except (InvalidJobId, StoreError) as exc:
-            return False, {"job_id": job_id or None, "error": self.scrub(str(exc))}
-        return self.scrub({"enabled": backoff.enabled, "count": len(jobs),
-                           "disabled": sum(1 for j in jobs if j["disabled"]), "jobs": jobs})
+                return backoff.status(job_id)
+            listing = backoff.listing()
+        except (InvalidJobId, CorruptState, StoreError) as exc:
+            return False, {"job_id": job_id or None, "error": str(exc)}  # scrubbed and capped by the action guard
+        jobs = listing["jobs"]
+        for corrupt in listing["corrupt"]:
+            self.logger.warning("[CronBackoff] skipped in the listing: %s", corrupt["error"])
+        return {"enabled": backoff.enabled, "count": len(jobs), "disabled": sum(1 for j in jobs if j["disabled"]),
+                "jobs": jobs, "corrupt": listing["corrupt"]}

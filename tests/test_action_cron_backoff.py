@@ -112,7 +112,7 @@ class CronBackoffActionsContract(StoreBackendMixin):
         result = self.run_action(CronBackoffRecord, config=config, job_id="job-1", succeeded=False, error="boom")
         self.assertEqual((result["recorded"], result["events"]), (False, []))
         self.assertEqual(self.run_action(CronBackoffStatus, config=config),
-                         {"enabled": False, "count": 0, "disabled": 0, "jobs": []})
+                         {"enabled": False, "count": 0, "disabled": 0, "jobs": [], "corrupt": []})
 
 
 class DatastoreCronBackoffActionsTest(CronBackoffActionsContract, unittest.TestCase):

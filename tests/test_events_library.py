@@ -246,7 +246,7 @@ class SimilarityTest(unittest.TestCase):
             {"score": 0.707107, "percent": 70.71, "threshold": 0.7, "above_threshold": True, "method": "cosine",
              "score_computed": True, "action_taken": "flagged", "flagged_content": "bad"},
         )
-        self.assertEqual(props["prompt"], "p" * 1000)
+        self.assertEqual(props["prompt"], "p" * 997 + "...")  # scrubbed, then cut, and says so
         given_score = similarity_event(corr, 0.9, score=0.5, method="euclidean", action_taken="warned")["properties"]
         self.assertEqual((given_score["score"], given_score["action_taken"], given_score["score_computed"]), (0.5, "warned", False))
         below = similarity_event(corr, 0.9, score=0.5)["properties"]

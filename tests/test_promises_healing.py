@@ -21,7 +21,7 @@ from get_failure_history import GetFailureHistoryAction
 from log_llm_cost import LogLlmCost
 from log_prompt_similarity import LogPromptSimilarity
 from record_failure import RecordFailureAction
-from synthralos_lib.action_base import ActionInputError, SynthralosAction
+from synthralos_lib.action_base import ActionInputError, ActionInternalError, SynthralosAction
 from synthralos_lib.healing.detection import MAX_EVIDENCE, MAX_FAILED_TOOLS, MAX_INPUT_CHARS, detect_failure
 from synthralos_lib.healing.execution import StepInvalid
 from synthralos_lib.state.store import DatastoreStore
@@ -112,14 +112,25 @@ class ClearAnswersTest(_Base):
         for cls, params, message in cases:
             self.assertEqual(self.action(cls).run(**params), (False, {"error": message}), cls.__name__)
 
-    def test_a_raw_type_error_becomes_a_named_input_error(self):
+    def test_an_internal_error_says_where_and_a_parameter_error_blames_the_input(self):
+        def pick(items):  # deep in the code: an IndexError is the pack's bug, not the operator's input
+            return items[3]
+
         class Broken(SynthralosAction):
             def run(self, value):
-                return value["missing"] + 1
+                return pick([value]) + 1
 
-        with self.assertRaises(ActionInputError) as caught:
+        with self.assertRaises(ActionInternalError) as caught:
             Broken(config={}, action_service=self.action_service).run({})
-        self.assertEqual(str(caught.exception), "Broken could not process its input (KeyError: 'missing')")
+        line = pick.__code__.co_firstlineno + 1
+        self.assertEqual(str(caught.exception), "Broken failed inside the pack at test_promises_healing:pick:%d "
+                                                "(IndexError: list index out of range); this is a bug in the pack, "
+                                                "not a problem with the input" % line)
+        # The call of run itself refused the parameters: that is the input.
+        with self.assertRaises(ActionInputError) as caught:
+            Broken(config={}, action_service=self.action_service).run({}, no_such_parameter=1)
+        self.assertRegex(str(caught.exception),
+                         r"^Broken could not take its parameters \(TypeError: .*no_such_parameter")
 
 
 class BoundedShapesTest(_Base):

@@ -1,8 +1,8 @@
 """Issue 9 item 5: distinctive secrets fed through every self-healing action and the
 agent_recovery workflow never reach a log line, a result, stored state (st2 datastore
 and real Redis) or anything a real local server received, except the legitimate
-auth header. Each secret starts with a unique marker, so a prefix left by a
-truncation is caught too."""
+auth header. Each secret starts with a unique marker, and any 6-character piece of a
+secret counts as a leak, so a prefix or a tail left by a truncation is caught too."""
 
 import synthralos_tests  # noqa: F401
 
@@ -14,7 +14,7 @@ from st2tests.mocks.sensor import MockSensorService, MockSensorWrapper
 
 from synthralos_tests.agent_api_server import AgentPlatformServer
 from synthralos_tests.base import StoreBackendMixin, merge
-from synthralos_tests.http_server import Reply, malformed_json
+from synthralos_tests.http_server import Reply, StubHTTPServer, malformed_json
 from synthralos_tests.llm_provider import LLMProviderServer
 from synthralos_tests.rudderstack_sink import BATCH_PATH, RudderStackSink
 from synthralos_tests.healing import recovery_actions
@@ -26,15 +26,18 @@ from execute_repair_step import ExecuteRepairStepAction
 from forward_event import ForwardEvent
 from generate_repair_plan import GenerateRepairPlanAction
 from get_failure_history import GetFailureHistoryAction
+from health_check import HealthCheck
 from record_failure import RecordFailureAction
 from synthralos_lib.state.config import ConfigError, load_config
 
 AGENT_KEY = "ZETAagentkey7f3b9c1d2e4f"
-PLANNER_KEY = "OMEGAsk-planner-5a6b7c8d9e"
+PLANNER_KEY = "OMEGAsk-qx8w-5a6b7c8d9e"
 WRITE_KEY = "SIGMAwritekey918273645"
 BEARER = "KAPPAtoken00112233445566"
 URL_PASSWORD = "LAMBDApw55667788"
 MARKERS = ("ZETA", "OMEGA", "SIGMA", "KAPPA", "LAMBDA")
+SECRETS = (AGENT_KEY, PLANNER_KEY, WRITE_KEY, BEARER, URL_PASSWORD)
+PIECES = sorted(set(secret[i:i + 6] for secret in SECRETS for i in range(len(secret) - 5)))
 # Texts that put the secrets where the old code cut (300 and 80 characters): scrubbing after
 # the cut left the first characters of the key behind.
 LEAKY_ERROR = ("e" * 280 + " key " + AGENT_KEY + " Authorization: Bearer " + BEARER +
@@ -124,7 +127,7 @@ class SecretSweepContract(StoreBackendMixin):
     def assert_no_marker(self, where, texts):
         for text in texts:
             text = text if isinstance(text, str) else json.dumps(text, default=repr)
-            for marker in MARKERS:
+            for marker in MARKERS + tuple(PIECES):
                 self.assertNotIn(marker, text, "%s leaks %s: ...%s..." % (
                     where, marker, text[max(0, text.find(marker) - 60): text.find(marker) + 40]))
 
@@ -204,6 +207,33 @@ class SecretSweepContract(StoreBackendMixin):
         refused = [line for line in self.capture.lines if line.startswith("[RudderStack] configuration error")]
         self.assertEqual(len(refused), 2, self.capture.lines)  # the action's inline attempt, the sensor's
         self.assertEqual(len(sink.requests("POST", BATCH_PATH)), 2)
+        self.assert_swept()
+
+    def test_health_check_error_texts(self):
+        # A platform whose failing health endpoint quotes our key, in ten places around the 300-character
+        # cut of an error text: before the fix the cut came first and left 6-14 characters of the key.
+        answers = [Reply(503, "h" * (280 + offset) + " key " + AGENT_KEY + " then more text " + "z" * 40)
+                   for offset in range(0, 20, 2)]
+        self.agents.script("GET", self.agents.prefix + r"/health", *answers)
+        # Both LLM targets (on one provider server) answer their models probe with the planner key in a page.
+        pages = [Reply(502, "m" * (270 + offset) + " key " + PLANNER_KEY + " more " + "z" * 40)
+                 for offset in range(0, 20, 2) for _ in ("planner", "claude")]
+        StubHTTPServer.script(self.provider, "*", r"/(?P<endpoint>[^/]+)(?P<route>/.*)?", *pages)
+        for _ in answers:
+            report = self.run_action(HealthCheck, include=["agent_api", "llm"], timeout_s=2)
+            self.assertEqual([d["status"] for d in report["dependencies"]], ["degraded"] * 3, report)
+            self.assertIn("agent platform answered 503 hhh", report["dependencies"][0]["error"])
+            self.assertIn("provider answered (502 mmm", report["dependencies"][1]["error"])
+        self.assertEqual(len(self.agents.requests("GET", self.agents.prefix + r"/health")), len(answers))
+        self.assertEqual(len(self.provider.requests("GET")), len(pages))
+        self.assert_swept()
+
+    def test_a_trace_id_holding_a_secret(self):
+        # The trace id comes from the caller; the log suffix is added after the redacting filter has run.
+        for trace_context in ({"trace_id": "tr-" + AGENT_KEY}, {"trace_id": "Authorization: Bearer " + BEARER}):
+            self.run_action(RecordFailureAction, agent_id="agent-1", execution_id="exec-2", outcome="escalated",
+                            trace_context=dict(trace_context, dsn="https://bob:%s@x" % URL_PASSWORD))
+        self.assertTrue(any(line.endswith(" trace_id=tr-***") for line in self.capture.lines), self.capture.lines)
         self.assert_swept()
 
     @skip_unless_orquesta

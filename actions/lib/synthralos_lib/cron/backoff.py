@@ -31,6 +31,7 @@ stored.
 """
 
 import json
+import logging
 import re
 import time
 from datetime import datetime, timezone
@@ -38,6 +39,8 @@ from datetime import datetime, timezone
 from synthralos_lib.cron import schedule
 from synthralos_lib.state.redaction import scrub_and_cap
 from synthralos_lib.state.store import KEEP
+
+LOG = logging.getLogger(__name__)
 
 KEY_PREFIX = "cron."
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -67,6 +70,10 @@ EVENT_PROBE = "cron_job_probe"
 
 class InvalidJobId(ValueError):
     """A job id the store keys cannot carry."""
+
+
+class CorruptState(ValueError):
+    """A job's stored backoff document cannot be read (edited by hand, written by another version)."""
 
 
 def iso(epoch):
@@ -206,14 +213,35 @@ class CronBackoff(object):
                 "state": self.view(job_id, None)}
 
     def status(self, job_id=None):
-        """One job's view, or every job in backoff or disabled (sorted by job id)."""
+        """One job's view (CorruptState if its stored document cannot be read), or every job in backoff or
+        disabled (sorted by job id; corrupt documents are skipped: `listing` reports them)."""
         if job_id is not None:
-            return self.view(job_id, self.store.get(self._key(job_id)))
-        views = []
+            key = self._key(job_id)
+            return self._readable_view(job_id, self.store.get(key))
+        return self.listing()["jobs"]
+
+    def listing(self):
+        """{"jobs": every job in backoff or disabled, "corrupt": [{"job_id", "error"}]}: one corrupt document
+        is reported and skipped, never fails the listing of the others."""
+        views, corrupt = [], []
         for key, state in self.store.scan(KEY_PREFIX):
-            if isinstance(state, dict) and state.get("consecutive_failures"):
-                views.append(self.view(key[len(KEY_PREFIX):], state))
-        return sorted(views, key=lambda v: v["job_id"])
+            job_id = scrub_and_cap(key[len(KEY_PREFIX):], 200, self.secrets)
+            try:
+                if not isinstance(state, dict) or state.get("consecutive_failures"):
+                    views.append(self._readable_view(job_id, state))
+            except CorruptState as exc:
+                LOG.warning("[CronBackoff] %s", exc)
+                corrupt.append({"job_id": job_id, "error": str(exc)})
+        return {"jobs": sorted(views, key=lambda v: v["job_id"]), "corrupt": sorted(corrupt, key=lambda c: c["job_id"])}
+
+    def _readable_view(self, job_id, state):
+        try:
+            if state is not None and not isinstance(state, dict):
+                raise TypeError("a %s, not a document" % type(state).__name__)
+            return self.view(job_id, state)
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise CorruptState("the stored backoff state of job %s is corrupt (%s: %s); cron_backoff_reset clears it"
+                               % (job_id, type(exc).__name__, scrub_and_cap(str(exc), 200, self.secrets)))
 
     def view(self, job_id, state, now=None):
         """A JSON-able view of a job's state with its status and next allowed run."""

@@ -31,6 +31,7 @@ import uuid
 from datetime import datetime, timezone
 
 from synthralos_lib.events import pricing, similarity
+from synthralos_lib.state.redaction import ELLIPSIS, scrub_and_cap
 from synthralos_lib.state.validation import check_number, check_numbers
 
 MAX_EVENT_BYTES = 32 * 1024
@@ -127,7 +128,7 @@ def iso_timestamp(value):
         try:
             value = datetime.fromisoformat(text)
         except ValueError:
-            raise EventError("timestamp %r is not ISO-8601" % value[:40])
+            raise EventError("timestamp %r is not ISO-8601" % scrub_and_cap(value, 40))
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     value = value.astimezone(timezone.utc)
@@ -195,8 +196,8 @@ def enforce_size(event, limit=MAX_EVENT_BYTES):
         if excess <= 0:
             break
         keep = max(0, len(text) - excess - 64)
-        marker = "...[trimmed %d chars]" % (len(text) - keep)
-        _set_path(event["properties"], path, text[:keep] + marker)
+        head = scrub_and_cap(text, keep + len(ELLIPSIS))  # scrubbed, then cut (ends in "...")
+        _set_path(event["properties"], path, head + "[trimmed %d chars]" % (len(text) - keep))
         trimmed.append(".".join(str(p) for p in path))
         event["context"]["synthralos"]["trimmed"] = trimmed
     size = event_size(event)
@@ -343,7 +344,7 @@ def _truncate(text, limit=TEXT_LIMIT):
     if text is None:
         return None
     text = str(text)
-    return text if len(text) <= limit else text[:limit]
+    return scrub_and_cap(text, limit)
 
 
 def custom_event(event_name, properties, correlation, timestamp=None, discriminator=""):

@@ -47,12 +47,14 @@ errors, the alert slot) in `events/health.py`.
 import json
 import logging
 import os
+import re
 import socket
 import time
 import uuid
 
 from synthralos_lib.events.health import DataPlaneHealth, alert_payload
 from synthralos_lib.events.rudderstack import RudderStackClient
+from synthralos_lib.state.redaction import scrub_and_cap, scrub_result
 from synthralos_lib.state.store import RedisStore
 
 LOG = logging.getLogger(__name__)
@@ -64,6 +66,14 @@ MAX_UNREADABLE_CHARS = 32768
 CONFIG_ALERT_WINDOW_S = 900
 DIRECT_DEAD_LETTER_KEY = "events.dead_letters"
 DIRECT_DEAD_LETTER_MAX = 1000
+# Dead letters are bounded in bytes, not only in count: one letter's event is cut to MAX_DEAD_LETTER_BYTES
+# of JSON (`bounded_letter_event`), and the oldest letters go once the dead letters hold more than the
+# budget: DEAD_LETTER_BYTES for the Redis stream, DIRECT_DEAD_LETTER_BYTES for the datastore's list (one
+# st2 datastore value, which MongoDB keeps under 16 MB).
+MAX_DEAD_LETTER_BYTES = 64 * 1024
+DEAD_LETTER_BYTES = 64 * 1024 * 1024
+DIRECT_DEAD_LETTER_BYTES = 4 * 1024 * 1024
+DEAD_LETTER_CUT_CHARS = 2048  # each string of a letter's event that is too big is cut to this
 DIRECT_QUEUE_PREFIX = "events.queue."
 DIRECT_QUEUE_DEPTH = "events.queue_depth"  # a hint: +1 per enqueue, set to the true depth by each drain
 DIRECT_QUEUE_MAX = 10000  # the datastore is no bulk store: its queue holds at most this many
@@ -100,6 +110,61 @@ redis.call('HINCRBY', KEYS[2], 'enqueued', 1)
 return {1, id, dropped}
 """
 
+# KEYS: dead stream, stats, outbox stream. ARGV: max_len, max_bytes, group, count (1: count the letters
+# as dead_lettered), n, then n outbox entry ids to ack and delete, then per letter: event json, reason,
+# failed_at, m. In one step: adds the letters (each with its size in "b"), acks the entries, then drops
+# the oldest letters while the stream holds more than max_len letters or max_bytes bytes (the running
+# total is the stats field dead_bytes). Returns the new letters' ids.
+_DEAD_LETTER = """
+local maxlen, maxbytes, group, n = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[5])
+local ids = {}
+for i = 6 + n, #ARGV, 4 do
+  local size = string.len(ARGV[i]) + string.len(ARGV[i + 1])
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i], 'reason', ARGV[i + 1], 'failed_at', ARGV[i + 2],
+                             'm', ARGV[i + 3], 'b', size)
+  redis.call('HINCRBY', KEYS[2], 'dead_bytes', size)
+end
+if n > 0 then
+  local acked = {}
+  for i = 6, 5 + n do acked[#acked + 1] = ARGV[i] end
+  redis.call('XACK', KEYS[3], group, unpack(acked))
+  redis.call('XDEL', KEYS[3], unpack(acked))
+end
+if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[2], 'dead_lettered', #ids) end
+while true do
+  local len = redis.call('XLEN', KEYS[1])
+  local bytes = tonumber(redis.call('HGET', KEYS[2], 'dead_bytes') or '0')
+  if len == 0 then
+    redis.call('HSET', KEYS[2], 'dead_bytes', 0)
+    break
+  end
+  if len <= maxlen and bytes <= maxbytes then break end
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  local size = 0
+  for j = 1, #oldest[2], 2 do
+    if oldest[2][j] == 'b' then size = tonumber(oldest[2][j + 1]) end
+  end
+  redis.call('XDEL', KEYS[1], oldest[1])
+  redis.call('HINCRBY', KEYS[2], 'dead_bytes', -size)
+  redis.call('HINCRBY', KEYS[2], 'dead_letters_dropped', 1)
+end
+return ids
+"""
+
+# KEYS: dead stream, stats. ARGV: ids. Deletes those letters and takes their sizes off dead_bytes.
+_FORGET_LETTERS = """
+for i = 1, #ARGV do
+  local found = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i])[1]
+  if found then
+    for j = 1, #found[2], 2 do
+      if found[2][j] == 'b' then redis.call('HINCRBY', KEYS[2], 'dead_bytes', -tonumber(found[2][j + 1])) end
+    end
+    redis.call('XDEL', KEYS[1], ARGV[i])
+  end
+end
+return #ARGV
+"""
+
 
 def default_reclaim_idle_ms(rudder):
     """How long an entry may sit with a flusher before another flusher takes it.
@@ -118,6 +183,29 @@ def consumer_name():
 
 def _ms_from_id(stream_id):
     return int(stream_id.split("-", 1)[0])
+
+
+_STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+
+
+def is_stream_id(text):
+    """Whether `text` is a full stream id (ms-seq): anything else names no dead letter."""
+    return isinstance(text, str) and _STREAM_ID.match(text) is not None
+
+
+def bounded_letter_event(event):
+    """`event` as a dead letter keeps it: whole when its JSON fits MAX_DEAD_LETTER_BYTES, else with every
+    string scrubbed and cut (saying so), else only its ids and the start of its JSON."""
+    text = json.dumps(event, separators=(",", ":"))
+    if len(text.encode("utf-8")) <= MAX_DEAD_LETTER_BYTES:
+        return event
+    cut = scrub_result(event, (), DEAD_LETTER_CUT_CHARS)
+    if len(json.dumps(cut, separators=(",", ":")).encode("utf-8")) <= MAX_DEAD_LETTER_BYTES:
+        return cut
+    # `text` is ASCII (json.dumps escapes the rest): stored again as JSON, a character takes at most 2 bytes.
+    ids = dict((k, scrub_and_cap(event.get(k), 256)) for k in ("messageId", "type", "event")
+               if isinstance(event, dict) and isinstance(event.get(k), str))
+    return dict(ids, dead_letter_cut=scrub_and_cap(text, MAX_DEAD_LETTER_BYTES // 8, note_cut=True))
 
 
 class FlushReport(object):
@@ -307,7 +395,10 @@ class RedisOutbox(object):
         self.flush_interval_ms = int(rudder.get("flush_interval_ms", 10000))
         self.reclaim_idle_ms = int(reclaim_idle_ms if reclaim_idle_ms is not None else default_reclaim_idle_ms(rudder))
         self._clock = clock
+        self.dead_letter_bytes = DEAD_LETTER_BYTES
         self._enqueue_script = client.register_script(_ENQUEUE)
+        self._dead_letter_script = client.register_script(_DEAD_LETTER)
+        self._forget_letters_script = client.register_script(_FORGET_LETTERS)
         self._group_ready = False
 
     # -- producing ---------------------------------------------------------
@@ -353,7 +444,7 @@ class RedisOutbox(object):
                 try:
                     event = json.loads(fields["e"])
                 except ValueError:
-                    event = {UNREADABLE: fields["e"][:MAX_UNREADABLE_CHARS]}  # kept for the dead letter
+                    event = {UNREADABLE: scrub_and_cap(fields["e"], MAX_UNREADABLE_CHARS)}  # for the dead letter
             out.append((entry_id, event))
         return out
 
@@ -401,29 +492,28 @@ class RedisOutbox(object):
         pipe.execute()
 
     def dead_letter(self, items):
-        """Move [(entry_id or None, event, reason)] to the dead-letter stream, acking the originals atomically."""
-        if not items:
-            return
-        now_ms = int(self._clock() * 1000)
-        pipe = self.redis.pipeline(transaction=True)
-        for entry_id, event, reason in items:
-            pipe.xadd(
-                self.dead_stream,
-                {
-                    "e": json.dumps(event, separators=(",", ":")),
-                    "reason": reason,
-                    "failed_at": now_ms,
-                    "m": event.get("messageId", "") if isinstance(event, dict) else "",
-                },
-                maxlen=self.max_len,
-                approximate=False,
-            )
-        ids = [i for i, _, _ in items if i]
+        """Move [(entry_id or None, event, reason)] to the dead-letter stream and ack the originals, in one
+        atomic step (bounded in count and bytes: `add_letters`)."""
+        if items:
+            now_ms = int(self._clock() * 1000)
+            self.add_letters([(event, reason, now_ms) for _, event, reason in items],
+                             acked=[i for i, _, _ in items if i], count=True)
+
+    def add_letters(self, letters, acked=(), count=False):
+        """Append [(event, reason, failed_at_ms)] to the dead-letter stream, each event cut to
+        MAX_DEAD_LETTER_BYTES, and ack + delete the outbox entries `acked`; the oldest letters go beyond
+        max_len letters or dead_letter_bytes bytes. `count`: count them as dead_lettered. Returns the new ids."""
+        args = [self.max_len, self.dead_letter_bytes, GROUP, 1 if count else 0, len(acked)] + list(acked)
+        for event, reason, failed_at_ms in letters:
+            event = bounded_letter_event(event)
+            args += [json.dumps(event, separators=(",", ":")), scrub_and_cap(reason or "", 1000), failed_at_ms,
+                     (event.get("messageId") or "") if isinstance(event, dict) else ""]
+        return list(self._dead_letter_script(keys=[self.dead_stream, self.stats_key, self.stream], args=args))
+
+    def forget_letters(self, ids):
+        """Delete dead letters (their bytes leave the budget's running total)."""
         if ids:
-            pipe.xack(self.stream, GROUP, *ids)
-            pipe.xdel(self.stream, *ids)
-        pipe.hincrby(self.stats_key, "dead_lettered", len(items))
-        pipe.execute()
+            self._forget_letters_script(keys=[self.dead_stream, self.stats_key], args=list(ids))
 
     def release(self, consumer, ids):
         """Hand entries back for an immediate retry by the next flusher (marks them as idle long enough)."""
@@ -546,6 +636,9 @@ class RedisOutbox(object):
             "waiting": depth - pending,
             "oldest_age_s": oldest_age_s,
             "dead_letters": self.redis.xlen(self.dead_stream),
+            "dead_letter_bytes": int(counters.get("dead_bytes", 0)),
+            "dead_letter_bytes_max": self.dead_letter_bytes,
+            "dead_letters_dropped": int(counters.get("dead_letters_dropped", 0)),
             "max_queue_length": self.max_len,
             "overflow_policy": self.policy,
             "consumers": len(self.redis.xinfo_consumers(self.stream, GROUP)),
@@ -569,7 +662,7 @@ class RedisOutbox(object):
             "reason": fields.get("reason"),
             "failed_at_ms": int(fields.get("failed_at", 0)),
             "event": json.loads(fields["e"]),
-        }
+        }  # (field "b", the letter's size for the byte budget, stays inside)
 
     def replay(self, ids=None, limit=1000, client=None):
         """Dead letters (the given stream ids, or all up to `limit`) back for delivery.
@@ -582,7 +675,8 @@ class RedisOutbox(object):
         if ids:
             found = []
             for entry_id in dict.fromkeys(ids):  # an id given twice is replayed once
-                found.extend(self.redis.xrange(self.dead_stream, entry_id, entry_id))
+                if is_stream_id(entry_id):  # anything else names no letter: not_found, as on the datastore
+                    found.extend(self.redis.xrange(self.dead_stream, entry_id, entry_id))
         else:
             found = self.redis.xrange(self.dead_stream, "-", "+", count=limit)
         if client is not None:
@@ -592,7 +686,7 @@ class RedisOutbox(object):
             event = json.loads(fields["e"])
             outcome = self.enqueue(event)
             if outcome["queued"]:
-                self.redis.xdel(self.dead_stream, entry_id)
+                self.forget_letters([entry_id])
                 replayed.append(entry_id)
             else:
                 rejected.append({"id": entry_id, "reason": outcome["reason"]})
@@ -607,17 +701,12 @@ class RedisOutbox(object):
         delivery, report, outcome = resend(client, self.health, self.data_plane_url, letters)
         delivered = [i for i, what in outcome.items() if what == "delivered"]
         rewritten = [d for d in letters if outcome[d["id"]] not in (None, "delivered")]
-        pipe = self.redis.pipeline(transaction=True)
-        for d in rewritten:  # stream entries cannot change: re-add with the new reason, keep when it first failed
-            pipe.xadd(self.dead_stream, {"e": json.dumps(d["event"], separators=(",", ":")),
-                                         "reason": outcome[d["id"]], "failed_at": d["failed_at_ms"],
-                                         "m": d["message_id"] or ""})
-        gone = delivered + [d["id"] for d in rewritten]
-        if gone:
-            pipe.xdel(self.dead_stream, *gone)
+        # Stream entries cannot change: re-add with the new reason (keeping when it first failed), then
+        # delete the old ones (a crash in between keeps a letter twice, never loses one).
+        new_ids = self.add_letters([(d["event"], outcome[d["id"]], d["failed_at_ms"]) for d in rewritten])
+        self.forget_letters(delivered + [d["id"] for d in rewritten])
         if delivered:
-            pipe.hincrby(self.stats_key, "replayed", len(delivered))
-        new_ids = pipe.execute()[:len(rewritten)]
+            self.redis.hincrby(self.stats_key, "replayed", len(delivered))
         self._record(report)
         return replay_result(letters, outcome, {d["id"]: n for d, n in zip(rewritten, new_ids)}, delivery, ids)
 
@@ -632,6 +721,7 @@ class DirectOutbox(object):
         self.data_plane_url = rudder.get("data_plane_url") or ""
         self.batch_size = int(rudder.get("batch_size", 20))
         self.max_len = min(int(rudder.get("max_queue_length", 100000)), DIRECT_QUEUE_MAX)
+        self.dead_letter_bytes = DIRECT_DEAD_LETTER_BYTES
         self.health = health or DataPlaneHealth.for_settings(store, rudder, clock=clock)
 
     where = "st2_datastore:synthralos." + DIRECT_QUEUE_PREFIX + "*"
@@ -674,13 +764,15 @@ class DirectOutbox(object):
 
     def _dead_letter(self, items):
         for event, reason in items:
-            self.store.list_push(
-                DIRECT_DEAD_LETTER_KEY,
-                {"id": uuid.uuid4().hex, "message_id": event.get("messageId"), "reason": reason,
-                 "failed_at_ms": int(self._clock() * 1000), "event": event},
-                max_len=DIRECT_DEAD_LETTER_MAX,
-            )
+            self._push_letter({"id": uuid.uuid4().hex, "message_id": event.get("messageId"),
+                               "reason": scrub_and_cap(reason or "", 1000), "failed_at_ms": int(self._clock() * 1000),
+                               "event": bounded_letter_event(event)})
         self._count("dead_lettered", len(items))
+
+    def _push_letter(self, letter):
+        """Newest first; at most DIRECT_DEAD_LETTER_MAX letters and dead_letter_bytes bytes (the oldest go)."""
+        self.store.list_push(DIRECT_DEAD_LETTER_KEY, letter, max_len=DIRECT_DEAD_LETTER_MAX,
+                             max_bytes=self.dead_letter_bytes)
 
     def _note(self, delivery):
         self._count("delivered", len(delivery.delivered))
@@ -756,6 +848,7 @@ class DirectOutbox(object):
 
     def stats(self):
         waiting = self.waiting(DIRECT_QUEUE_MAX)
+        letters = self.store.list_range(DIRECT_DEAD_LETTER_KEY)
         oldest_age_s = None
         if waiting:
             oldest_age_s = round(max(0.0, self._clock() - int(waiting[0][0].split(".")[2]) / 1000.0), 3)
@@ -765,7 +858,9 @@ class DirectOutbox(object):
             "pending": 0,
             "waiting": len(waiting),
             "oldest_age_s": oldest_age_s,
-            "dead_letters": len(self.store.list_range(DIRECT_DEAD_LETTER_KEY)),
+            "dead_letters": len(letters),
+            "dead_letter_bytes": sum(len(json.dumps(d).encode("utf-8")) for d in letters),
+            "dead_letter_bytes_max": self.dead_letter_bytes,
             "max_queue_length": self.max_len,
             "overflow_policy": "reject_new",
             "consumers": 0,
@@ -793,7 +888,7 @@ class DirectOutbox(object):
         # Rewrite the list (oldest pushed first so the newest stays at the head).
         self.store.delete(DIRECT_DEAD_LETTER_KEY)
         for d in keep:
-            self.store.list_push(DIRECT_DEAD_LETTER_KEY, d, max_len=DIRECT_DEAD_LETTER_MAX)
+            self._push_letter(d)
         self._note(delivery)
         self._count("replayed", len(delivery.delivered))
         return replay_result(chosen, outcome, {}, delivery, ids)

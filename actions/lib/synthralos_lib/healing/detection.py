@@ -302,7 +302,7 @@ def _failed_tools(result, secrets=()):
         if not isinstance(item, dict):
             continue
         status = item.get("status")
-        status = status.strip().lower()[:MAX_NAME_CHARS] if isinstance(status, str) else ""
+        status = scrub_and_cap(status.strip(), MAX_NAME_CHARS).lower() if isinstance(status, str) else ""
         if status in TOOL_FAILED_STATUSES or item.get("error"):
             failed.append(
                 {

@@ -54,7 +54,6 @@ MISCONFIGURED = "misconfigured"
 NOT_CONFIGURED = "not_configured"
 STATUSES = (OK, DEGRADED, DOWN, MISCONFIGURED, NOT_CONFIGURED)
 
-ANTHROPIC_VERSION = "2023-06-01"
 MAX_ERROR_CHARS = 300
 DATASTORE_PROBE_KEY = "ops.health_probe"
 
@@ -70,9 +69,10 @@ def _result(name, kind, status, started, error=None, details=None):
     }
 
 
-def _short(text):
-    # Scrubbed before it is cut: the action scrubs the report again, but a cut secret would not match then.
-    return scrub_and_cap(" ".join(str(text).split()), MAX_ERROR_CHARS)
+def _short(text, secrets):
+    # Scrubbed of the configured secrets before it is cut: the action scrubs the report again, but a
+    # secret cut in half would not match then.
+    return scrub_and_cap(" ".join(str(text).split()), MAX_ERROR_CHARS, secrets)
 
 
 # -- HTTP -------------------------------------------------------------------
@@ -92,7 +92,7 @@ def _http(session, method, url, timeout_s, headers=None, body=None, auth=None):
     response = session.request(method, url, headers=headers, data=body, auth=auth, timeout=(timeout_s, timeout_s),
                                allow_redirects=False)
     try:
-        text = response.text[:2000]
+        text = response.text  # whole: cutting it here would cut a secret before it is scrubbed (`_short`)
     finally:
         response.close()
     return response.status_code, text
@@ -113,7 +113,7 @@ def _network_error(exc, timeout_s):
             if marker in reason:
                 return "connection failed: %s" % said
         return "connection failed (%s)" % type(exc).__name__
-    return "%s: %s" % (type(exc).__name__, exc)
+    return "%s: %s" % (type(exc).__name__, _short(exc, ()))  # the action's secrets are in force
 
 
 def _probe_http(name, kind, method, url, timeout_s, judge, headers=None, body=None, auth=None, session=None):
@@ -130,7 +130,7 @@ def _probe_http(name, kind, method, url, timeout_s, judge, headers=None, body=No
     return _result(name, kind, health, started, error, details)
 
 
-def check_rudderstack(rudder, timeout_s, session=None):
+def check_rudderstack(rudder, timeout_s, session=None, secrets=()):
     name = "rudderstack"
     if not rudder.get("write_key"):
         return _result(name, "rudderstack", NOT_CONFIGURED, None, "rudderstack.write_key is not set; events are not sent")
@@ -140,19 +140,19 @@ def check_rudderstack(rudder, timeout_s, session=None):
         body = text.strip()
         if 200 <= status < 300 or status == 400:
             # 400: the empty probe batch was refused after the write key was accepted.
-            return OK, None, {"answer": _short(body)}
+            return OK, None, {"answer": _short(body, secrets)}
         if status == 401:
-            return MISCONFIGURED, "write key refused (401 %s)" % _short(body), {}
+            return MISCONFIGURED, "write key refused (401 %s)" % _short(body, secrets), {}
         if status == 404:
-            return MISCONFIGURED, "source disabled or wrong data_plane_url (404 %s)" % _short(body), {}
-        return DEGRADED, "data plane answered %d %s" % (status, _short(body)), {}
+            return MISCONFIGURED, "source disabled or wrong data_plane_url (404 %s)" % _short(body, secrets), {}
+        return DEGRADED, "data plane answered %d %s" % (status, _short(body, secrets)), {}
 
     return _probe_http(name, "rudderstack", "POST", url, timeout_s, judge,
                        headers={"Content-Type": "application/json"}, body=json.dumps({"batch": []}),
                        auth=(rudder["write_key"], ""), session=session)
 
 
-def check_agent_api(agent_api, timeout_s, session=None):
+def check_agent_api(agent_api, timeout_s, session=None, secrets=()):
     name = "agent_api"
     base = (agent_api.get("base_url") or "").rstrip("/")
     if not base:
@@ -170,7 +170,7 @@ def check_agent_api(agent_api, timeout_s, session=None):
         if status == 404:
             return health, "no GET /health at agent_api.base_url (404): wrong base_url or the platform " \
                            "does not implement docs/agent_api.md's health endpoint", {}
-        return health, "agent platform answered %d %s" % (status, _short(text)), {}
+        return health, "agent platform answered %d %s" % (status, _short(text, secrets)), {}
 
     verify = agent_api.get("verify_tls", True)
     import requests
@@ -180,7 +180,7 @@ def check_agent_api(agent_api, timeout_s, session=None):
     return _probe_http(name, "agent_api", "GET", base + "/health", timeout_s, judge, headers=headers, session=session)
 
 
-def check_llm_target(target, timeout_s, session=None):
+def check_llm_target(target, timeout_s, session=None, secrets=()):
     from synthralos_lib.llm.client import models_probe
 
     name = "llm:%s" % target.get("name")
@@ -194,7 +194,8 @@ def check_llm_target(target, timeout_s, session=None):
         health = _http_status_class(status)
         if health != OK:
             what = {401: "API key refused", 403: "API key lacks permission", 404: "no models endpoint: wrong base_url"}
-            error = "%s (%d %s)" % (what.get(status, "provider answered"), status, _short(_provider_message(text)))
+            said = _short(_provider_message(text), secrets)
+            error = "%s (%d %s)" % (what.get(status, "provider answered"), status, said)
             return health, error, {}
         listed = _listed_models(text)
         details = {"models_listed": len(listed) if listed is not None else None,
@@ -231,7 +232,7 @@ def _listed_models(text):
 # -- Redis and the st2 datastore ------------------------------------------------
 
 
-def check_redis(url, timeout_s, slow_ms):
+def check_redis(url, timeout_s, slow_ms, secrets=()):
     name = "redis"
     if not url:
         return _result(name, "redis", NOT_CONFIGURED, None, "redis.url is not set; state lives in the st2 datastore")
@@ -256,16 +257,18 @@ def check_redis(url, timeout_s, slow_ms):
         details["ping_ms"] = ping_ms
         details.update(redis_persistence(client))  # the outbox's durability, as get_queue_stats reports it
     except redis.AuthenticationError as exc:
-        return _result(name, "redis", MISCONFIGURED, started, "authentication failed: %s" % _short(exc), details)
+        return _result(name, "redis", MISCONFIGURED, started, "authentication failed: %s" % _short(exc, secrets),
+                       details)
     except redis.ResponseError as exc:
         if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) or "NOPERM" in str(exc):
-            return _result(name, "redis", MISCONFIGURED, started, "authentication failed: %s" % _short(exc), details)
-        return _result(name, "redis", DEGRADED, started, "redis error: %s" % _short(exc), details)
+            return _result(name, "redis", MISCONFIGURED, started, "authentication failed: %s" % _short(exc, secrets),
+                       details)
+        return _result(name, "redis", DEGRADED, started, "redis error: %s" % _short(exc, secrets), details)
     except (redis.TimeoutError, socket.timeout) as exc:
         return _result(name, "redis", DOWN, started, "no answer within %.1fs (%s)" % (timeout_s, type(exc).__name__),
                        details)
     except redis.RedisError as exc:
-        return _result(name, "redis", DOWN, started, "unreachable: %s" % _short(exc), details)
+        return _result(name, "redis", DOWN, started, "unreachable: %s" % _short(exc, secrets), details)
     finally:
         try:
             client.close()
@@ -284,7 +287,7 @@ def check_redis(url, timeout_s, slow_ms):
     return _result(name, "redis", DEGRADED if problems else OK, started, "; ".join(problems) or None, details)
 
 
-def check_datastore(service):
+def check_datastore(service, secrets=()):
     """A set/get/delete round trip of one probe key through the action service."""
     from synthralos_lib.state.store import DatastoreStore
 
@@ -299,7 +302,7 @@ def check_datastore(service):
         seen = store.get(DATASTORE_PROBE_KEY)
         store.delete(DATASTORE_PROBE_KEY)
     except Exception as exc:
-        return _result(name, "st2_datastore", DOWN, started, "round trip failed: %s" % _short(exc))
+        return _result(name, "st2_datastore", DOWN, started, "round trip failed: %s" % _short(exc, secrets))
     if seen != token:
         return _result(name, "st2_datastore", DEGRADED, started, "the value read back differs from the one written")
     return _result(name, "st2_datastore", OK, started)
@@ -332,14 +335,15 @@ def check_sensors(settings, service, now):
 
 def planned_checks(settings, service, timeout_s, slow_ms, include=None):
     """[(name, callable)] for the configured dependencies, in report order."""
+    secrets = settings.secrets()  # every check's error text is scrubbed of all of them before it is cut
     checks = [
-        ("redis", lambda: check_redis(settings.redis_url, timeout_s, slow_ms)),
-        ("st2_datastore", lambda: check_datastore(service)),
-        ("rudderstack", lambda: check_rudderstack(settings.section("rudderstack"), timeout_s)),
-        ("agent_api", lambda: check_agent_api(settings.section("agent_api"), timeout_s)),
+        ("redis", lambda: check_redis(settings.redis_url, timeout_s, slow_ms, secrets=secrets)),
+        ("st2_datastore", lambda: check_datastore(service, secrets=secrets)),
+        ("rudderstack", lambda: check_rudderstack(settings.section("rudderstack"), timeout_s, secrets=secrets)),
+        ("agent_api", lambda: check_agent_api(settings.section("agent_api"), timeout_s, secrets=secrets)),
     ]
     for target in settings.llm_targets():
-        checks.append(("llm:%s" % target["name"], lambda t=target: check_llm_target(t, timeout_s)))
+        checks.append(("llm:%s" % target["name"], lambda t=target: check_llm_target(t, timeout_s, secrets=secrets)))
     if include:
         wanted = set(include)
         checks = [(n, fn) for n, fn in checks if n in wanted or n.split(":", 1)[0] in wanted]
@@ -355,7 +359,8 @@ def run_checks(checks, timeout_s):
         try:
             results[name] = fn()
         except Exception as exc:  # a bug in a probe must not hide the others
-            results[name] = _result(name, "unknown", DOWN, None, "check raised %s: %s" % (type(exc).__name__, exc))
+            results[name] = _result(name, "unknown", DOWN, None,
+                                    "check raised %s: %s" % (type(exc).__name__, _short(exc, ())))
 
     for name, fn in checks:
         thread = threading.Thread(target=run, args=(name, fn), name="health-%s" % name)

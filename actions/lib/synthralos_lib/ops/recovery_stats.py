@@ -17,6 +17,8 @@ they are best-effort (see state/store.py), which is good enough for metrics.
 
 import time
 
+from synthralos_lib.state.redaction import scrub_and_cap
+
 LOG_KEY = "ops.recoveries"
 INDEX_KEY = "ops.recoveries.index"
 LOG_MAX_LEN = 2000
@@ -29,8 +31,8 @@ FAILURE_OUTCOMES = ("repaired", "escalated", "planned", "recorded", "coalesced",
 
 
 def _label(value):
-    text = str(value or UNKNOWN_TYPE).strip() or UNKNOWN_TYPE
-    return "".join(c if c.isalnum() or c in "_-" else "_" for c in text)[:64]
+    text = scrub_and_cap(str(value or UNKNOWN_TYPE).strip() or UNKNOWN_TYPE, 64)  # scrubbed, then cut
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in text)
 
 
 def total_key(failure_type, outcome):

@@ -11,12 +11,13 @@ when there are none, as in st2's python runner process, where only the action lo
 
 import logging
 
-from synthralos_lib.state.redaction import RedactingFilter
+from synthralos_lib.state.redaction import RedactingFilter, hold_secrets, release_secrets, scrub_and_cap
 
 LIBRARY_LOGGER = "synthralos_lib"
 
 # Where an execution's parameters carry the trace id, in order.
 _TRACE_HOLDERS = ("trace_context", "failure")
+MAX_TRACE_ID_CHARS = 128  # a W3C trace id is 32 hex digits; anything longer is cut (after scrubbing)
 
 
 def trace_id_of(parameters):
@@ -35,11 +36,13 @@ def trace_id_of(parameters):
 
 
 class TraceLogFilter(logging.Filter):
-    """Appends ``trace_id=<id>`` to each record's message (arguments merged first)."""
+    """Appends ``trace_id=<id>`` to each record's message (arguments merged first). The id comes from
+    outside (an execution's parameters): it is scrubbed and capped once, here, as the redacting
+    filter has already run when the suffix is added."""
 
-    def __init__(self, trace_id):
+    def __init__(self, trace_id, secrets=()):
         super(TraceLogFilter, self).__init__()
-        self.suffix = " trace_id=%s" % trace_id
+        self.suffix = " trace_id=%s" % scrub_and_cap(trace_id, MAX_TRACE_ID_CHARS, secrets)
 
     def filter(self, record):
         message = record.getMessage()
@@ -51,21 +54,24 @@ class TraceLogFilter(logging.Filter):
 class guarded_logs(object):
     """Redacting filter (and a TraceLogFilter with a trace id) on every handler that emits the lines of
     `logger`, of the pack library's loggers (existing or created later) and of any logger that propagates
-    to the root. `open()` (or ``with``) puts them on, `close()` takes them off again; opening again
-    replaces them (a sensor's `setup()` may run twice)."""
+    to the root; while open, the secrets are in force for `redaction.scrub_and_cap` too. `open()` (or
+    ``with``) puts them on, `close()` takes them off again; opening again replaces them (a sensor's
+    `setup()` may run twice)."""
 
     def __init__(self, logger, secrets, trace_id=None):
         self.logger = logger
         self.trace_id = trace_id
         self.secrets = secrets
-        self.filters, self.handlers = [], []
+        self.filters, self.handlers, self.held = [], [], []
 
     def open(self, secrets=None):
         """Put the filters on; `secrets` (when given) replaces the secrets to scrub from now on."""
         self.close()
         if secrets is not None:
             self.secrets = secrets
-        self.filters = [RedactingFilter(self.secrets)] + ([TraceLogFilter(self.trace_id)] if self.trace_id else [])
+        self.held = hold_secrets(self.secrets)  # scrub_and_cap scrubs them wherever it is called meanwhile
+        self.filters = [RedactingFilter(self.secrets)] + (
+            [TraceLogFilter(self.trace_id, self.secrets)] if self.trace_id else [])
         registry = logging.Logger.manager.loggerDict
         self.handlers = emitting_handlers([self.logger, logging.getLogger(LIBRARY_LOGGER)] + [
             registry[name] for name in list(registry) if name.startswith(LIBRARY_LOGGER + ".")
@@ -80,6 +86,8 @@ class guarded_logs(object):
             for log_filter in self.filters:
                 handler.removeFilter(log_filter)
         self.handlers = []
+        release_secrets(self.held)
+        self.held = []
 
     __enter__ = open
 

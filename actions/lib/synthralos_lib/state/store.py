@@ -47,6 +47,18 @@ class LockNotAcquired(RuntimeError):
     """`Store.lock` could not take the lock within its wait time."""
 
 
+def _within_bytes(items, max_bytes, encoded=False):
+    """How many of `items` (newest first) fit in `max_bytes` of JSON: at least one; all without a bound."""
+    if max_bytes is None:
+        return len(items)
+    total = 0
+    for count, item in enumerate(items):
+        total += len((item if encoded else json.dumps(item)).encode("utf-8"))
+        if total > max_bytes and count:
+            return count
+    return len(items)
+
+
 class Store(object):
     """Interface shared by both backends. Keys are short strings like `breaker.openai-us`."""
 
@@ -84,8 +96,9 @@ class Store(object):
         """Release the lock if `token` still owns it; return whether it did."""
         raise NotImplementedError
 
-    def list_push(self, key, value, max_len, ttl=None):
-        """Prepend `value` to a list kept at most `max_len` long (newest first)."""
+    def list_push(self, key, value, max_len, ttl=None, max_bytes=None):
+        """Prepend `value` to a list kept at most `max_len` long (newest first) and, with `max_bytes`, at
+        most that many bytes of JSON (the oldest items go; the newest always stays)."""
         raise NotImplementedError
 
     def list_range(self, key, start=0, stop=-1):
@@ -228,11 +241,12 @@ class DatastoreStore(Store):
         self.delete(key)
         return True
 
-    def list_push(self, key, value, max_len, ttl=None):
+    def list_push(self, key, value, max_len, ttl=None, max_bytes=None):
         envelope = self._read(key)
         items = [] if envelope is None else list(envelope["v"])
         items.insert(0, value)
-        self._write(key, items[: max(1, int(max_len))], self._expiry(ttl))
+        items = items[: max(1, int(max_len))]
+        self._write(key, items[: _within_bytes(items, max_bytes)], self._expiry(ttl))
 
     def list_range(self, key, start=0, stop=-1):
         items = self.get(key, default=[])
@@ -409,7 +423,7 @@ class RedisStore(Store):
         released = self._call("EVAL", self.client.eval, _RELEASE_LOCK, 1, self.key("lock." + name), token)
         return bool(released)
 
-    def list_push(self, key, value, max_len, ttl=None):
+    def list_push(self, key, value, max_len, ttl=None, max_bytes=None):
         full = self.key(key)
         pipe = self.client.pipeline(transaction=True)
         pipe.lpush(full, json.dumps(value))
@@ -417,6 +431,11 @@ class RedisStore(Store):
         if ttl is not None:
             pipe.pexpire(full, max(1, int(float(ttl) * 1000)))
         self._call("LPUSH", pipe.execute)
+        if max_bytes is not None:
+            items = self._call("LRANGE", self.client.lrange, full, 0, -1)
+            keep = _within_bytes(items, max_bytes, encoded=True)
+            if keep < len(items):
+                self._call("LTRIM", self.client.ltrim, full, 0, keep - 1)
 
     def list_range(self, key, start=0, stop=-1):
         return [json.loads(item) for item in self._call("LRANGE", self.client.lrange, self.key(key), start, stop)]

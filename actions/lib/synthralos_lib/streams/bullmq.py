@@ -388,9 +388,6 @@ def fingerprint(job_id, job, event_id):
     return "%s|%s|%s" % (job_id, job.get("finishedOn", "-"), job.get("attemptsMade", "-"))
 
 
-def _excerpt(text, limit=80):
-    return text if len(text) <= limit else text[:limit] + "..."
-
 
 def _safe_json(value):
     try:
@@ -790,7 +787,7 @@ class FailureWatcher(object):
         if self.dead_letter_stream:
             self.raw.xadd(self.dead_letter_stream, record, maxlen=self.dead_letter_maxlen, approximate=False)
         self.log.warning("%s BullMQ job %s:%s failed (%s) but was not dispatched, dead-lettered to %s: %s", _LOG,
-                         queue.name, _excerpt(scrub_and_cap(job_id, 200, self.secrets)), event,
+                         queue.name, scrub_and_cap(job_id, 80, self.secrets), event,
                          self.dead_letter_stream or "(none: logged only)", record["reason"])
 
     def _persist(self, queue, marks, cursor):

@@ -373,7 +373,7 @@ def _strict(value, what):
         return value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError("%s is not valid UTF-8 (byte 0x%02x at offset %d)" % (
-            what if what == "a field name" else what[:80], value[exc.start], exc.start))
+            what if what == "a field name" else scrub_and_cap(what, 80), value[exc.start], exc.start))
 
 
 def dead_letter_record(about, fields, reason, entry_bytes, secrets):
@@ -401,8 +401,7 @@ def _fields_json(fields):
 
 
 def _reason(exc):
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 500 else text[:497] + "..."
+    return scrub_and_cap(str(exc) or type(exc).__name__, 500)
 
 
 def connect_factory(url, block_ms, connect_timeout_s=5.0, decode_responses=True):

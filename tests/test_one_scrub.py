@@ -1,0 +1,166 @@
+"""Issue 18 item 4: every cut of text from outside goes through the one scrub-then-cap function
+(`state.redaction.scrub_and_cap`). This walks the pack's sources (actions/, actions/lib/, sensors/)
+with `ast` for cuts -- slices with an end (`[:N]`, `[a:b]`) or a negative start (`[-N:]`), and calls
+named shorten / substring / truncate -- and fails on any that is not in the list below of cuts that
+are not of outside text, each with the reason."""
+
+import ast
+import os
+import unittest
+
+import synthralos_tests  # noqa: F401
+
+from synthralos_lib.state.config import PACK_ROOT
+
+SOURCES = ("actions", "sensors")
+CUT_CALLS = ("shorten", "substring", "truncate")
+
+# "path:function: source of the cut" -> why it is not a cut of outside text.
+NOT_OUTSIDE_TEXT = {
+    # The one function itself.
+    "actions/lib/synthralos_lib/state/redaction.py:scrub_and_cap: text[: max(0, limit - len(tail))]":
+        "the one scrub-then-cap: the text is scrubbed on the line above",
+    # Lists, pages and ids the pack makes itself.
+    "actions/lib/synthralos_lib/events/builders.py:Correlation: FIELDS[:7]": "a tuple of field names",
+    "actions/lib/synthralos_lib/events/builders.py:_set_path: path[:-1]": "a path of keys",
+    "actions/lib/synthralos_lib/events/outbox.py:consumer_name: uuid.uuid4().hex[:8]": "a random hex id",
+    "actions/lib/synthralos_lib/events/outbox.py:FlushReport.as_dict: self.dead[:50]": "a list of dead letters",
+    "actions/lib/synthralos_lib/events/outbox.py:RedisOutbox._claim_with_xpending: [p[\"message_id\"] for p in "
+    "pending if p[\"time_since_delivered\"] >= self.reclaim_idle_ms][:count]": "a list of stream ids",
+    "actions/lib/synthralos_lib/events/outbox.py:DirectOutbox.waiting: sorted(found.items(), key=lambda item: "
+    "item[0])[:limit]": "a page of queue entries",
+    "actions/lib/synthralos_lib/events/outbox.py:DirectOutbox.dead_letters: list(reversed(self.store.list_range("
+    "DIRECT_DEAD_LETTER_KEY)))[:limit]": "a page of dead letters",
+    "actions/lib/synthralos_lib/events/outbox.py:DirectOutbox.replay: [d for d in letters if not ids or d[\"id\"] "
+    "in ids][:limit]": "a page of dead letters",
+    "actions/lib/synthralos_lib/events/rudderstack.py:RudderStackClient._send_chunk: chunk[:middle]":
+        "half of a batch of events",
+    "actions/lib/synthralos_lib/events/rudderstack.py:RudderStackClient._post: datetime.now(timezone.utc)"
+    ".strftime(\"%Y-%m-%dT%H:%M:%S.%f\")[:-3]": "our own clock's timestamp, microseconds to milliseconds",
+    "actions/lib/synthralos_lib/state/config.py:_values_at: name[:-2]": "a config schema path ('x[]' -> 'x')",
+    "actions/lib/synthralos_lib/state/shapes.py:_bounded: list(value)[:max_items]": "a list bounded in items",
+    "actions/lib/synthralos_lib/state/store.py:DatastoreStore.list_push: items[: max(1, int(max_len))]":
+        "a list bounded in items",
+    "actions/lib/synthralos_lib/state/store.py:DatastoreStore.list_push: items[: _within_bytes(items, max_bytes)]":
+        "a list bounded in bytes",
+    "actions/lib/synthralos_lib/state/store.py:DatastoreStore.items: out[offset : offset + limit]": "a page of keys",
+    "actions/lib/synthralos_lib/state/store.py:_lrange: items[start : stop + 1]": "LRANGE over a list",
+    "actions/lib/synthralos_lib/healing/detection.py:detect_failure: evidence[:MAX_EVIDENCE]": "a list of evidence",
+    "actions/lib/synthralos_lib/healing/detection.py:_failed_tools: tools[:MAX_TOOL_RESULTS_SCANNED]":
+        "a list of tool results",
+    "actions/lib/synthralos_lib/healing/history.py:check_entry_inputs: (attempts or [])[:MAX_ATTEMPTS]":
+        "a list of attempts",
+    "actions/lib/synthralos_lib/healing/plans.py:rule_plan: steps[:MAX_STEPS]": "a list of plan steps",
+    "actions/lib/synthralos_lib/healing/plans.py:_retry_tools: (failure.get(\"failed_tools\") or [])[:3]":
+        "a list of tools",
+    "actions/lib/synthralos_lib/llm/routing.py:resolve_chain: chain[:1]": "a list of LLM targets",
+    "actions/lib/synthralos_lib/healing/failure_trigger.py:_evidence: list(found.get(\"evidence\") or [])"
+    "[:EVIDENCE_ITEMS]": "a list of evidence",
+    "actions/lib/synthralos_lib/healing/failure_trigger.py:_evidence: list(found.get(\"failed_tools\") or [])"
+    "[:EVIDENCE_ITEMS]": "a list of tools",
+    # Text that is outside text but bounded before it is scrubbed and capped again, shorter.
+    "actions/lib/synthralos_lib/healing/detection.py:_safe_text: value[: MAX_INPUT_CHARS * 2]":
+        "a pre-bound: every caller passes it to scrub_and_cap with a limit of at most MAX_INPUT_CHARS, so no "
+        "character near this cut survives",
+    "actions/lib/synthralos_lib/healing/detection.py:_safe_text: json.dumps(value, default=lambda item: \"<%s>\" % "
+    "type(item).__name__)[: MAX_INPUT_CHARS * 2]": "the same pre-bound",
+    # Lists, digests and configuration, not text from outside.
+    "actions/lib/synthralos_lib/healing/detection.py:_check_invalid_output: _validation_texts(result)[:3]":
+        "a list of validator messages, each already scrubbed and capped",
+    "actions/lib/synthralos_lib/healing/detection.py:validation_errors: _validation_texts(result)[:MAX_VALIDATION_ERRORS]":
+        "the same list",
+    "actions/lib/synthralos_lib/healing/detection.py:_validation_texts: errors[:MAX_VALIDATION_ERRORS]":
+        "a list of validator errors",
+    "actions/lib/synthralos_lib/healing/detection.py:_validation_texts: path[:20]": "a list of path parts",
+    "actions/lib/synthralos_lib/healing/recovery.py:trusted_failure: checks[: detection.MAX_EVIDENCE]":
+        "a list of evidence items",
+    "actions/lib/synthralos_lib/healing/recovery.py:trusted_failure: tools[: detection.MAX_FAILED_TOOLS]":
+        "a list of tools",
+    "actions/lib/synthralos_lib/healing/storm.py:_digest: hashlib.sha1(text.encode(\"utf-8\")).hexdigest()[:16]":
+        "a digest",
+    "actions/lib/synthralos_lib/llm/client.py:account_of: hashlib.sha256(key.encode(\"utf-8\")).hexdigest()[:12]":
+        "a digest (the key itself is never kept)",
+    "actions/lib/synthralos_lib/llm/client.py:_azure_root: base_url[:marker]": "configuration, not outside text",
+    "actions/lib/synthralos_lib/llm/errors.py:wait_in_message: message[:2000]":
+        "bounds a regex search; the text is never returned",
+    "actions/lib/synthralos_lib/streams/consumer.py:StreamConsumer._process: list(self._attempts.items())[-self.batch:]":
+        "a list of attempt counters",
+    # Outside text scrubbed whole before it is cut.
+    "actions/lib/synthralos_lib/healing/storm.py:fingerprint: \" \".join(text.split())[:FINGERPRINT_CHARS]":
+        "scrub_and_cap ran on the text first; this cuts the normalised form",
+    "actions/lib/synthralos_lib/healing/failure_trigger.py:cap_raw: text[: (limit - 64) // 2]":
+        "build_failure scrubs the whole payload (scrub_if_needed) before raw is capped",
+    "actions/lib/synthralos_lib/healing/failure_trigger.py:cap_raw: excerpt[: int(len(excerpt) * 0.9)]": "the same",
+    "actions/lib/synthralos_lib/healing/failure_trigger.py:_clip: text[: limit - 3]":
+        "the same: every text clipped here comes from the payload scrubbed whole in build_failure",
+    "actions/lib/synthralos_lib/healing/trigger_payload.py:_first_line: text[:297]":
+        "st2's refusal of a payload that build_failure scrubbed whole before checking it",
+    "actions/lib/synthralos_lib/streams/consumer.py:dead_letter_record: text[: max(0, int(len(text) * 0.8) - 3)]":
+        "already scrubbed by scrub_and_cap just above; shortened further to fit a byte budget",
+    "actions/lib/synthralos_lib/healing/execution.py:simplify_query: text[:max_chars]":
+        "the agent's own input (already scrubbed by detection), shortened at a sentence end for a re-run",
+    "actions/lib/synthralos_lib/healing/execution.py:simplify_query: head[: ends[-1]]": "the same",
+    "actions/lib/synthralos_lib/healing/execution.py:simplify_query: head[:cut]": "the same",
+}
+
+
+
+def _cuts(path, source):
+    """["path:function: source"] of every cut in one file."""
+    tree = ast.parse(source)
+    found = []
+
+    def visit(node, where):
+        for child in ast.iter_child_nodes(node):
+            inner = where
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                inner = "%s.%s" % (where, child.name) if isinstance(node, ast.ClassDef) else child.name
+            cut = False
+            if isinstance(child, ast.Subscript) and isinstance(child.slice, ast.Slice):
+                lower = child.slice.lower
+                negative_start = isinstance(lower, ast.UnaryOp) and isinstance(lower.op, ast.USub)
+                cut = child.slice.upper is not None or negative_start
+            elif isinstance(child, ast.Call):
+                cut = getattr(child.func, "attr", getattr(child.func, "id", None)) in CUT_CALLS
+            if cut:
+                found.append("%s:%s: %s" % (path, where or "<module>", ast.get_source_segment(source, child)))
+            visit(child, inner)
+
+    visit(tree, None)
+    return found
+
+
+def pack_cuts():
+    found = []
+    for top in SOURCES:
+        for folder, _, files in os.walk(os.path.join(PACK_ROOT, top)):
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    path = os.path.join(folder, name)
+                    with open(path) as handle:
+                        found.extend(_cuts(os.path.relpath(path, PACK_ROOT).replace(os.sep, "/"), handle.read()))
+    return found
+
+
+class OneScrubTest(unittest.TestCase):
+    def test_every_cut_of_outside_text_goes_through_scrub_and_cap(self):
+        found = pack_cuts()
+        self.assertGreater(len(found), 20)  # the walk sees the sources
+        unknown = [cut for cut in found if cut not in NOT_OUTSIDE_TEXT]
+        self.assertEqual(unknown, [], "cut outside text with redaction.scrub_and_cap (or list a cut that is "
+                                      "not of outside text in NOT_OUTSIDE_TEXT, with the reason)")
+
+    def test_the_lists_name_only_cuts_that_exist(self):
+        found = set(pack_cuts())
+        self.assertEqual(sorted(set(NOT_OUTSIDE_TEXT) - found), [],
+                         "these listed cuts are no longer in the sources (changed or gone): drop them from the list")
+
+    def test_the_walk_finds_the_kinds_of_cut(self):
+        source = ("def f(text, limit):\n    a = text[:300]\n    b = text[-40:]\n    c = textwrap.shorten(text, 9)\n"
+                  "    d = text[3:]\n    e = text[::2]\n    return text[:limit] + a\n")
+        self.assertEqual(_cuts("x.py", source), ["x.py:f: text[:300]", "x.py:f: text[-40:]",
+                                                 "x.py:f: textwrap.shorten(text, 9)", "x.py:f: text[:limit]"])
+
+
+if __name__ == "__main__":
+    unittest.main()
