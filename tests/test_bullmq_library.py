@@ -106,7 +106,7 @@ class PayloadTest(unittest.TestCase):
         [warning] = logger.warning.call_args_list
         self.assertEqual(warning[0][0] % warning[0][1:], "[Self-Healing] BullMQ job q:%s... failed (failed) but was "
                          "not dispatched, dead-lettered to dead: execution_id must be at most 256 characters"
-                         % ("j" * 80))
+                         % ("j" * 77))
         [(_, dead)] = client.xrange("dead")
         self.assertEqual((dead["queue"], dead["event"], dead["reason"]),
                          ("q", "failed", "execution_id must be at most 256 characters"))

@@ -35,6 +35,7 @@ from synthralos_lib.events.builders import message_id
 from synthralos_lib.events.forwarding import NO_WRITE_KEY
 from synthralos_lib.healing.detection import detect_failure
 from synthralos_lib.healing.plans import plan_repair
+from synthralos_lib.llm.client import account_of
 from synthralos_lib.state.config import load_config
 
 AGENT_KEY = "agent-api-key-7d41c0"
@@ -99,6 +100,7 @@ def without(mapping, *keys):
 
 @unittest.skipUnless(WRAPPER_AVAILABLE, WRAPPER_SKIP_REASON)
 class PythonRunnerWrapperTest(unittest.TestCase):
+    maxDiff = None
     """One test per group of actions that share state; each asserts st2's status and result."""
 
     @classmethod
@@ -209,7 +211,8 @@ class PythonRunnerWrapperTest(unittest.TestCase):
         self.assertEqual(
             {k: outcome[k] for k in ("action", "attempt", "repaired", "new_execution_id", "error", "failure", "request")},
             {"action": "retry_execution", "attempt": 1, "repaired": True, "new_execution_id": "exec-r1", "error": None,
-             "failure": None, "request": {"call": "reexecute", "input": None, "overrides": {}, "tool": None}},
+             "failure": None, "request": {"call": "reexecute", "input": None, "overrides": {}, "repair_context": None,
+                                                           "tool": None}},
         )
         self.assertEqual(
             without(outcome["execution"]),
@@ -270,7 +273,8 @@ class PythonRunnerWrapperTest(unittest.TestCase):
         self.assertEqual(
             without(out, "latency_s", "usage"),
             {"content": "Reply from oa (gpt-4o-mini).", "error_class": None, "error_message": None, "model": "gpt-4o-mini",
-             "ok": True, "provider": "openai", "region": "us", "retry_after_s": None, "status": 200, "target": "oa"},
+             "ok": True, "provider": "openai", "region": "us", "retry_after_s": None, "should_retry": None,
+             "status": 200, "target": "oa", "account": account_of(server.target("oa"))},
         )
         self.assertEqual(len(server.calls("oa")), 1)
         decision = self.assertSucceeded("llm_decide.py", {"outcome": out, "history": []}, config)
@@ -458,6 +462,7 @@ class PythonRunnerWrapperTest(unittest.TestCase):
             "recoveries": {"all": {"attempted": 0, "escalated": 0, "failures": 0, "mttr_s": None, "planned": 0,
                                    "recovery_rate": None, "repaired": 0},
                            "by_type": {}, "totals": [], "window_s": 600},
+            "sensors": [],
             "store": "redis",
             "storm": {"budget_escalations": 0, "coalesced": 0, "over_budget": 0},
         })
@@ -505,18 +510,18 @@ class PythonRunnerWrapperTest(unittest.TestCase):
         rejected = "HTTP 401 invalid_request_error/invalid_api_key: Incorrect API key provided."
         self.assertEqual([without(a, "latency_s") for a in served["attempts"]], [
             {"error_class": "auth_config", "error_message": rejected, "model": "gpt-4o-mini", "ok": False,
-             "provider": "openai", "region": "us", "retry_after_s": None, "status": 401, "target": "oa",
-             "wait_after_s": 0},
+             "provider": "openai", "region": "us", "retry_after_s": None, "should_retry": None, "status": 401,
+             "target": "oa", "wait_after_s": 0, "account": account_of(server.target("oa"))},
             {"error_class": None, "error_message": None, "model": "claude-3-5-haiku-latest", "ok": True,
-             "provider": "anthropic", "region": "eu", "retry_after_s": None, "status": 200, "target": "an",
-             "wait_after_s": 0},
+             "provider": "anthropic", "region": "eu", "retry_after_s": None, "should_retry": None, "status": 200,
+             "target": "an", "wait_after_s": 0, "account": account_of(server.target("an"))},
         ])
         [alert] = served["alerts"]
         self.assertEqual(
             (without(alert, "breaker"), {k: alert["breaker"][k] for k in ("state", "reason", "cooldown_s")}),
             ({"error_class": "auth_config", "error_message": rejected, "model": "gpt-4o-mini",
               "next_action": "next_target", "next_target": "an", "provider": "openai", "region": "us", "status": 401,
-              "target": "oa"},
+              "target": "oa", "account": account_of(server.target("oa")), "account_targets_opened": []},
              {"state": "open", "reason": "auth_config", "cooldown_s": 600}),
         )
         self.assertEqual((len(server.calls("oa")), len(server.calls("an"))), (1, 1))
