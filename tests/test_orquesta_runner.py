@@ -15,7 +15,7 @@ import textwrap
 import unittest
 from unittest import mock
 
-import synthralos_tests  # noqa: F401  (import paths; st2 stand-in when st2 is absent)
+import synthralos_tests  # noqa: F401  (import paths, and st2 must import)
 
 from synthralos_tests.orquesta_runner import (
     ORQUESTA_AVAILABLE,
