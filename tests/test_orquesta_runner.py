@@ -2,24 +2,17 @@
 against the fixture workflows in tests/fixtures/workflows/.
 
 unittest-style so nose (st2-run-pack-tests) runs them as well as pytest.
-Everything that needs Orquesta is skipped, with the reason, where it does not
-import (PyPI's orquesta 1.2.0 on Python >= 3.10).
 """
 
-import io
 import os
 import shutil
-import sys
 import tempfile
 import textwrap
 import unittest
-from unittest import mock
 
 import synthralos_tests  # noqa: F401  (import paths, and st2 must import)
 
 from synthralos_tests.orquesta_runner import (
-    ORQUESTA_AVAILABLE,
-    ORQUESTA_SKIP_REASON,
     UnknownActionError,
     WorkflowInspectionError,
     WorkflowRunnerError,
@@ -31,17 +24,9 @@ from synthralos_tests.orquesta_runner import (
     python_failure,
     python_result,
     run_workflow,
-    skip_unless_orquesta,
 )
 
-try:
-    from st2common.runners.base_action import Action
-except ImportError:  # the module under test must not need st2 for this
-
-    class Action(object):
-        def __init__(self, config=None, action_service=None):
-            self.config = config
-            self.action_service = action_service
+from st2common.runners.base_action import Action
 
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "workflows")
@@ -81,42 +66,6 @@ class FakeActionService(object):
     """Stands in for st2's action service; the driver only hands it over."""
 
 
-class SkipDecoratorTest(unittest.TestCase):
-    """Runs on every Python: the decorator skips cleanly where Orquesta is missing."""
-
-    def test_skip_unless_orquesta(self):
-        @skip_unless_orquesta
-        class Needy(unittest.TestCase):
-            def test_runs(self):
-                pass
-
-        result = unittest.TextTestRunner(stream=io.StringIO(), verbosity=0).run(
-            unittest.defaultTestLoader.loadTestsFromTestCase(Needy)
-        )
-        self.assertTrue(result.wasSuccessful())
-        if ORQUESTA_AVAILABLE:
-            self.assertEqual(result.skipped, [])
-        else:
-            self.assertEqual(len(result.skipped), 1)
-            self.assertIn("orquesta", result.skipped[0][1])
-            self.assertIn("%d.%d" % sys.version_info[:2], ORQUESTA_SKIP_REASON)
-
-    def test_driver_refuses_to_run_without_orquesta(self):
-        # Where Orquesta imports, pretend it does not: the driver must refuse with the reason.
-        from synthralos_tests import orquesta_runner
-
-        with mock.patch.object(orquesta_runner, "ORQUESTA_AVAILABLE", False):
-            for call in (
-                lambda: run_workflow(fixture("linear.yaml"), {"name": "x", "text": "y"}),
-                lambda: inspect_workflow(fixture("linear.yaml")),
-            ):
-                with self.assertRaises(WorkflowRunnerError) as ctx:
-                    call()
-                self.assertEqual(str(ctx.exception), ORQUESTA_SKIP_REASON)
-                self.assertIn("orquesta", str(ctx.exception))
-
-
-@skip_unless_orquesta
 class PythonActionConversionTest(unittest.TestCase):
     def test_plain_value_succeeds_in_st2_shape(self):
         status, result = python_action(DoubleAction, config={})(n=2, factor=3, note=None)
@@ -163,7 +112,6 @@ class PythonActionConversionTest(unittest.TestCase):
         self.assertEqual(fake.calls, [{"i": 0}, {"i": 1}, {"i": 2}])
 
 
-@skip_unless_orquesta
 class LinearWorkflowTest(unittest.TestCase):
     def run_linear(self, text="hello", **kwargs):
         actions = {"fixture.classify": ClassifyAction}
@@ -234,7 +182,6 @@ class LinearWorkflowTest(unittest.TestCase):
         self.assertEqual(run.context["parent"], {"user": "ops"})
 
 
-@skip_unless_orquesta
 class RetryLoopTest(unittest.TestCase):
     def test_delay_rerendered_each_iteration_until_success(self):
         flaky = outcomes(python_failure("e1"), python_failure("e2"), python_result(42))
@@ -296,7 +243,6 @@ class RetryLoopTest(unittest.TestCase):
             )
 
 
-@skip_unless_orquesta
 class SubworkflowTest(unittest.TestCase):
     def run_parent(self, values):
         return run_workflow(
@@ -368,7 +314,6 @@ class _TempWorkflowMixin(object):
         return path
 
 
-@skip_unless_orquesta
 class St2ParameterHandlingTest(_TempWorkflowMixin, unittest.TestCase):
     def double_wf(self, n_expr):
         return self.write(
@@ -476,13 +421,6 @@ class St2ParameterHandlingTest(_TempWorkflowMixin, unittest.TestCase):
         self.assertIn('Dependency unsatisfied in variable "customer_name"', run.errors[-1]["message"])
         run = run_with("not {{ jinja")  # a syntax error: st2 passes the text as it is
         self.assertEqual(run.parameters_for("consume")[0]["text"], "not {{ jinja")
-        run = run_workflow(
-            path,
-            actions={"fixture.produce": lambda: python_result("{{ x }}"), "fixture.classify": ClassifyAction},
-            action_meta_dir=META_DIR,
-            render_jinja_params=False,
-        )
-        self.assertEqual(run.parameters_for("consume")[0]["text"], "{{ x }}")
 
     def test_unexpected_and_missing_inputs_fail_inspection(self):
         path = self.write(
@@ -516,7 +454,6 @@ class St2ParameterHandlingTest(_TempWorkflowMixin, unittest.TestCase):
         self.assertEqual(run.output, {"doubled": 14})
 
 
-@skip_unless_orquesta
 class DriverGuardsTest(_TempWorkflowMixin, unittest.TestCase):
     def test_fixtures_pass_inspection(self):
         for name in ("linear.yaml", "retry_loop.yaml", "parent.yaml", "child.yaml"):
