@@ -26,6 +26,7 @@ from synthralos_tests.orquesta_runner import (
     run_workflow,
 )
 
+from orquesta import exceptions as orquesta_exc
 from st2common.runners.base_action import Action
 
 
@@ -299,6 +300,59 @@ class SubworkflowTest(unittest.TestCase):
         )
         self.assertEqual(run.output["doubled"], [8])
         self.assertEqual(run.task("fan_out").items[0]["subrun"].context["factor"], 10)
+
+
+def rehearse(run):
+    """Replay ``run`` in Orquesta's own test loop (``orquesta.rehearsing``): the results the
+    driver's actions returned become mock action executions, and Orquesta must take the same
+    route to the same status and output."""
+    from orquesta import rehearsing
+
+    mocks = []
+    for record in run.tasks:
+        if record.items is None:
+            mocks.append({"task_id": record.name, "status": record.status, "result": record.result})
+        else:
+            mocks.extend({"task_id": record.name, "item_id": index, "status": item["status"], "result": item["result"]}
+                         for index, item in enumerate(record.items))
+    rehearsal = rehearsing.load_test_spec({
+        "workflow": run.workflow_path,
+        "inputs": run.parameters,
+        "mock_action_executions": mocks,
+        "expected_task_sequence": run.state_sequence,
+        "expected_workflow_status": run.status,
+        "expected_output": run.output,
+    })
+    rehearsal.assert_conducting_sequence()
+
+
+class OrquestaRehearsalAgreementTest(unittest.TestCase):
+    """The driver routes as Orquesta's own rehearsal does, given the same action results."""
+
+    def test_retry_loop_success_and_exhaustion(self):
+        flaky = outcomes(python_failure("e1"), python_failure("e2"), python_result(42))
+        rehearse(run_workflow(fixture("retry_loop.yaml"), {}, actions={"fixture.flaky": flaky}))
+        rehearse(run_workflow(fixture("retry_loop.yaml"), {"max_attempts": 2},
+                              actions={"fixture.flaky": outcomes(python_failure("down"))}))
+
+    def test_linear_and_failure_route(self):
+        kwargs = {"action_meta_dir": META_DIR, "action_service": FakeActionService()}
+        rehearse(run_workflow(fixture("linear.yaml"), {"name": "Ada", "text": "hello"},
+                              actions={"fixture.classify": ClassifyAction}, **kwargs))
+        rehearse(run_workflow(fixture("linear.yaml"), {"name": "Ada", "text": "hello"},
+                              actions={"fixture.classify": lambda **kw: python_failure("model down")}, **kwargs))
+
+    def test_with_items_over_subworkflows(self):
+        for values in ([1, 2, 3], [1, -1]):
+            rehearse(run_workflow(fixture("parent.yaml"), {"values": values}, actions={"fixture.double": DoubleAction},
+                                  action_meta_dir=META_DIR))
+
+    def test_a_different_route_is_told_apart(self):
+        run = run_workflow(fixture("retry_loop.yaml"), {}, actions={"fixture.flaky": outcomes(python_result(1))})
+        run.tasks[1].status = "failed"  # Orquesta, given a failure there, retries instead
+        with self.assertRaises(orquesta_exc.WorkflowRehearsalError) as caught:
+            rehearse(run)
+        self.assertIn("task sequence", str(caught.exception))
 
 
 class _TempWorkflowMixin(object):
