@@ -61,6 +61,7 @@ from orquesta.specs import loader as _spec_loader
 from st2common.exceptions.action import InvalidActionReferencedException
 from st2common.models.api.action import ActionAPI
 from st2common.models.db.runner import RunnerTypeDB
+from st2common.runners.utils import get_action_class_instance
 from st2common.services import workflows as _st2_workflows
 from st2common.util import action_db as _st2_action_db
 from st2common.util import param as _st2_param
@@ -338,18 +339,6 @@ def python_failure(value):
     return FAILED, _python_shape(_json_roundtrip(value))
 
 
-def _instantiate_action(action_cls, config, action_service):
-    # Like st2's get_action_class_instance: old actions may not take action_service.
-    try:
-        return action_cls(config=config, action_service=action_service)
-    except TypeError as e:
-        if "action_service" not in str(e):
-            raise
-        instance = action_cls(config=config)
-        setattr(instance, "action_service", action_service)
-        return instance
-
-
 class _PythonAction(object):
     """A python-script action class wrapped as ``fn(**params) -> (status, result)``."""
 
@@ -366,7 +355,7 @@ class _PythonAction(object):
         stdout = io.StringIO()
         try:
             with contextlib.redirect_stdout(stdout):
-                instance = _instantiate_action(self.action_cls, self.config or {}, self.action_service)
+                instance = get_action_class_instance(self.action_cls, self.config or {}, self.action_service)
                 output = instance.run(**params)
         except Exception:
             # The wrapper process dies with a traceback on stderr and exit code 1; the
