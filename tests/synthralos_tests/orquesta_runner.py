@@ -692,19 +692,6 @@ class _IdSequence(object):
         return "5f%022x" % self.counter
 
 
-def _action_delay(task, action, itemized):
-    """st2's eval_action_execution_delay: which action executions get the task delay."""
-    delay = task.get("delay")
-    concurrency = task.get("concurrency")
-    if delay and not itemized:
-        return delay
-    if delay and itemized and not concurrency:
-        return delay
-    if delay and itemized and action.get("item_id") is not None and action["item_id"] < concurrency:
-        return delay
-    return None
-
-
 class _Driver(object):
     def __init__(self, registry, max_steps, user, execution_context, st2_context, restart=None):
         self.restart = restart
@@ -855,7 +842,7 @@ class _Driver(object):
                     continue
                 for action in task["actions"]:
                     steps = self._step(run, steps)
-                    delay = _action_delay(task, action, itemized)
+                    delay = _st2_workflows.eval_action_execution_delay(task, action, itemized=itemized)
                     try:
                         status, result, params, subrun = self._execute(
                             run, task, action, execution_id, depth
