@@ -231,6 +231,10 @@ class _St2Database(object):
         self.config = config or {}
         self.meta = {}
         core = os.path.join(ST2_TREE, "contrib", "core", "actions")
+        if not os.path.isdir(core):
+            raise WorkflowRunnerError("no st2 source tree at %s (contrib/core, contrib/runners): the tests "
+                                      "need st2 installed editable from its tree, as the test command does"
+                                      % ST2_TREE)
         for ref in BUILTIN_ACTIONS:
             self._add(os.path.join(core, ref.split(".", 1)[1] + ".yaml"), "core")
         if action_meta_dir:
