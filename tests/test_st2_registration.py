@@ -37,6 +37,7 @@ from oslo_config import cfg
 
 import st2common.policies.meta as st2_policy_meta
 from st2common.bootstrap.actionsregistrar import ActionsRegistrar
+from st2common.bootstrap.aliasesregistrar import AliasesRegistrar
 from st2common.bootstrap.policiesregistrar import PolicyRegistrar
 from st2common.bootstrap.rulesregistrar import RulesRegistrar
 from st2common.bootstrap.sensorsregistrar import SensorsRegistrar
@@ -44,7 +45,7 @@ from st2common.bootstrap.triggersregistrar import TriggersRegistrar
 from st2common.constants.triggers import INTERNAL_TRIGGER_TYPES, SYSTEM_TRIGGER_TYPES
 from st2common.content.loader import MetaLoader
 from st2common.content.utils import get_relative_path_to_pack_file
-from st2common.models.api.action import ActionAPI, RunnerTypeAPI
+from st2common.models.api.action import ActionAliasAPI, ActionAPI, RunnerTypeAPI
 from st2common.models.api.base import BaseAPI
 from st2common.models.api.pack import ConfigAPI, ConfigSchemaAPI, PackAPI
 from st2common.models.api.policy import PolicyAPI, PolicyTypeAPI
@@ -192,6 +193,13 @@ class Registration(object):
         if errors:
             raise jsonschema.ValidationError("default of %s: %s" % (list(errors[0].path), errors[0].message))
 
+    # -- aliases: AliasesRegistrar._get_action_alias_db
+
+    def alias(self, path):
+        api = ActionAliasAPI(**self.load(path))
+        api.validate()
+        return ActionAliasAPI.to_model(api)
+
     # -- triggers and sensors: TriggersRegistrar / SensorsRegistrar
 
     def trigger_type(self, content):
@@ -282,6 +290,7 @@ class _RegistrationTestCase(unittest.TestCase):
             self.assertGreaterEqual(len(paths), minimum, "nothing found to register")
 
     def register_all(self, registrar, content_type, method, minimum=1):
+        """Every file of ``content_type`` registers; at least ``minimum`` were found."""
         paths = self.registration.files(registrar, content_type)
         self.assertRegisters(self.registration.each(paths, method), minimum, paths)
         return paths
@@ -313,6 +322,11 @@ class ActionRegistrationTest(_RegistrationTestCase):
         paths = self.register_all(ActionsRegistrar(), "actions", self.registration.action, minimum=20)
         names = [self.registration.loader.load(p)["name"] for p in paths]
         self.assertEqual(len(names), len(set(names)), "two metadata files declare the same action")
+
+
+class AliasRegistrationTest(_RegistrationTestCase):
+    def test_every_alias(self):  # the pack has none today
+        self.register_all(AliasesRegistrar(), "aliases", self.registration.alias, minimum=0)
 
 
 class TriggerSensorRuleRegistrationTest(_RegistrationTestCase):
@@ -441,7 +455,7 @@ class RefusalsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.base = tempfile.mkdtemp(prefix="synthralos-refusals-")
-        for kind in ("actions", "rules", "policies", "sensors", "triggers"):
+        for kind in ("actions", "aliases", "rules", "policies", "sensors", "triggers"):
             os.makedirs(os.path.join(cls.base, "packs", PACK, kind))
         for name in ("pack.yaml", "config.schema.yaml", os.path.join("actions", "health_check.py")):
             shutil.copy(os.path.join(PACK_ROOT, name), os.path.join(cls.base, "packs", PACK, name))
@@ -519,6 +533,12 @@ class RefusalsTest(unittest.TestCase):
         self.refused(self.registration.trigger, "triggers", {"name": "t", "payload_schema": {
             "type": "object", "properties": {"a": {"type": "string", "required": ["a"]}}}}, "required")
         self.refused(self.registration.trigger, "triggers", {"name": "t", "payload": {}}, "payload")
+
+    def test_aliases(self):
+        alias = {"name": "a", "action_ref": "synthralos.health_check", "formats": ["health"]}
+        self.assertEqual(self.registration.each([self.write("aliases", alias)], self.registration.alias), {})
+        self.refused(self.registration.alias, "aliases", dict(alias, formats="health"), "is not of type")
+        self.refused(self.registration.alias, "aliases", dict(alias, reply="x"), "reply")
 
     def test_pack_metadata_and_config(self):
         with self.assertRaises(jsonschema.ValidationError):
