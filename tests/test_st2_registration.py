@@ -98,6 +98,37 @@ def policy_type_dbs():
     return found
 
 
+def validate_rule(content, trigger_types=None):
+    """RuleAPI.validate(), then RuleAPI.to_model's checks without creating the trigger in the DB.
+    ``trigger_types``: the pack's registered TriggerTypeAPIs by ref (None: do not require a
+    pack trigger type to be registered)."""
+    api = RuleAPI(**dict(content, pack=content.get("pack") or PACK))
+    api.validate()
+    trigger_type = api.trigger["type"]
+    parameters = api.trigger.get("parameters", {})
+    if trigger_type in SYSTEM_TRIGGER_TYPES:
+        reactor_validator.validate_trigger_parameters(trigger_type_ref=trigger_type, parameters=parameters)
+    elif trigger_types is not None and trigger_type in trigger_types:
+        # validate_trigger_parameters with the registered trigger type (from the DB in st2).
+        schema = getattr(trigger_types[trigger_type], "parameters_schema", None)
+        if schema:
+            util_schema.validate(instance=parameters, schema=schema, cls=util_schema.CustomValidator,
+                                 use_default=True, allow_default_none=True)
+    elif trigger_types is not None and trigger_type not in internal_trigger_type_refs():
+        raise ValueError("trigger type %s is neither st2's nor one of this pack's" % trigger_type)
+    reactor_validator.validate_criteria(dict(getattr(api, "criteria", {})))
+    return api
+
+
+def check_rule(rule, where):
+    """``validate_rule`` as a list of ``where: error`` strings (for rules outside rules/, e.g. docs/rules)."""
+    try:
+        validate_rule(copy.deepcopy(rule))
+    except Exception as e:
+        return ["%s: %s: %s" % (where, type(e).__name__, e.message if isinstance(e, jsonschema.ValidationError) else e)]
+    return []
+
+
 # --------------------------------------------------------------- registration, minus the database
 
 
@@ -236,23 +267,7 @@ class Registration(object):
     # -- rules: RulesRegistrar._register_rules_from_pack
 
     def rule(self, path):
-        api = RuleAPI(**self.load(path))
-        api.validate()
-        # RuleAPI.to_model, without creating the trigger in the DB:
-        trigger_type = api.trigger["type"]
-        parameters = api.trigger.get("parameters", {})
-        if trigger_type in SYSTEM_TRIGGER_TYPES:
-            reactor_validator.validate_trigger_parameters(trigger_type_ref=trigger_type, parameters=parameters)
-        elif trigger_type in self.trigger_types:
-            # validate_trigger_parameters with the registered trigger type (from the DB in st2).
-            schema = getattr(self.trigger_types[trigger_type], "parameters_schema", None)
-            if schema:
-                util_schema.validate(instance=parameters, schema=schema, cls=util_schema.CustomValidator,
-                                     use_default=True, allow_default_none=True)
-        elif trigger_type not in internal_trigger_type_refs():  # those have no parameters_schema
-            raise ValueError("trigger type %s is neither st2's nor one of this pack's" % trigger_type)
-        reactor_validator.validate_criteria(dict(getattr(api, "criteria", {})))
-        return api
+        return validate_rule(self.load(path), self.trigger_types)
 
     # -- policies: PolicyRegistrar._register_policy
 
@@ -516,6 +531,10 @@ class RefusalsTest(unittest.TestCase):
         self.refused(self.registration.rule, "rules", dict(rule, criteria={"trigger.y": {"type": "exists"}}),
                      "no pattern specified")
         self.refused(self.registration.rule, "rules", dict(rule, action={"ref": "core.noop", "params": {}}), "params")
+        # check_rule, for rules outside rules/ (docs/rules): the same checks, as error strings.
+        self.assertEqual(check_rule(rule, "docs.yaml"), [])
+        self.assertIn("operator equal", check_rule(dict(rule, criteria={"t.x": {"type": "equal", "pattern": 1}}),
+                                                   "docs.yaml")[0])
 
     def test_policies(self):
         policy = {"name": "p", "resource_ref": "core.noop", "policy_type": "action.retry",
