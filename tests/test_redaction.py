@@ -2,7 +2,7 @@
 
 import unittest
 
-import synthralos_tests  # noqa: F401  (import paths, and st2 must import)
+import synthralos_tests  # noqa: F401  (import paths and the st2 stand-in first)
 
 from synthralos_lib.state.redaction import scrub, scrub_and_cap, scrub_text
 
