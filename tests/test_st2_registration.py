@@ -133,8 +133,9 @@ def check_rule(rule, where):
 
 
 class Registration(object):
-    """What ``st2-register-content --register-pack`` does with this pack, up to the database
-    writes: each method returns ``{metadata file: error}`` for the files st2 would refuse."""
+    """What ``st2-register-content --register-pack`` does with the pack in ``<base>/packs``, up to
+    the database writes: each resource method raises what st2 would raise for one file, and
+    ``each(paths, method)`` collects ``{metadata file: error}`` for the files st2 would refuse."""
 
     def __init__(self, base):
         self.base = base
