@@ -6,8 +6,8 @@ Each resource is found by st2's registrars (``st2common.bootstrap.*registrar``:
 which directories, which extensions), loaded by their ``MetaLoader``, and put
 through the steps ``_register_*`` takes before it writes to MongoDB: the API
 model's ``validate()`` and ``to_model()`` (``PackAPI``, ``ConfigSchemaAPI``,
-``ActionAPI``, ``RuleAPI``, ``PolicyAPI``, ``SensorTypeAPI``,
-``TriggerTypeAPI``), ``validate_action`` with the runner type st2 registers
+``ActionAPI``, ``ActionAliasAPI``, ``RuleAPI``, ``PolicyAPI``,
+``SensorTypeAPI``, ``TriggerTypeAPI``), ``validate_action`` with the runner type st2 registers
 from the installed runner's metadata, ``validate_criteria`` and
 ``validate_trigger_parameters``, the policy type's parameters schema from
 ``st2common/policies/meta``, ``validate_config_against_schema``. There is no
