@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "sensors"), os.path.join(ROOT, "actions", "lib")]
 
-import synthralos_tests  # noqa: E402,F401  (import paths; the st2 stand-in when st2 is not installed)
+import synthralos_tests  # noqa: E402,F401  (import paths; st2 must import)
 
 from synthralos_tests import bullmq_node  # noqa: E402
 from synthralos_tests.redis_server import RedisServer  # noqa: E402

@@ -21,8 +21,7 @@ The figure per action is the median of `--runs` runs (default 5). Goal:
     python bench/imports.py                        # under /tmp/v311/bin/python (real st2)
     python bench/imports.py /work/venvs/py3.8/bin/python --runs 3
 
-The python given must have st2common importable, or the tests' st2 stand-in
-is used (tests/st2_standin).
+The python given must have StackStorm (st2common) importable.
 """
 
 import argparse
@@ -45,10 +44,7 @@ MARKER = "--synthralos-import-bench--"
 PRELOAD = """
 import sys, os
 sys.path[:0] = [{actions!r}, {lib!r}]
-try:
-    import st2common.runners.base_action  # noqa
-except ImportError:
-    sys.path.insert(0, {standin!r})
+import st2common.runners.base_action  # noqa
 try:  # what st2 itself has loaded when it imports the action (st2's own python runner)
     import python_runner.python_action_wrapper  # noqa
 except ImportError:
@@ -101,7 +97,7 @@ def parse_importtime(stderr):
 
 def measure(python, module, runs):
     code = PRELOAD.format(actions=ACTIONS, lib=os.path.join(ACTIONS, "lib"),
-                          standin=os.path.join(ROOT, "tests", "st2_standin"), marker=MARKER, module=module)
+                          marker=MARKER, module=module)
     samples = []
     for _ in range(runs):
         proc = subprocess.run([python, "-X", "importtime", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -42,15 +42,9 @@ REPS = 3
 
 
 def _sensor_service():
-    try:
-        from st2tests.mocks.sensor import MockSensorService, MockSensorWrapper  # monkey-patches with eventlet, like st2
+    from st2tests.mocks.sensor import MockSensorService, MockSensorWrapper  # monkey-patches with eventlet, like st2
 
-        return MockSensorService(MockSensorWrapper(pack="synthralos", class_name="AgentFailureSensor")), "st2tests"
-    except ImportError:
-        import synthralos_tests  # noqa: F401  (the st2 stand-in)
-        from st2tests.mocks.sensor import MockSensorService, MockSensorWrapper
-
-        return MockSensorService(MockSensorWrapper(pack="synthralos", class_name="AgentFailureSensor")), "st2 stand-in"
+    return MockSensorService(MockSensorWrapper(pack="synthralos", class_name="AgentFailureSensor")), "st2tests"
 
 
 def _entry(n, sent_at):

@@ -54,7 +54,7 @@ class MockDatastoreCountTest(StoreBackendMixin, unittest.TestCase):
     backend = "datastore"
 
     def test_a_service_that_does_not_page_is_counted_from_its_one_answer(self):
-        store = self.make_store()  # st2tests' mock (or the stand-in's action service): no paging
+        store = self.make_store()  # st2tests' mock action service: no paging
         counted = 0
         for size in (0, 100, 150):
             fill(store, size - counted, start=counted)

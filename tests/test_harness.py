@@ -1,93 +1,28 @@
-"""The test harness itself: the st2 stand-in (or real st2tests) behaves like
-upstream's mocks, and the real Redis and HTTP test servers do what tests
-built on them rely on. unittest-style, so nose runs it too."""
+"""The test harness itself: the pack's import paths, and the real Redis and HTTP
+test servers do what tests built on them rely on. unittest-style, so nose runs
+it too."""
 
 import gzip
 import http.client
 import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
 import unittest
 
-import synthralos_tests  # noqa: F401  (import paths and the st2 stand-in first)
+import synthralos_tests
 
 import redis
 import requests
-
-from st2common.constants.keyvalue import FULL_SYSTEM_SCOPE, FULL_USER_SCOPE, SYSTEM_SCOPE, USER_SCOPE
-from st2common.runners.base_action import Action
-from st2reactor.sensor.base import PollingSensor, Sensor
-from st2tests.base import BaseActionTestCase, BaseSensorTestCase
-from st2tests.mocks.action import MockActionService, MockActionWrapper
-from st2tests.mocks.sensor import MockSensorService, MockSensorWrapper
 
 from synthralos_tests.http_server import Reply, StubHTTPServer, drop, hang, malformed_json
 from synthralos_tests.redis_server import RedisServer, get_redis_server
 
 
-# ----------------------------------------------------------------- st2 classes
-
-
-class EchoAction(Action):
-    def run(self, **kwargs):
-        return {"config": dict(self.config), "kwargs": kwargs}
-
-
-class TickSensor(PollingSensor):
-    """Dispatches one trigger per poll, numbered."""
-
-    def setup(self):
-        self.count = 0
-
-    def poll(self):
-        self.count += 1
-        self.sensor_service.dispatch(
-            trigger="synthralos.tick", payload={"n": self.count}, trace_tag="tick-%d" % self.count
-        )
-
-    def cleanup(self):
-        pass
-
-    def add_trigger(self, trigger):
-        pass
-
-    def update_trigger(self, trigger):
-        pass
-
-    def remove_trigger(self, trigger):
-        pass
-
-
-class WatchSensor(Sensor):
-    def setup(self):
-        pass
-
-    def run(self):
-        pass
-
-    def cleanup(self):
-        pass
-
-    def add_trigger(self, trigger):
-        pass
-
-    def update_trigger(self, trigger):
-        pass
-
-    def remove_trigger(self, trigger):
-        pass
-
-
 class ImportSetupTest(unittest.TestCase):
-    def test_standin_only_when_st2_is_missing(self):
-        import st2tests
-
-        from_standin = os.path.abspath(st2tests.__file__).startswith(synthralos_tests.STANDIN_DIR + os.sep)
-        self.assertEqual(from_standin, synthralos_tests.using_st2_standin())
-
     def test_pack_paths_added_once(self):
         synthralos_tests.add_pack_import_paths()
         synthralos_tests.add_pack_import_paths()
@@ -95,184 +30,15 @@ class ImportSetupTest(unittest.TestCase):
             self.assertEqual(sys.path.count(path), 1, path)
         self.assertIn(os.path.join(synthralos_tests.PACK_ROOT, "actions", "lib"), sys.path)
 
-    def test_scope_constants_match_upstream(self):
-        self.assertEqual((SYSTEM_SCOPE, USER_SCOPE), ("system", "user"))
-        self.assertEqual((FULL_SYSTEM_SCOPE, FULL_USER_SCOPE), ("st2kv.system", "st2kv.user"))
-
-
-class DatastoreMockTest(unittest.TestCase):
-    """Key naming and listing as st2's datastore service does them."""
-
-    def setUp(self):
-        self.service = MockActionService(MockActionWrapper(pack="synthralos", class_name="Probe"))
-
-    def names(self, items):
-        return sorted(item.name for item in items)
-
-    def test_local_keys_are_prefixed_with_pack_and_class(self):
-        self.assertTrue(self.service.set_value("counter", "1"))
-        self.assertEqual(self.service.get_value("counter"), "1")
-        self.assertEqual(self.service.get_value("synthralos.Probe:counter", local=False), "1")
-        self.assertIsNone(self.service.get_value("counter", local=False))
-        self.assertEqual(self.names(self.service.list_values(local=False)), ["synthralos.Probe:counter"])
-
-    def test_global_keys_are_used_as_given(self):
-        self.service.set_value("synthralos.breaker.a", "open", local=False)
-        self.assertEqual(self.service.get_value("synthralos.breaker.a", local=False), "open")
-        self.assertIsNone(self.service.get_value("synthralos.breaker.a"))
-        self.assertEqual(self.service.list_values(local=True), [])
-
-    def test_list_values_filters_on_the_full_prefix(self):
-        self.service.set_value("alpha", "1")
-        self.service.set_value("beta", "2")
-        self.service.set_value("synthralos.cb.x", "3", local=False)
-        self.service.set_value("other.key", "4", local=False)
-
-        self.assertEqual(self.names(self.service.list_values()), ["synthralos.Probe:alpha", "synthralos.Probe:beta"])
-        self.assertEqual(self.names(self.service.list_values(prefix="al")), ["synthralos.Probe:alpha"])
-        self.assertEqual(
-            self.names(self.service.list_values(local=False, prefix="synthralos.cb")), ["synthralos.cb.x"]
-        )
-        # A global prefix is a plain startswith on full names, so it also sees the
-        # pack's local keys ("synthralos.<Class>:..."), as on a real st2.
-        self.assertEqual(
-            self.names(self.service.list_values(local=False, prefix="synthralos.")),
-            ["synthralos.Probe:alpha", "synthralos.Probe:beta", "synthralos.cb.x"],
-        )
-        self.assertEqual(len(self.service.list_values(local=False)), 4)
-        item = [kv for kv in self.service.list_values(local=False) if kv.name == "other.key"][0]
-        self.assertEqual(item.value, "4")
-
-    def test_delete_reports_whether_the_key_existed(self):
-        self.service.set_value("gone", "x", local=False)
-        self.assertTrue(self.service.delete_value("gone", local=False))
-        self.assertFalse(self.service.delete_value("gone", local=False))
-        self.assertIsNone(self.service.get_value("gone", local=False))
-
-    def test_ttl_is_accepted_but_not_enforced(self):
-        self.service.set_value("lease", "held", ttl=1, local=False)
-        self.assertEqual(self.service.get_value("lease", local=False), "held")
-        stored = [kv for kv in self.service.list_values(local=False) if kv.name == "lease"][0]
-        self.assertEqual(stored.ttl, 1)
-        self.assertTrue(self.service._logger.warning.called)
-
-    def test_scope_and_crypto_flags_are_accepted(self):
-        self.service.set_value("secret", "s3", local=False, scope=SYSTEM_SCOPE, encrypt=True)
-        self.assertEqual(self.service.get_value("secret", local=False, scope=SYSTEM_SCOPE, decrypt=True), "s3")
-        self.assertTrue(self.service.delete_value("secret", local=False, scope=SYSTEM_SCOPE))
-
-    def test_values_are_kept_as_given(self):
-        # Upstream's mock does not str() values (a live st2 does): store strings.
-        self.service.set_value("n", 5, local=False)
-        self.assertEqual(self.service.get_value("n", local=False), 5)
-
-    def test_sensor_service_uses_its_class_for_local_keys(self):
-        sensor_service = MockSensorService(MockSensorWrapper(pack="synthralos", class_name="Watch"))
-        sensor_service.set_value("cursor", "0-1")
-        self.assertEqual(sensor_service.get_value("cursor"), "0-1")
-        self.assertEqual(sensor_service.get_value("synthralos.Watch:cursor", local=False), "0-1")
-        self.assertIsNone(sensor_service.get_value("cursor", local=False))
-        self.assertTrue(sensor_service.delete_value("cursor"))
-        self.assertFalse(sensor_service.delete_value("cursor"))
-
-
-class ActionTestCaseTest(BaseActionTestCase):
-    action_cls = EchoAction
-
-    def test_instance_gets_config_service_and_logger(self):
-        action = self.get_action_instance(config={"redis": {"url": "redis://x"}})
-        self.assertIs(action.action_service, self.action_service)
-        self.assertEqual(action.config, {"redis": {"url": "redis://x"}})
-        self.assertEqual(action.logger.name, "st2.actions.python.EchoAction")
-        self.assertEqual(action.run(a=1), {"config": {"redis": {"url": "redis://x"}}, "kwargs": {"a": 1}})
-
-    def test_missing_config_key_raises_value_error(self):
-        action = self.get_action_instance(config=None)
-        self.assertEqual(action.config, {})
-        self.assertIsNone(action.config.get("absent"))
-        # st2 raises ValueError naming the config file (its message needs st2's
-        # own config loaded, so with real st2 only "it raises" is checked).
-        with self.assertRaises(Exception) as caught:
-            action.config["absent"]
-        if synthralos_tests.using_st2_standin():
-            self.assertIsInstance(caught.exception, ValueError)
-            self.assertIn('"tests" is missing key "absent"', str(caught.exception))
-
-    def test_action_service_is_a_datastore(self):
-        self.action_service.set_value("k", "v")
-        self.assertEqual(self.action_service.get_value("tests.EchoAction:k", local=False), "v")
-
-    def test_fixture_paths_resolve_from_the_pack_root(self):
-        with open(os.path.join(synthralos_tests.PACK_ROOT, "pack.yaml")) as handle:
-            expected = handle.read()
-        self.assertEqual(self.get_fixture_content("../../pack.yaml"), expected)
-
-    def test_abstract_run_is_enforced(self):
-        class NoRun(Action):
-            pass
-
-        with self.assertRaises(TypeError):
-            NoRun(config={})
-
-
-class SensorTestCaseTest(BaseSensorTestCase):
-    sensor_cls = TickSensor
-
-    def test_instance_gets_service_config_and_poll_interval(self):
-        sensor = self.get_sensor_instance(config={"redis": {}}, poll_interval=7)
-        self.assertIs(sensor.sensor_service, self.sensor_service)
-        self.assertEqual(sensor.config, {"redis": {}})
-        self.assertEqual(sensor.get_poll_interval(), 7)
-        sensor.set_poll_interval(2)
-        self.assertEqual(sensor.get_poll_interval(), 2)
-        self.assertEqual(self.get_sensor_instance().get_poll_interval(), 5)
-
-    def test_dispatches_are_recorded_in_order(self):
-        sensor = self.get_sensor_instance()
-        sensor.setup()
-        sensor.poll()
-        sensor.poll()
-        dispatched = self.get_dispatched_triggers()
-        self.assertEqual([item["payload"] for item in dispatched], [{"n": 1}, {"n": 2}])
-        last = self.get_last_dispatched_trigger()
-        self.assertEqual(last["trigger"], "synthralos.tick")
-        self.assertEqual(last["trace_context"].trace_tag, "tick-2")
-
-    def test_assert_trigger_dispatched_matches_and_fails(self):
-        sensor = self.get_sensor_instance()
-        sensor.setup()
-        with self.assertRaises(AssertionError):
-            self.assertTriggerDispatched(trigger="synthralos.tick")
-        sensor.poll()
-        self.assertTrue(self.assertTriggerDispatched(trigger="synthralos.tick"))
-        self.assertTrue(self.assertTriggerDispatched(trigger="synthralos.tick", payload={"n": 1}))
-        with self.assertRaises(AssertionError):
-            self.assertTriggerDispatched(trigger="synthralos.tick", payload={"n": 2})
-        with self.assertRaises(AssertionError):
-            self.assertTriggerDispatched(trigger="synthralos.other")
-
-    def test_dispatch_with_context_keeps_the_context(self):
-        context = object()
-        self.sensor_service.dispatch_with_context("synthralos.tick", payload={"n": 9}, trace_context=context)
-        self.assertTrue(self.assertTriggerDispatched("synthralos.tick", payload={"n": 9}, trace_context=context))
-        with self.assertRaises(AssertionError):
-            self.assertTriggerDispatched("synthralos.tick", trace_context=object())
-
-    def test_logger_accepts_calls(self):
-        logger = self.sensor_service.get_logger("TickSensor")
-        logger.info("[Test] hello %s", "world")
-        logger.info.assert_called_with("[Test] hello %s", "world")
-
-    def test_passive_sensor_and_abstract_methods(self):
-        sensor = WatchSensor(sensor_service=self.sensor_service)
-        self.assertEqual(sensor.config, {})
-
-        class Incomplete(PollingSensor):
-            def setup(self):
-                pass
-
-        with self.assertRaises(TypeError):
-            Incomplete(sensor_service=self.sensor_service)
+    def test_without_st2_the_run_stops_at_import_naming_the_test_command(self):
+        # st2tests made unimportable (None in sys.modules) in a fresh interpreter.
+        code = ("import sys; sys.modules['st2tests'] = None; sys.path.insert(0, %r); import synthralos_tests"
+                % synthralos_tests.TESTS_DIR)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn("ImportError", done.stderr)
+        self.assertIn("real StackStorm", done.stderr)
+        self.assertIn(synthralos_tests.TEST_COMMAND, done.stderr)
 
 
 # ------------------------------------------------------------------------ Redis

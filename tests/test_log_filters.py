@@ -21,7 +21,6 @@ from synthralos_tests.base import SynthralosActionTestCase
 from synthralos_tests.http_server import Reply
 from synthralos_tests.redis_server import get_redis_server
 from synthralos_tests.rudderstack_sink import BATCH_PATH, RudderStackSink
-from synthralos_tests.st2_python_runner import WRAPPER_AVAILABLE, WRAPPER_SKIP_REASON
 
 from get_system_metrics import GetSystemMetrics
 from synthralos_lib.action_base import ActionInputError
@@ -161,7 +160,6 @@ class ReopenedGuardTest(unittest.TestCase):
         self.assertEqual(capture.records, [(logger.name, "keys FIRSTsecret123456 ***")])
 
 
-@unittest.skipUnless(WRAPPER_AVAILABLE, WRAPPER_SKIP_REASON)
 class ActionProcessTest(unittest.TestCase):
     """In st2's python runner process only the action logger has a handler: a library line reaches
     no handler and goes to `logging.lastResort` (stderr, WARNING and up), which must be guarded too."""

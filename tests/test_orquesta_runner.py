@@ -2,24 +2,17 @@
 against the fixture workflows in tests/fixtures/workflows/.
 
 unittest-style so nose (st2-run-pack-tests) runs them as well as pytest.
-Everything that needs Orquesta is skipped, with the reason, where it does not
-import (PyPI's orquesta 1.2.0 on Python >= 3.10).
 """
 
-import io
 import os
 import shutil
-import sys
 import tempfile
 import textwrap
 import unittest
-from unittest import mock
 
-import synthralos_tests  # noqa: F401  (import paths; st2 stand-in when st2 is absent)
+import synthralos_tests  # noqa: F401  (import paths, and st2 must import)
 
 from synthralos_tests.orquesta_runner import (
-    ORQUESTA_AVAILABLE,
-    ORQUESTA_SKIP_REASON,
     UnknownActionError,
     WorkflowInspectionError,
     WorkflowRunnerError,
@@ -31,17 +24,10 @@ from synthralos_tests.orquesta_runner import (
     python_failure,
     python_result,
     run_workflow,
-    skip_unless_orquesta,
 )
 
-try:
-    from st2common.runners.base_action import Action
-except ImportError:  # the module under test must not need st2 for this
-
-    class Action(object):
-        def __init__(self, config=None, action_service=None):
-            self.config = config
-            self.action_service = action_service
+from orquesta import exceptions as orquesta_exc
+from st2common.runners.base_action import Action
 
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "workflows")
@@ -81,42 +67,6 @@ class FakeActionService(object):
     """Stands in for st2's action service; the driver only hands it over."""
 
 
-class SkipDecoratorTest(unittest.TestCase):
-    """Runs on every Python: the decorator skips cleanly where Orquesta is missing."""
-
-    def test_skip_unless_orquesta(self):
-        @skip_unless_orquesta
-        class Needy(unittest.TestCase):
-            def test_runs(self):
-                pass
-
-        result = unittest.TextTestRunner(stream=io.StringIO(), verbosity=0).run(
-            unittest.defaultTestLoader.loadTestsFromTestCase(Needy)
-        )
-        self.assertTrue(result.wasSuccessful())
-        if ORQUESTA_AVAILABLE:
-            self.assertEqual(result.skipped, [])
-        else:
-            self.assertEqual(len(result.skipped), 1)
-            self.assertIn("orquesta", result.skipped[0][1])
-            self.assertIn("%d.%d" % sys.version_info[:2], ORQUESTA_SKIP_REASON)
-
-    def test_driver_refuses_to_run_without_orquesta(self):
-        # Where Orquesta imports, pretend it does not: the driver must refuse with the reason.
-        from synthralos_tests import orquesta_runner
-
-        with mock.patch.object(orquesta_runner, "ORQUESTA_AVAILABLE", False):
-            for call in (
-                lambda: run_workflow(fixture("linear.yaml"), {"name": "x", "text": "y"}),
-                lambda: inspect_workflow(fixture("linear.yaml")),
-            ):
-                with self.assertRaises(WorkflowRunnerError) as ctx:
-                    call()
-                self.assertEqual(str(ctx.exception), ORQUESTA_SKIP_REASON)
-                self.assertIn("orquesta", str(ctx.exception))
-
-
-@skip_unless_orquesta
 class PythonActionConversionTest(unittest.TestCase):
     def test_plain_value_succeeds_in_st2_shape(self):
         status, result = python_action(DoubleAction, config={})(n=2, factor=3, note=None)
@@ -163,7 +113,6 @@ class PythonActionConversionTest(unittest.TestCase):
         self.assertEqual(fake.calls, [{"i": 0}, {"i": 1}, {"i": 2}])
 
 
-@skip_unless_orquesta
 class LinearWorkflowTest(unittest.TestCase):
     def run_linear(self, text="hello", **kwargs):
         actions = {"fixture.classify": ClassifyAction}
@@ -234,7 +183,6 @@ class LinearWorkflowTest(unittest.TestCase):
         self.assertEqual(run.context["parent"], {"user": "ops"})
 
 
-@skip_unless_orquesta
 class RetryLoopTest(unittest.TestCase):
     def test_delay_rerendered_each_iteration_until_success(self):
         flaky = outcomes(python_failure("e1"), python_failure("e2"), python_result(42))
@@ -296,7 +244,6 @@ class RetryLoopTest(unittest.TestCase):
             )
 
 
-@skip_unless_orquesta
 class SubworkflowTest(unittest.TestCase):
     def run_parent(self, values):
         return run_workflow(
@@ -355,6 +302,59 @@ class SubworkflowTest(unittest.TestCase):
         self.assertEqual(run.task("fan_out").items[0]["subrun"].context["factor"], 10)
 
 
+def rehearse(run):
+    """Replay ``run`` in Orquesta's own test loop (``orquesta.rehearsing``): the results the
+    driver's actions returned become mock action executions, and Orquesta must take the same
+    route to the same status and output."""
+    from orquesta import rehearsing
+
+    mocks = []
+    for record in run.tasks:
+        if record.items is None:
+            mocks.append({"task_id": record.name, "status": record.status, "result": record.result})
+        else:
+            mocks.extend({"task_id": record.name, "item_id": index, "status": item["status"], "result": item["result"]}
+                         for index, item in enumerate(record.items))
+    rehearsal = rehearsing.load_test_spec({
+        "workflow": run.workflow_path,
+        "inputs": run.parameters,
+        "mock_action_executions": mocks,
+        "expected_task_sequence": run.state_sequence,
+        "expected_workflow_status": run.status,
+        "expected_output": run.output,
+    })
+    rehearsal.assert_conducting_sequence()
+
+
+class OrquestaRehearsalAgreementTest(unittest.TestCase):
+    """The driver routes as Orquesta's own rehearsal does, given the same action results."""
+
+    def test_retry_loop_success_and_exhaustion(self):
+        flaky = outcomes(python_failure("e1"), python_failure("e2"), python_result(42))
+        rehearse(run_workflow(fixture("retry_loop.yaml"), {}, actions={"fixture.flaky": flaky}))
+        rehearse(run_workflow(fixture("retry_loop.yaml"), {"max_attempts": 2},
+                              actions={"fixture.flaky": outcomes(python_failure("down"))}))
+
+    def test_linear_and_failure_route(self):
+        kwargs = {"action_meta_dir": META_DIR, "action_service": FakeActionService()}
+        rehearse(run_workflow(fixture("linear.yaml"), {"name": "Ada", "text": "hello"},
+                              actions={"fixture.classify": ClassifyAction}, **kwargs))
+        rehearse(run_workflow(fixture("linear.yaml"), {"name": "Ada", "text": "hello"},
+                              actions={"fixture.classify": lambda **kw: python_failure("model down")}, **kwargs))
+
+    def test_with_items_over_subworkflows(self):
+        for values in ([1, 2, 3], [1, -1]):
+            rehearse(run_workflow(fixture("parent.yaml"), {"values": values}, actions={"fixture.double": DoubleAction},
+                                  action_meta_dir=META_DIR))
+
+    def test_a_different_route_is_told_apart(self):
+        run = run_workflow(fixture("retry_loop.yaml"), {}, actions={"fixture.flaky": outcomes(python_result(1))})
+        run.tasks[1].status = "failed"  # Orquesta, given a failure there, retries instead
+        with self.assertRaises(orquesta_exc.WorkflowRehearsalError) as caught:
+            rehearse(run)
+        self.assertIn("task sequence", str(caught.exception))
+
+
 class _TempWorkflowMixin(object):
     def setUp(self):
         super(_TempWorkflowMixin, self).setUp()
@@ -368,7 +368,6 @@ class _TempWorkflowMixin(object):
         return path
 
 
-@skip_unless_orquesta
 class St2ParameterHandlingTest(_TempWorkflowMixin, unittest.TestCase):
     def double_wf(self, n_expr):
         return self.write(
@@ -476,13 +475,6 @@ class St2ParameterHandlingTest(_TempWorkflowMixin, unittest.TestCase):
         self.assertIn('Dependency unsatisfied in variable "customer_name"', run.errors[-1]["message"])
         run = run_with("not {{ jinja")  # a syntax error: st2 passes the text as it is
         self.assertEqual(run.parameters_for("consume")[0]["text"], "not {{ jinja")
-        run = run_workflow(
-            path,
-            actions={"fixture.produce": lambda: python_result("{{ x }}"), "fixture.classify": ClassifyAction},
-            action_meta_dir=META_DIR,
-            render_jinja_params=False,
-        )
-        self.assertEqual(run.parameters_for("consume")[0]["text"], "{{ x }}")
 
     def test_unexpected_and_missing_inputs_fail_inspection(self):
         path = self.write(
@@ -516,7 +508,6 @@ class St2ParameterHandlingTest(_TempWorkflowMixin, unittest.TestCase):
         self.assertEqual(run.output, {"doubled": 14})
 
 
-@skip_unless_orquesta
 class DriverGuardsTest(_TempWorkflowMixin, unittest.TestCase):
     def test_fixtures_pass_inspection(self):
         for name in ("linear.yaml", "retry_loop.yaml", "parent.yaml", "child.yaml"):

@@ -18,21 +18,16 @@ from synthralos_tests.orquesta_runner import ACTIONS_DIR, python_action, run_wor
 from normalize_agent_failure import NormalizeAgentFailureAction
 from synthralos_lib.state.config import PACK_ROOT
 
-try:
-    from st2common.models.db.rule import ActionExecutionSpecDB, RuleDB
-    from st2common.models.db.trigger import TriggerInstanceDB
-    from st2common.util import casts as st2_casts
-    from st2common.util import jinja as st2_jinja
-    from st2common.util import schema as st2_schema
-    from st2common.models.api.base import BaseAPI
-    from st2common.models.api.policy import PolicyAPI
-    from st2common.models.api.rule import RuleAPI
-    from st2reactor.rules.filter import RuleFilter
-    import st2common.policies.meta as st2_policy_meta
-except ImportError:  # the Python 3.8 run uses the st2 stand-in, which has no rules engine
-    RuleFilter = None
-
-needs_st2 = unittest.skipIf(RuleFilter is None, "needs StackStorm's st2reactor/st2common (the Python 3.11 run has them)")
+from st2common.models.db.rule import ActionExecutionSpecDB, RuleDB
+from st2common.models.db.trigger import TriggerInstanceDB
+from st2common.util import casts as st2_casts
+from st2common.util import jinja as st2_jinja
+from st2common.util import schema as st2_schema
+from st2common.models.api.base import BaseAPI
+from st2common.models.api.policy import PolicyAPI
+from st2common.models.api.rule import RuleAPI
+from st2reactor.rules.filter import RuleFilter
+import st2common.policies.meta as st2_policy_meta
 TRIGGER = "synthralos.agent_failure"
 FIXTURES = load_fixture("trigger_instances", "agent_failure.json")
 HANDLED = ["timeout", "error", "invalid_output", "tool_failure", "llm_error", "unknown_status"]
@@ -73,7 +68,6 @@ def render_parameters(meta, payload, action_meta):
     return params
 
 
-@needs_st2
 class AgentFailureRecoveryRuleTest(unittest.TestCase):
     maxDiff = None
 
@@ -139,7 +133,6 @@ class AgentFailureRecoveryRuleTest(unittest.TestCase):
                                                 "output": payload["output_excerpt"], "duration_ms": payload["duration_ms"]})
 
 
-@needs_st2
 class PolicyTest(unittest.TestCase):
     """Each policy validated as PolicyAPI.validate does, with the policy type read from the
     files st2's registrar loads (st2common/policies/meta), and aimed at the right action/attribute."""

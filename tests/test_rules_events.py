@@ -2,7 +2,6 @@
 parameters use only what st2's core.st2.generic.actiontrigger carries."""
 
 import glob
-import json
 import os
 import re
 import unittest
@@ -28,65 +27,25 @@ def load_rule(name):
         return yaml.safe_load(handle)
 
 
-try:  # st2's own rule matching and parameter rendering (real StackStorm only)
-    from st2common.models.db.rule import RuleDB
-    from st2common.models.db.trigger import TriggerInstanceDB
-    from st2common.util import param as st2_param
-    from st2reactor.rules.filter import RuleFilter
-except ImportError:  # the Python 3.8 stand-in has no rules engine: a small local equivalent
-    RuleFilter = None
-
-
-def _lookup(payload, dotted):
-    value = payload
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
+from st2common.models.db.rule import RuleDB
+from st2common.models.db.trigger import TriggerInstanceDB
+from st2common.util import param as st2_param
+from st2reactor.rules.filter import RuleFilter
 
 
 def matches(rule, payload):
-    """Whether st2's rules engine would match `rule` on an actiontrigger `payload`."""
-    if RuleFilter is not None:
-        rule_db = RuleDB(ref="synthralos." + rule["name"], name=rule["name"], pack="synthralos", enabled=True,
-                         criteria=rule.get("criteria", {}), action=rule["action"], trigger=rule["trigger"]["type"])
-        instance = TriggerInstanceDB(trigger=rule["trigger"]["type"], payload=payload)
-        return RuleFilter(instance, {"name": "st2.generic.actiontrigger"}, rule_db).filter()
-    for key, criterion in rule.get("criteria", {}).items():
-        value = _lookup(payload, key.split(".", 1)[1])
-        kind, pattern = criterion["type"], criterion.get("pattern")
-        if kind == "regex" and (not isinstance(value, str) or re.match(pattern, value) is None):
-            return False
-        if (kind == "equals" and value != pattern) or (kind == "nequals" and value == pattern):
-            return False
-        if kind == "inside" and value not in pattern:  # st2: the trigger's value is one of the pattern's
-            return False
-        if kind not in ("regex", "equals", "nequals", "inside"):
-            raise AssertionError("the local matcher does not know operator %r" % kind)
-    return True
+    """Whether st2's rules engine matches `rule` on an actiontrigger `payload`."""
+    rule_db = RuleDB(ref="synthralos." + rule["name"], name=rule["name"], pack="synthralos", enabled=True,
+                     criteria=rule.get("criteria", {}), action=rule["action"], trigger=rule["trigger"]["type"])
+    instance = TriggerInstanceDB(trigger=rule["trigger"]["type"], payload=payload)
+    return RuleFilter(instance, {"name": "st2.generic.actiontrigger"}, rule_db).filter()
 
 
 def render_rule_parameters(schema, rule, payload):
-    """A rule's action parameters rendered from a trigger payload as st2's rules engine renders them
-    (Jinja with StrictUndefined, then casts by the action's parameter `schema`)."""
-    if RuleFilter is not None:  # st2's own rendering and casts
-        return st2_param.render_live_params({}, schema, rule["action"]["parameters"],
-                                            {"pack": "synthralos", "user": "stanley"}, {"trigger": payload})
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-
-    def render_value(value):
-        if isinstance(value, dict):
-            return {k: render_value(v) for k, v in value.items()}
-        if isinstance(value, str) and "{{" in value:
-            return env.from_string(value).render(trigger=payload)
-        return value
-
-    params = {k: render_value(v) for k, v in rule["action"]["parameters"].items()}
-    for name, value in params.items():  # st2common/util/casts.py: object params given as strings are JSON
-        if schema[name]["type"] == "object" and isinstance(value, str):
-            params[name] = json.loads(value)
-    return params
+    """A rule's action parameters rendered from a trigger payload by st2's rules engine's own
+    rendering and casts (by the action's parameter `schema`)."""
+    return st2_param.render_live_params({}, schema, rule["action"]["parameters"],
+                                        {"pack": "synthralos", "user": "stanley"}, {"trigger": payload})
 
 
 class ForwardingRulesTest(unittest.TestCase):
@@ -161,13 +120,6 @@ class ForwardingRulesTest(unittest.TestCase):
         self.assertLessEqual(set(FORWARD_RULES) | {"flush_events_timer"}, names)
 
 
-try:
-    import jinja2
-except ImportError:  # installed with orquesta (the Python 3.8 test environment)
-    jinja2 = None
-
-
-@unittest.skipIf(jinja2 is None, "jinja2 is not installed (it comes with orquesta in the Python 3.8 environment)")
 class RuleToEventTest(StoreBackendMixin, unittest.TestCase):
     """Render each forwarding rule's parameters from a real-shaped actiontrigger payload the way
     st2's rules engine does (Jinja with StrictUndefined, then casts by the action's parameter types),

@@ -364,7 +364,7 @@ class SensorLoadsLikeSt2Test(BullMQSensorCase):
 
         pack_lib = os.path.join(synthralos_tests.PACK_ROOT, "actions", "lib")
         sensors = os.path.join(synthralos_tests.PACK_ROOT, "sensors")
-        # st2's own packages (or the stand-in) stay importable; the pack's lib does not.
+        # st2's own packages stay importable; the pack's lib does not.
         path = [p for p in sys.path if p and os.path.abspath(p) not in (pack_lib, synthralos_tests.PACK_ROOT,
                                                                          os.path.join(synthralos_tests.PACK_ROOT, "actions"))]
         code = ("import sys; sys.path.insert(0, %r); import bullmq_failure_sensor as m; "

@@ -8,7 +8,6 @@ catches what they cannot: an import that works only from the test's path, a
 module st2's loader cannot find an action class in, a result st2 cannot
 serialise. State goes to a real local redis-server (``redis.url``), HTTP to the
 pack's stub servers; actions of one test share that state across processes.
-Real StackStorm only; the compatibility run (stand-in) skips with the reason.
 """
 
 import glob
@@ -18,7 +17,7 @@ import shutil
 import tempfile
 import unittest
 
-import synthralos_tests  # noqa: F401  (import paths; st2 stand-in when st2 is absent)
+import synthralos_tests  # noqa: F401  (import paths, and st2 must import)
 
 import yaml
 
@@ -28,7 +27,6 @@ from synthralos_tests.llm_provider import LLMProviderServer
 from synthralos_tests.redis_server import get_redis_server
 from synthralos_tests.st2_api_server import St2ApiServer
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
-from synthralos_tests.st2_python_runner import WRAPPER_AVAILABLE, WRAPPER_SKIP_REASON
 
 from synthralos_lib.cron.backoff import iso
 from synthralos_lib.events.builders import message_id
@@ -98,7 +96,6 @@ def without(mapping, *keys):
     return {k: v for k, v in mapping.items() if k not in keys}
 
 
-@unittest.skipUnless(WRAPPER_AVAILABLE, WRAPPER_SKIP_REASON)
 class PythonRunnerWrapperTest(unittest.TestCase):
     maxDiff = None
     """One test per group of actions that share state; each asserts st2's status and result."""

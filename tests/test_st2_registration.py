@@ -1,1422 +1,581 @@
-"""What `st2-validate-pack` and `st2ctl reload --register-all` will enforce.
+"""The pack's metadata, validated by the StackStorm that is installed (the head
+and floor runs: st2 master and v3.8.1) with st2's own code, as
+``st2-register-content --register-pack`` runs it.
 
-st2common is not installable here, so the constraints StackStorm (>= 3.8,
-checked against both the v3.8-era sources and master where they differ)
-applies to pack content at validation / registration time are transcribed
-below as Draft-4 JSON schemas plus a few procedural checks. Every rule names
-the upstream file (repository StackStorm/st2) it comes from.
+Each resource is found by st2's registrars (``st2common.bootstrap.*registrar``:
+which directories, which extensions), loaded by their ``MetaLoader``, and put
+through the steps ``_register_*`` takes before it writes to MongoDB: the API
+model's ``validate()`` and ``to_model()`` (``PackAPI``, ``ConfigSchemaAPI``,
+``ActionAPI``, ``ActionAliasAPI``, ``RuleAPI``, ``PolicyAPI``,
+``SensorTypeAPI``, ``TriggerTypeAPI``), ``validate_action`` with the runner type st2 registers
+from the installed runner's metadata, ``validate_criteria`` and
+``validate_trigger_parameters``, the policy type's parameters schema from
+``st2common/policies/meta``, ``validate_config_against_schema``. There is no
+MongoDB here: where st2 would read a registered runner type, policy type or
+trigger type back from the database, the same object is built from the file st2
+registers it from. The live tier (``e2e/``) registers the pack in real st2
+services.
 
-Only PyYAML and jsonschema (2.6 on Python 3.8, 3.2 / 4.x on 3.11) are needed;
-the tests are plain unittest.TestCase classes (runnable by pytest or nose) and
-do not use tests/conftest.py. Pack files are globbed at test time, so actions,
-rules, policies, sensors, triggers and aliases added later are all checked.
-
-Notes on how st2 validates (st2common/st2common/util/schema/__init__.py):
-  * st2's CustomValidator is Draft 4 except that ``properties`` uses the
-    Draft-3 rule, so ``required: true`` sits on each property. The schemas
-    here are written in real Draft 4 (``required: [...]`` lists) and pack
-    schemas are converted the same way (_to_draft4) before validation.
-  * An action parameter / config schema item is checked against
-    util/schema/action_params.json (additionalProperties: false, ``type`` a
-    single simple type, ``required``/``secret``/``immutable`` booleans,
-    ``position`` >= 0). Sub-schemas inside it (items, properties, ...) are
-    reached through ``$ref: "#"`` under that file's ``id`` (the draft-04 URL),
-    which resolves to the meta-schema CustomValidator registered for that id,
-    util/schema/custom.json with additionalProperties removed: unknown
-    keywords are allowed there, ``type`` may be a list, and ``required`` must
-    still be a boolean (a Draft-4 ``required: [a, b]`` list is rejected).
+The last classes are the pack's own rules (a description on every parameter,
+secrets marked secret, ...), and checks that st2's validators, as called here,
+do refuse bad content.
 """
 
 import copy
 import glob
 import os
 import re
+import shutil
+import tempfile
 import unittest
+
+import synthralos_tests  # noqa: F401  (import paths, and st2 must import)
 
 import jsonschema
 import yaml
-
-PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACK_REF = "synthralos"
-
-# ---------------------------------------------------------------------------
-# Generic helpers
-# ---------------------------------------------------------------------------
-
-
-def _rel(path):
-    return os.path.relpath(path, PACK_ROOT)
-
-
-def _load_yaml(path):
-    with open(path) as handle:
-        return yaml.safe_load(handle)
-
-
-def _pack_files(*patterns):
-    found = set()
-    for pattern in patterns:
-        found.update(glob.glob(os.path.join(PACK_ROOT, pattern)))
-    return sorted(found)
-
-
-def _format_path(parts):
-    """Render a jsonschema error path like st2-validate-pack does: a.b[0].c"""
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += "[%d]" % part
-        else:
-            out += (".%s" % part) if out else str(part)
-    return out or "<root>"
-
-
-def _join(prefix, suffix):
-    if not prefix:
-        return suffix
-    if not suffix or suffix == "<root>":
-        return prefix
-    if suffix.startswith("["):
-        return prefix + suffix
-    return prefix + "." + suffix
-
-
-def _schema_errors(schema, instance, where, prefix=""):
-    """All Draft-4 validation errors as 'file: path: message' strings."""
-    validator = jsonschema.Draft4Validator(schema)
-    errors = []
-    for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path))):
-        path = _join(prefix, _format_path(list(error.absolute_path)))
-        errors.append("%s: %s: %s" % (where, path or "<root>", error.message))
-    return errors
-
-
-def _is_jinja(value):
-    # st2common/st2common/util/jinja.py is_jinja_expression: a string holding
-    # "{{" or "{%" markers.
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
-# ---------------------------------------------------------------------------
-# Meta-schemas for parameter / config-schema items
-# ---------------------------------------------------------------------------
-
-# Source: st2common/st2common/util/schema/action_params.json and custom.json
-# (definitions.simpleTypes, which adds st2's "raw_string").
-SIMPLE_TYPES = ["array", "boolean", "integer", "null", "number", "object", "string", "raw_string"]
-
-
-def _keyword_properties(ref, allow_type_list):
-    """Keywords a (sub-)schema may use. Source: action_params.json / custom.json."""
-    sub = {"$ref": ref}
-    pos_int = {"type": "integer", "minimum": 0}
-    schema_array = {"type": "array", "minItems": 1, "items": sub}
-    simple = {"enum": SIMPLE_TYPES}
-    if allow_type_list:
-        # custom.json: type may also be a unique, non-empty list of simple types.
-        type_schema = {"anyOf": [simple, {"type": "array", "items": simple, "minItems": 1, "uniqueItems": True}]}
-    else:
-        # action_params.json: "doesn't allow parameter "type" attribute to be array".
-        type_schema = {"anyOf": [simple]}
-    return {
-        "id": {"type": "string"},
-        "$schema": {"type": "string"},
-        "title": {"type": "string"},
-        "description": {"type": "string"},
-        "default": {},
-        "multipleOf": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
-        "maximum": {"type": "number"},
-        "exclusiveMaximum": {"type": "boolean"},
-        "minimum": {"type": "number"},
-        "exclusiveMinimum": {"type": "boolean"},
-        "maxLength": pos_int,
-        "minLength": pos_int,
-        "pattern": {"type": "string"},
-        "additionalItems": {"anyOf": [{"type": "boolean"}, sub]},
-        "items": {"anyOf": [sub, schema_array]},
-        "maxItems": pos_int,
-        "minItems": pos_int,
-        "uniqueItems": {"type": "boolean"},
-        "maxProperties": pos_int,
-        "minProperties": pos_int,
-        # st2 extension: Draft-3 style boolean "required" (not a Draft-4 list).
-        "required": {"type": "boolean"},
-        # st2 extension: mask / auto-decrypt the value.
-        "secret": {"type": "boolean"},
-        "additionalProperties": {"anyOf": [{"type": "boolean"}, sub]},
-        "definitions": {"type": "object", "additionalProperties": sub},
-        "properties": {"type": "object", "additionalProperties": sub},
-        "patternProperties": {"type": "object", "additionalProperties": sub},
-        "dependencies": {
-            "type": "object",
-            "additionalProperties": {
-                "anyOf": [sub, {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True}]
-            },
-        },
-        "enum": {"type": "array", "minItems": 1, "uniqueItems": True},
-        "type": type_schema,
-        # st2 extensions: positional CLI argument index and immutable parameters.
-        "position": {"type": "number", "minimum": 0},
-        "immutable": {"type": "boolean"},
-        "allOf": schema_array,
-        "anyOf": schema_array,
-        "oneOf": schema_array,
-        "not": sub,
-    }
-
-
-_DEPENDENCIES = {"exclusiveMaximum": ["maximum"], "exclusiveMinimum": ["minimum"]}
-
-DEFINITIONS = {
-    # custom.json with additionalProperties removed (what "$ref": "#" reaches).
-    "nested": {
-        "type": "object",
-        "properties": _keyword_properties("#/definitions/nested", True),
-        "dependencies": _DEPENDENCIES,
-    },
-    # action_params.json itself: a top-level parameter / config item.
-    "param": {
-        "type": "object",
-        "properties": _keyword_properties("#/definitions/nested", False),
-        "dependencies": _DEPENDENCIES,
-        "additionalProperties": False,
-    },
-}
-
-# Source: st2common/st2common/models/api/notification.py (NotificationSubSchemaAPI).
-NOTIFY_SUB_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "message": {"type": "string"},
-        "data": {"type": "object"},
-        "routes": {"type": "array"},
-        "channels": {"type": "array"},
-    },
-    "additionalProperties": False,
-}
-
-# ---------------------------------------------------------------------------
-# Resource schemas (Draft-4 transcriptions of the st2 API models)
-# ---------------------------------------------------------------------------
-
-# Source: st2common/st2common/constants/pack.py
-PACK_REF_WHITELIST_REGEX = r"^[a-z0-9_]+$"
-PACK_VERSION_REGEX = (
-    r"^(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)"
-    r"(?:-[\da-z\-]+(?:\.[\da-z\-]+)*)?(?:\+[\da-z\-]+(?:\.[\da-z\-]+)*)?$"
-)
-ST2_VERSION_REGEX = r"^((>?>|>=|=|<=|<?<)\s*[0-9]+\.[0-9]+\.[0-9]+?(\s*,)?\s*)+$"
-RESERVED_PACK_LIST = ["_global"]
-PACK_RESERVED_CHARACTERS = ["."]
-
-# Source: st2common/st2common/models/api/pack.py (PackAPI.schema).
-PACK_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "id": {"type": ["string", "null"]},
-        "name": {"type": "string"},
-        "ref": {"type": "string", "pattern": PACK_REF_WHITELIST_REGEX},
-        "uid": {"type": "string"},
-        "description": {"type": "string"},
-        "keywords": {"type": "array", "items": {"type": "string"}},
-        "version": {"type": "string", "pattern": PACK_VERSION_REGEX},
-        "stackstorm_version": {"type": "string", "pattern": ST2_VERSION_REGEX},
-        "python_versions": {
-            "type": "array",
-            "items": {"type": "string", "enum": ["2", "3"]},
-            "minItems": 1,
-            "maxItems": 2,
-            "uniqueItems": True,
-        },
-        "author": {"type": "string"},
-        "email": {"type": "string"},
-        "contributors": {"type": "array", "items": {"type": "string", "maxLength": 100}},
-        "files": {"type": "array", "items": {"type": "string"}},
-        "dependencies": {"type": "array", "items": {"type": "string"}},
-        "system": {"type": "object"},
-        "path": {"type": "string"},
-    },
-    "required": ["name", "description", "version", "author"],
-    # PackAPI allows unknown keys on purpose ("gracefully add new attributes").
-    "additionalProperties": True,
-}
-
-# Source: st2common/st2common/models/api/pack.py (ConfigSchemaAPI.schema
-# "attributes": patternProperties ^\w+$ -> get_action_parameters_schema()).
-CONFIG_SCHEMA_SCHEMA = {
-    "definitions": DEFINITIONS,
-    "type": "object",
-    "patternProperties": {r"^\w+$": {"$ref": "#/definitions/param"}},
-    "additionalProperties": False,
-}
-
-# Source: st2common/st2common/models/api/action.py (ActionAPI.schema).
-# output_schema: v3.8 accepts only the "legacy" shape (patternProperties
-# ^\w+$ -> a schema per output key, additionalProperties false; see the
-# comment quoted in st2common/st2common/util/output_schema.py); master also
-# accepts a full JSON schema, but a full schema ({type: object, ...}) fails
-# on 3.8 ("object" is not an object), so only the legacy shape works on both.
-ACTION_SCHEMA = {
-    "definitions": DEFINITIONS,
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "ref": {"type": "string"},
-        "uid": {"type": "string"},
-        "name": {"type": "string"},
-        "description": {"type": "string"},
-        "enabled": {"type": "boolean"},
-        "runner_type": {"type": "string"},
-        "entry_point": {"type": "string"},
-        "pack": {"type": "string"},
-        "parameters": {
-            "type": "object",
-            "patternProperties": {r"^\w+$": {"$ref": "#/definitions/param"}},
-            "additionalProperties": False,
-        },
-        "output_schema": {
-            "type": "object",
-            "patternProperties": {r"^\w+$": {"$ref": "#/definitions/nested"}},
-            "additionalProperties": False,
-        },
-        "tags": {"type": "array", "items": {"type": "object"}},
-        "notify": {
-            "type": "object",
-            "properties": {
-                "on-complete": NOTIFY_SUB_SCHEMA,
-                "on-failure": NOTIFY_SUB_SCHEMA,
-                "on-success": NOTIFY_SUB_SCHEMA,
-            },
-            "additionalProperties": False,
-        },
-        "metadata_file": {"type": "string"},
-    },
-    "required": ["name", "runner_type"],
-    "additionalProperties": False,
-}
-
-# Source: st2common/st2common/models/api/action.py (ActionAliasAPI.schema).
-ALIAS_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "ref": {"type": "string"},
-        "uid": {"type": "string"},
-        "name": {"type": "string"},
-        "pack": {"type": "string"},
-        "description": {"type": ["string", "null"]},
-        "enabled": {"type": "boolean"},
-        "action_ref": {"type": "string"},
-        "formats": {
-            "type": "array",
-            "items": {
-                "anyOf": [
-                    {"type": "string"},
-                    {
-                        "type": "object",
-                        "properties": {
-                            "display": {"type": "string"},
-                            "representation": {"type": "array", "items": {"type": "string"}},
-                        },
-                    },
-                ]
-            },
-        },
-        "ack": {
-            "type": "object",
-            "properties": {
-                "enabled": {"type": "boolean"},
-                "format": {"type": "string"},
-                "extra": {"type": "object"},
-                "append_url": {"type": "boolean"},
-            },
-        },
-        "result": {
-            "type": "object",
-            "properties": {
-                "enabled": {"type": "boolean"},
-                "format": {"type": "string"},
-                "extra": {"type": "object"},
-            },
-        },
-        "extra": {"type": "object"},
-        "immutable_parameters": {"type": "object"},
-        "metadata_file": {"type": "string"},
-    },
-    # "pack" is required too, but the registrar fills it in from the directory.
-    "required": ["name", "action_ref"],
-    "additionalProperties": False,
-}
-
-# Source: st2common/st2common/models/api/rule.py (RuleTypeSpec, RuleAPI.schema).
-RULE_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "id": {"type": ["string", "null"]},
-        "ref": {"type": "string"},
-        "uid": {"type": "string"},
-        "name": {"type": "string"},
-        "pack": {"type": "string"},
-        "description": {"type": "string"},
-        "type": {
-            "type": "object",
-            "properties": {"ref": {"type": "string"}, "parameters": {"type": "object"}},
-            "required": ["ref"],
-            "additionalProperties": False,
-        },
-        "trigger": {
-            "type": "object",
-            "properties": {
-                "type": {"type": "string"},
-                "description": {"type": "string"},
-                "parameters": {"type": "object"},
-                "ref": {"type": "string"},
-            },
-            "required": ["type"],
-            "additionalProperties": True,
-        },
-        "criteria": {"type": "object"},
-        "action": {
-            "type": "object",
-            "properties": {
-                "ref": {"type": "string"},
-                "description": {"type": "string"},
-                "parameters": {"type": "object"},
-            },
-            "required": ["ref"],
-            "additionalProperties": False,
-        },
-        "enabled": {"type": "boolean"},
-        "context": {"type": "object"},
-        "tags": {"type": "array", "items": {"type": "object"}},
-        "metadata_file": {"type": "string"},
-    },
-    "required": ["name", "trigger", "action"],
-    "additionalProperties": False,
-}
-
-# Source: st2common/st2common/models/api/policy.py (PolicyAPI.schema). Only the
-# keys present in every 3.8+ version are allowed.
-POLICY_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "id": {"type": ["string", "null"]},
-        "name": {"type": "string"},
-        "pack": {"type": "string"},
-        "ref": {"type": "string"},
-        "description": {"type": "string"},
-        "enabled": {"type": "boolean"},
-        "resource_ref": {"type": "string"},
-        "policy_type": {"type": "string"},
-        "parameters": {
-            "type": "object",
-            "patternProperties": {
-                r"^\w+$": {
-                    "anyOf": [
-                        {"type": "array"},
-                        {"type": "boolean"},
-                        {"type": "integer"},
-                        {"type": "number"},
-                        {"type": "object"},
-                        {"type": "string"},
-                    ]
-                }
-            },
-        },
-    },
-    "required": ["name", "resource_ref", "policy_type"],
-    "additionalProperties": False,
-}
-
-# Source: st2common/st2common/models/api/trigger.py (TriggerTypeAPI.schema).
-TRIGGER_TYPE_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "id": {"type": ["string", "null"]},
-        "ref": {"type": "string"},
-        "uid": {"type": "string"},
-        "name": {"type": "string"},
-        "pack": {"type": "string"},
-        "description": {"type": "string"},
-        "payload_schema": {"type": "object"},
-        "parameters_schema": {"type": "object"},
-        "tags": {"type": "array", "items": {"type": "object"}},
-        "metadata_file": {"type": "string"},
-    },
-    "required": ["name"],
-    "additionalProperties": False,
-}
-
-# Source: st2common/st2common/models/api/sensor.py (SensorTypeAPI.schema;
-# master's read-only runtime status fields are not part of a sensor file).
-SENSOR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "id": {"type": ["string", "null"]},
-        "ref": {"type": "string"},
-        "uid": {"type": "string"},
-        "class_name": {"type": "string"},
-        "pack": {"type": "string"},
-        "description": {"type": "string"},
-        "artifact_uri": {"type": "string"},
-        "entry_point": {"type": "string"},
-        "enabled": {"type": "boolean"},
-        "trigger_types": {"type": "array", "items": TRIGGER_TYPE_SCHEMA},
-        "poll_interval": {"type": "number"},
-        "metadata_file": {"type": "string"},
-    },
-    "required": ["class_name"],
-    "additionalProperties": False,
-}
-
-# ---------------------------------------------------------------------------
-# Runners, policy types, operators, system triggers
-# ---------------------------------------------------------------------------
-
-# Source: contrib/runners/python_runner/python_runner/runner.yaml and
-# contrib/runners/orquesta_runner/orquesta_runner/runner.yaml.
-RUNNER_PARAMETERS = {
-    "python-script": {
-        "debug": {"type": "boolean", "required": False, "default": False},
-        "content_version": {"type": "string", "required": False},
-        "env": {"type": "object"},
-        "timeout": {"type": "integer", "default": 600},
-        "log_level": {
-            "type": "string",
-            "default": "DEBUG",
-            "enum": ["AUDIT", "CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"],
-        },
-    },
-    "orquesta": {},
-}
-# Runners a stock st2 install registers (contrib/runners/*); parameters of the
-# ones not used by this pack are not transcribed, so their override rules are
-# not checked.
-STOCK_RUNNERS = {
-    "python-script", "orquesta", "action-chain", "local-shell-cmd", "local-shell-script",
-    "remote-shell-cmd", "remote-shell-script", "http-request", "noop", "inquirer", "announcement",
-    "winrm-cmd", "winrm-ps-cmd", "winrm-ps-script",
-}
-
-# Source: st2common/st2common/util/schema/__init__.py (RUNNER_PARAM_OVERRIDABLE_ATTRS).
-RUNNER_PARAM_OVERRIDABLE_ATTRS = ["default", "description", "enum", "immutable", "required"]
-
-# Source: st2common/st2common/policies/meta/concurrency.yaml, retry.yaml and
-# st2actions/st2actions/policies/meta/concurrency_by_attr.yaml (parameters
-# schemas of the stock policy types; ref = <resource_type>.<name>).
-POLICY_TYPE_PARAMETERS = {
-    "action.concurrency": {
-        "threshold": {"type": "integer", "required": True},
-        "action": {"type": "string", "default": "delay", "enum": ["delay", "cancel"]},
-    },
-    "action.concurrency.attr": {
-        "threshold": {"type": "integer", "required": True},
-        "action": {"type": "string", "default": "delay", "enum": ["delay", "cancel"]},
-        "attributes": {"type": "array", "uniqueItems": True, "items": {"type": "string", "minLength": 1}},
-    },
-    "action.retry": {
-        "retry_on": {"type": "string", "required": True, "enum": ["failure", "timeout"]},
-        "max_retry_count": {"type": "integer", "required": True, "minimum": 1, "maximum": 5, "default": 2},
-        "delay": {"type": "number", "required": False, "minimum": 0, "maximum": 120},
-    },
-}
-
-# Source: st2common/st2common/operators.py (the ``operators`` lookup table).
-CRITERIA_OPERATORS = {
-    "matchwildcard", "matchregex", "regex", "iregex", "eq", "equals", "neq", "nequals",
-    "ieq", "iequals", "contains", "icontains", "ncontains", "incontains", "startswith",
-    "istartswith", "endswith", "iendswith", "lt", "lessthan", "gt", "greaterthan",
-    "td_lt", "timediff_lt", "td_gt", "timediff_gt", "exists", "nexists", "inside", "in",
-    "ninside", "nin", "search",
-}
-
-_CRON_FIELD = {"anyOf": [{"type": "string"}, {"type": "integer"}]}
-# Source: st2common/st2common/constants/triggers.py (SYSTEM_TRIGGER_TYPES and the
-# timer parameters schemas, validated by validators/api/reactor.py
-# validate_trigger_parameters for system triggers).
-SYSTEM_TRIGGER_PARAMETERS = {
-    "core.st2.IntervalTimer": {
-        "type": "object",
-        "properties": {
-            "timezone": {"type": "string"},
-            "unit": {"enum": ["weeks", "days", "hours", "minutes", "seconds"]},
-            "delta": {"type": "integer"},
-        },
-        "required": ["unit", "delta"],
-        "additionalProperties": False,
-    },
-    "core.st2.DateTimer": {
-        "type": "object",
-        "properties": {"timezone": {"type": "string"}, "date": {"type": "string"}},
-        "required": ["date"],
-        "additionalProperties": False,
-    },
-    "core.st2.CronTimer": {
-        "type": "object",
-        "properties": dict(
-            {"timezone": {"type": "string"}},
-            **{k: _CRON_FIELD for k in ("year", "month", "day", "week", "day_of_week", "hour", "minute", "second")}
-        ),
-        "additionalProperties": False,
-    },
-    "core.st2.webhook": {
-        "type": "object",
-        "properties": {"url": {"type": "string"}},
-        "required": ["url"],
-        "additionalProperties": False,
-    },
-}
-SYSTEM_TRIGGER_TYPES = set(SYSTEM_TRIGGER_PARAMETERS) | {
-    "core.st2.generic.actiontrigger", "core.st2.generic.notifytrigger", "core.st2.action.file_written",
-    "core.st2.generic.inquiry", "core.st2.key_value_pair.create", "core.st2.key_value_pair.update",
-    "core.st2.key_value_pair.value_change", "core.st2.key_value_pair.delete",
-    "core.st2.sensor.process_spawn", "core.st2.sensor.process_exit",
-}
-
-# ---------------------------------------------------------------------------
-# st2-style schema -> Draft 4, defaults, jinja rendering
-# ---------------------------------------------------------------------------
-
-
-def _to_draft4(schema, allow_default_none=False):
-    """Convert an st2 parameters-style schema (Draft-3 boolean ``required`` on
-    properties, "raw_string") into plain Draft 4.
-
-    With allow_default_none, optional properties and properties whose default
-    is None also accept null - st2common/util/schema/__init__.py
-    modify_schema_allow_default_none, used by validate(allow_default_none=True)
-    for configs, policies and trigger parameters.
-    """
-    if isinstance(schema, list):
-        return [_to_draft4(item, allow_default_none) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {}
-    for key, value in schema.items():
-        if key == "required" and isinstance(value, bool):
-            continue
-        if key in ("properties", "patternProperties", "definitions") and isinstance(value, dict):
-            out[key] = {name: _to_draft4(sub, allow_default_none) for name, sub in value.items()}
-        elif key in ("items", "additionalItems", "additionalProperties", "not", "anyOf", "oneOf", "allOf"):
-            out[key] = _to_draft4(value, allow_default_none)
-        elif key == "dependencies" and isinstance(value, dict):
-            out[key] = {k: _to_draft4(v, allow_default_none) for k, v in value.items()}
-        elif key == "type":
-            out[key] = [("string" if t == "raw_string" else t) for t in value] if isinstance(value, list) else (
-                "string" if value == "raw_string" else value
-            )
-        else:
-            out[key] = value
-    properties = schema.get("properties")
-    if isinstance(properties, dict):
-        required = [name for name, sub in properties.items() if isinstance(sub, dict) and sub.get("required") is True]
-        if required:
-            out["required"] = sorted(set(required) | set(out.get("required") or []))
-        if allow_default_none:
-            for name, sub in properties.items():
-                if not isinstance(sub, dict):
-                    continue
-                optional = not sub.get("required", False)
-                if (("default" in sub) or optional) and sub.get("default") is None:
-                    _allow_null(out["properties"][name])
-    return out
-
-
-def _allow_null(schema):
-    if "anyOf" in schema:
-        schema["anyOf"] = list(schema["anyOf"]) + [{"type": "null"}]
-    elif "oneOf" in schema:
-        schema["oneOf"] = list(schema["oneOf"]) + [{"type": "null"}]
-    elif isinstance(schema.get("type"), list):
-        if "null" not in schema["type"]:
-            schema["type"] = list(schema["type"]) + ["null"]
-    elif "type" in schema:
-        if schema["type"] != "null":
-            schema["type"] = [schema["type"], "null"]
-    if "enum" in schema and None not in schema["enum"]:
-        schema["enum"] = list(schema["enum"]) + [None]
-
-
-def _resource_parameters_schema(parameters, allow_additional_properties):
-    """st2common/util/schema/__init__.py get_schema_for_resource_parameters:
-    an object whose properties are the parameter items; an empty item means
-    "any type"."""
-    any_type = {"anyOf": [{"type": t} for t in ("array", "boolean", "integer", "number", "object", "string")]}
-    properties = {name: (item if item else any_type) for name, item in (parameters or {}).items()}
-    if not properties:
-        return {}
-    return {"type": "object", "properties": properties, "additionalProperties": allow_additional_properties}
-
-
-def _assign_defaults(instance, schema):
-    """st2common/util/schema/__init__.py assign_default_values: fill in
-    defaults of absent / None properties (recursing into objects and arrays)
-    before validating."""
-    if isinstance(instance, dict) and isinstance(schema, dict):
-        for name, sub in (schema.get("properties") or {}).items():
-            if not isinstance(sub, dict):
-                continue
-            if "default" in sub and instance.get(name) is None:
-                instance[name] = copy.deepcopy(sub["default"])
-            if instance.get(name) is not None:
-                instance[name] = _assign_defaults(instance[name], sub)
-    elif isinstance(instance, list) and isinstance(schema, dict) and isinstance(schema.get("items"), dict):
-        return [_assign_defaults(item, schema["items"]) if item is not None else item for item in instance]
-    return instance
-
-
-def _validate_st2_parameters(parameters_schema, values, where, prefix, allow_additional_properties):
-    """Validate values the way st2 validates config / policy / trigger
-    parameters: resource schema, defaults assigned, None allowed for optional
-    items, Draft-3 required."""
-    schema = _resource_parameters_schema(parameters_schema, allow_additional_properties)
-    if not schema:
-        return []
-    schema = _to_draft4(schema, allow_default_none=True)
-    values = _assign_defaults(copy.deepcopy(values if values is not None else {}), schema)
-    return _schema_errors(schema, values, where, prefix)
-
-
-def _object_properties_schema(object_schema, keys):
-    """st2common/util/config_loader.py _get_object_properties_schema: the
-    schema of each key from properties, then patternProperties, then an
-    additionalProperties schema."""
-    object_schema = object_schema if isinstance(object_schema, dict) else {}
-    result = {}
-    properties = object_schema.get("properties") or {}
-    patterns = object_schema.get("patternProperties") or {}
-    additional = object_schema.get("additionalProperties")
-    for key in keys:
-        if key in properties:
-            result[key] = properties[key]
-            continue
-        matched = {}
-        for pattern, sub in patterns.items():
-            if re.search(pattern, key):
-                matched.update(sub)
-        if matched:
-            result[key] = matched
-        elif isinstance(additional, dict):
-            result[key] = additional
-        else:
-            result[key] = {}
-    return result
-
-
-def _walk_config(values, item_schema, path):
-    """Yield (path, value, schema_item) for every leaf of a config, pairing
-    each value with its schema item the way the config loader does."""
-    if isinstance(values, dict):
-        schemas = _object_properties_schema(item_schema, list(values.keys()))
-        for key, value in values.items():
-            for leaf in _walk_config(value, schemas.get(key) or {}, _join(path, str(key))):
-                yield leaf
-    elif isinstance(values, list):
-        items = (item_schema or {}).get("items") if isinstance(item_schema, dict) else None
-        for index, value in enumerate(values):
-            if isinstance(items, list):
-                sub = items[index] if index < len(items) else (item_schema.get("additionalItems") or {})
-            else:
-                sub = items or {}
-            for leaf in _walk_config(value, sub if isinstance(sub, dict) else {}, "%s[%d]" % (path, index)):
-                yield leaf
-    else:
-        yield path, values, item_schema or {}
-
-
-def _plausible_value(schema):
-    """A value of the right type, standing in for a rendered {{ st2kv... }}."""
-    if schema.get("enum"):
-        return schema["enum"][0]
-    kind = schema.get("type", "string")
-    if isinstance(kind, list):
-        kind = [k for k in kind if k != "null"][0] if [k for k in kind if k != "null"] else "null"
-    return {
-        "string": "rendered-value",
-        "raw_string": "rendered-value",
-        "integer": max(1, int(schema.get("minimum", 1))),
-        "number": float(max(1, schema.get("minimum", 1))),
-        "boolean": True,
-        "object": {},
-        "array": [],
-        "null": None,
-    }.get(kind, "rendered-value")
-
-
-def _render_config(values, config_schema):
-    """Replace every jinja string by a plausible value for its schema item."""
-    top = {"type": "object", "properties": config_schema, "additionalProperties": True}
-
-    def render(value, item_schema):
-        if isinstance(value, dict):
-            schemas = _object_properties_schema(item_schema, list(value.keys()))
-            return {k: render(v, schemas.get(k) or {}) for k, v in value.items()}
-        if isinstance(value, list):
-            items = item_schema.get("items") if isinstance(item_schema, dict) else None
-            out = []
-            for index, item in enumerate(value):
-                if isinstance(items, list):
-                    sub = items[index] if index < len(items) else {}
-                else:
-                    sub = items or {}
-                out.append(render(item, sub))
-            return out
-        if _is_jinja(value):
-            return _plausible_value(item_schema or {})
-        return value
-
-    return render(values, top)
-
-
-# ---------------------------------------------------------------------------
-# Checks (each returns a list of error strings)
-# ---------------------------------------------------------------------------
-
-
-def check_pack_metadata(meta, where):
-    if not isinstance(meta, dict):
-        return ["%s: <root>: pack metadata must be a mapping" % where]
-    meta = dict(meta)
-    # PackAPI.__init__ casts an unquoted version to str.
-    if meta.get("version") is not None:
-        meta["version"] = str(meta["version"])
-    errors = _schema_errors(PACK_SCHEMA, meta, where)
-    # st2common/st2common/util/pack.py get_pack_ref_from_metadata: without
-    # "ref", "name" must itself be a valid ref.
-    ref = meta.get("ref") or meta.get("name")
-    if not meta.get("ref") and isinstance(ref, str) and not re.match(PACK_REF_WHITELIST_REGEX, ref):
-        errors.append('%s: name: no "ref" and name "%s" is not a valid pack ref' % (where, ref))
-    # st2common/st2common/constants/pack.py RESERVED_PACK_LIST / PACK_RESERVED_CHARACTERS.
-    if isinstance(ref, str):
-        if ref in RESERVED_PACK_LIST:
-            errors.append('%s: ref: "%s" is a reserved pack name' % (where, ref))
-        for char in PACK_RESERVED_CHARACTERS:
-            if char in ref:
-                errors.append('%s: ref: "%s" contains reserved character "%s"' % (where, ref, char))
-    return errors
-
-
-def check_config_schema(config_schema, where):
-    """config.schema.yaml: ConfigSchemaAPI + every default valid for its item."""
-    if config_schema is None:
-        return []
-    if not isinstance(config_schema, dict):
-        return ["%s: <root>: config schema must be a mapping" % where]
-    errors = _schema_errors(CONFIG_SCHEMA_SCHEMA, config_schema, where)
-    if errors:
-        return errors
-    # Defaults are assigned by the config loader / validate_config_against_schema
-    # and then validated, so each must fit its own item.
-    errors.extend(_check_defaults(config_schema, where, ""))
-    # An absent config (all defaults) must validate too.
-    errors.extend(check_config_values(config_schema, {}, where + " (defaults only)"))
-    return errors
-
-
-def _check_defaults(items, where, prefix):
-    errors = []
-    for name, item in (items or {}).items():
-        if not isinstance(item, dict):
-            continue
-        path = _join(prefix, name)
-        if "default" in item and item["default"] is not None and not _is_jinja(item["default"]):
-            sub = _to_draft4(item)
-            defaulted = _assign_defaults(copy.deepcopy(item["default"]), sub)
-            errors.extend(
-                "%s (default of %s)" % (e, path) for e in _schema_errors(sub, defaulted, where, path + ".default")
-            )
-        if isinstance(item.get("properties"), dict):
-            errors.extend(_check_defaults(item["properties"], where, path + ".properties"))
-        if isinstance(item.get("items"), dict) and isinstance(item["items"].get("properties"), dict):
-            errors.extend(_check_defaults(item["items"]["properties"], where, path + ".items.properties"))
-        if isinstance(item.get("additionalProperties"), dict) and isinstance(
-            item["additionalProperties"].get("properties"), dict
-        ):
-            errors.extend(
-                _check_defaults(item["additionalProperties"]["properties"], where, path + ".additionalProperties.properties")
-            )
-    return errors
-
-
-def check_config_values(config_schema, values, where):
-    """st2common/st2common/util/pack.py validate_config_against_schema, as run by
-    st2common/bootstrap/configsregistrar.py (ConfigAPI.validate(
-    validate_against_schema=True)): the raw values - jinja strings unrendered -
-    against the schema, additional top-level keys allowed."""
-    if not isinstance(values, dict):
-        return ["%s: <root>: config must be a mapping" % where]
-    return _validate_st2_parameters(config_schema, values, where, "", allow_additional_properties=True)
-
-
-def check_config_rendered(config_schema, values, where):
-    """The same after {{ st2kv... }} strings are rendered (config_loader.py)."""
-    rendered = _render_config(values, config_schema)
-    return _validate_st2_parameters(config_schema, rendered, where + " (rendered)", "", True)
-
-
-def check_config_secret_decrypt(config_schema, values, where):
-    """A ``secret: true`` item is decrypted by st2 itself
-    (config_loader.py _get_datastore_value_for_expression ->
-    services/config.py deserialize_key_value(secret=True)), so its value must
-    not use the decrypt_kv filter: validate_config_against_schema rejects it at
-    registration ('Use of "decrypt_kv" jinja filter is not allowed for such
-    values', top-level keys) and for nested items the loader would try to
-    decrypt the already decrypted plaintext at run time."""
-    errors = []
-    top = {"type": "object", "properties": config_schema, "additionalProperties": True}
-    for path, value, item in _walk_config(values, top, ""):
-        if _is_jinja(value) and "decrypt_kv" in value and isinstance(item, dict) and item.get("secret"):
-            errors.append(
-                '%s: %s: "secret: true" values are decrypted automatically; drop "| decrypt_kv" from %r'
-                % (where, path, value)
-            )
-    return errors
-
-
-def check_action(meta, where, actions_dir):
-    if not isinstance(meta, dict):
-        return ["%s: <root>: action metadata must be a mapping" % where]
-    errors = []
-    # st2common/st2common/bootstrap/actionsregistrar.py: "pack" must match.
-    if meta.get("pack") not in (None, PACK_REF):
-        errors.append('%s: pack: Model is in pack "%s" but field "pack" is different: %s' % (where, PACK_REF, meta["pack"]))
-    errors.extend(_schema_errors(ACTION_SCHEMA, meta, where))
-    if errors:
-        return errors
-    runner = meta["runner_type"]
-    # st2common/st2common/validators/api/action.py get_runner_model.
-    if runner not in STOCK_RUNNERS:
-        errors.append("%s: runner_type: RunnerType %s is not found" % (where, runner))
-    parameters = meta.get("parameters") or {}
-    errors.extend(_check_parameters(parameters, RUNNER_PARAMETERS.get(runner), where))
-    errors.extend(_check_parameter_defaults(parameters, RUNNER_PARAMETERS.get(runner) or {}, where))
-    errors.extend(_check_output_schema(meta.get("output_schema") or {}, where))
-    entry_point = meta.get("entry_point", "")
-    if runner == "orquesta":
-        if not (isinstance(entry_point, str) and re.match(r"^workflows/[^/]+\.ya?ml$", entry_point)):
-            errors.append("%s: entry_point: an orquesta action's entry_point must be workflows/<file>.yaml, got %r"
-                          % (where, entry_point))
-        elif not os.path.isfile(os.path.join(actions_dir, entry_point)):
-            errors.append("%s: entry_point: %s does not exist under actions/" % (where, entry_point))
-    elif runner == "python-script":
-        if not entry_point:
-            errors.append("%s: entry_point: a python-script action needs an entry_point" % where)
-        elif not os.path.isfile(os.path.join(actions_dir, entry_point)):
-            errors.append("%s: entry_point: %s does not exist under actions/" % (where, entry_point))
-    return errors
-
-
-def _check_parameters(parameters, runner_parameters, where):
-    """st2common/st2common/validators/api/action.py _validate_parameters."""
-    errors = []
-    positions = {}
-    for name, item in parameters.items():
-        path = "parameters.%s" % name
-        if runner_parameters is not None and name in runner_parameters:
-            runner_item = runner_parameters[name]
-            for attr, value in item.items():
-                # util/schema/__init__.py validate_runner_parameter_attribute_override
-                if attr not in RUNNER_PARAM_OVERRIDABLE_ATTRS and value != runner_item.get(attr):
-                    errors.append(
-                        '%s: %s.%s: The attribute "%s" for the runner parameter "%s" cannot be overridden '
-                        "(runner has %r)" % (where, path, attr, attr, name, runner_item.get(attr))
-                    )
-        if "position" in item:
-            pos = item["position"]
-            if pos in positions:
-                errors.append("%s: %s.position: Parameters %s and %s have same position %s. Position values "
-                              "have to be unique." % (where, path, name, positions[pos], pos))
-            else:
-                positions[pos] = name
-        if "immutable" in item:
-            runner_item = (runner_parameters or {}).get(name)
-            if runner_item is not None:
-                if "immutable" in runner_item:
-                    errors.append("%s: %s.immutable: Param %s is declared immutable in runner. Cannot override "
-                                  "in action." % (where, path, name))
-                if "default" not in item and "default" not in runner_item:
-                    errors.append("%s: %s: Immutable param %s requires a default value." % (where, path, name))
-            elif "default" not in item:
-                errors.append("%s: %s: Immutable param %s requires a default value." % (where, path, name))
-    # _validate_position_values_contiguous
-    if positions:
-        ordered = sorted(positions)
-        if ordered != list(range(int(min(ordered)), int(max(ordered)) + 1)):
-            errors.append("%s: parameters: Positions supplied %s for parameters are not contiguous." % (where, ordered))
-    return errors
-
-
-def _check_parameter_defaults(parameters, runner_parameters, where):
-    """At execution st2 merges runner + action parameters
-    (util/schema/__init__.py get_schema_for_action_parameters), assigns
-    defaults and validates them, so a static default must fit its parameter.
-    Jinja defaults are rendered first and are skipped here."""
-    errors = []
-    for name, item in parameters.items():
-        merged = dict(runner_parameters.get(name) or {})
-        merged.update(item)
-        if "default" not in merged or merged["default"] is None or _is_jinja(merged["default"]):
-            continue
-        if isinstance(merged["default"], (dict, list)) and "{{" in yaml.safe_dump(merged["default"]):
-            continue
-        sub = _to_draft4(merged)
-        value = _assign_defaults(copy.deepcopy(merged["default"]), sub)
-        errors.extend(_schema_errors(sub, value, where, "parameters.%s.default" % name))
-    return errors
-
-
-# Draft-4 keywords; master treats an output_schema holding "type" as a full
-# schema, so legacy output keys named like keywords would be misread.
-_SCHEMA_KEYWORDS = set(_keyword_properties("#", True)) | {"$ref", "format"}
-
-
-def _check_output_schema(output_schema, where):
-    errors = []
-    for key in output_schema:
-        if key in _SCHEMA_KEYWORDS:
-            errors.append('%s: output_schema.%s: output key "%s" is a JSON-schema keyword; st2 master would read '
-                          "output_schema as a full schema" % (where, key, key))
-    return errors
-
-
-def check_workflow_has_action(workflow_path, actions):
-    """Each actions/workflows/<file> needs an orquesta action pointing at it."""
-    entry = "workflows/%s" % os.path.basename(workflow_path)
-    for meta in actions.values():
-        if isinstance(meta, dict) and meta.get("entry_point") == entry:
-            if meta.get("runner_type") != "orquesta":
-                return ["%s: action %s uses it with runner_type %r, not orquesta"
-                        % (_rel(workflow_path), meta.get("name"), meta.get("runner_type"))]
+from oslo_config import cfg
+
+import st2common.policies.meta as st2_policy_meta
+from st2common.bootstrap.actionsregistrar import ActionsRegistrar
+from st2common.bootstrap.aliasesregistrar import AliasesRegistrar
+from st2common.bootstrap.policiesregistrar import PolicyRegistrar
+from st2common.bootstrap.rulesregistrar import RulesRegistrar
+from st2common.bootstrap.sensorsregistrar import SensorsRegistrar
+from st2common.bootstrap.triggersregistrar import TriggersRegistrar
+from st2common.constants.triggers import INTERNAL_TRIGGER_TYPES, SYSTEM_TRIGGER_TYPES
+from st2common.content.loader import MetaLoader
+from st2common.content.utils import get_relative_path_to_pack_file
+from st2common.models.api.action import ActionAliasAPI, ActionAPI, RunnerTypeAPI
+from st2common.models.api.base import BaseAPI
+from st2common.models.api.pack import ConfigAPI, ConfigSchemaAPI, PackAPI
+from st2common.models.api.policy import PolicyAPI, PolicyTypeAPI
+from st2common.models.api.rule import RuleAPI
+from st2common.models.api.sensor import SensorTypeAPI
+from st2common.models.api.trigger import TriggerTypeAPI
+from st2common.models.utils.sensor_type_utils import get_sensor_entry_point
+from st2common.runners.base import get_runner_module, get_metadata as get_runner_metadata
+from st2common.util import jinja as jinja_utils
+from st2common.util import schema as util_schema
+from st2common.util.pack import get_pack_metadata, get_pack_ref_from_metadata, validate_config_against_schema
+from st2common.validators.api import action as action_validator
+from st2common.validators.api import reactor as reactor_validator
+
+from synthralos_tests import PACK_ROOT
+from synthralos_tests.st2_python_runner import PACK, StackStormLayout
+
+EXAMPLE_CONFIG = os.path.join(PACK_ROOT, "synthralos.yaml.example")
+
+
+# --------------------------------------------------------------- what st2 reads from its database
+
+
+def runner_type_db(name):
+    """The RunnerTypeDB st2's runnersregistrar.register_runner builds from the installed runner."""
+    runner_type = copy.deepcopy(get_runner_metadata(get_runner_module(name).__name__.split(".")[0]))
+    if isinstance(runner_type, list):  # a runner package may ship several runner types
+        runner_type = [r for r in runner_type if r["name"] == name or name in r.get("aliases", [])][0]
+    for attribute in ("experimental", "aliases"):
+        runner_type.pop(attribute, None)
+    runner_type["name"] = name
+    runner_type.setdefault("runner_package", runner_type["runner_module"])
+    api = RunnerTypeAPI(**runner_type)
+    api.validate()
+    return RunnerTypeAPI.to_model(api)
+
+
+def internal_trigger_type_refs():
+    """The trigger types st2's services register themselves (triggers.register_internal_trigger_types)."""
+    return {"%s.%s" % (t["pack"], t["name"]) for types in INTERNAL_TRIGGER_TYPES.values() for t in types}
+
+
+def policy_type_dbs():
+    """{ref: PolicyTypeDB} as policiesregistrar.register_policy_types(st2common) loads them."""
+    found = {}
+    for directory in st2_policy_meta.__path__:
+        for path in sorted(glob.glob(os.path.join(directory, "*.yaml"))):
+            model = PolicyTypeAPI.to_model(PolicyTypeAPI(**MetaLoader().load(path)))
+            found[model.ref] = model
+    return found
+
+
+def validate_rule(content, trigger_types=None):
+    """RuleAPI.validate(), then RuleAPI.to_model's checks without creating the trigger in the DB.
+    ``trigger_types``: the pack's registered TriggerTypeAPIs by ref (None: do not require a
+    pack trigger type to be registered)."""
+    api = RuleAPI(**dict(content, pack=content.get("pack") or PACK))
+    api.validate()
+    trigger_type = api.trigger["type"]
+    parameters = api.trigger.get("parameters", {})
+    if trigger_type in SYSTEM_TRIGGER_TYPES:
+        reactor_validator.validate_trigger_parameters(trigger_type_ref=trigger_type, parameters=parameters)
+    elif trigger_types is not None and trigger_type in trigger_types:
+        # validate_trigger_parameters with the registered trigger type (from the DB in st2).
+        schema = getattr(trigger_types[trigger_type], "parameters_schema", None)
+        if schema:
+            util_schema.validate(instance=parameters, schema=schema, cls=util_schema.CustomValidator,
+                                 use_default=True, allow_default_none=True)
+    elif trigger_types is not None and trigger_type not in internal_trigger_type_refs():
+        raise ValueError("trigger type %s is neither st2's nor one of this pack's" % trigger_type)
+    reactor_validator.validate_criteria(dict(getattr(api, "criteria", {})))
+    return api
+
+
+def check_rule(rule, where):
+    """``validate_rule`` as a list of ``where: error`` strings (for rules outside rules/, e.g. docs/rules)."""
+    try:
+        validate_rule(copy.deepcopy(rule))
+    except Exception as e:
+        return ["%s: %s: %s" % (where, type(e).__name__, e.message if isinstance(e, jsonschema.ValidationError) else e)]
+    return []
+
+
+# --------------------------------------------------------------- registration, minus the database
+
+
+class Registration(object):
+    """What ``st2-register-content --register-pack`` does with the pack in ``<base>/packs``, up to
+    the database writes: each resource method raises what st2 would raise for one file, and
+    ``each(paths, method)`` collects ``{metadata file: error}`` for the files st2 would refuse."""
+
+    def __init__(self, base):
+        self.base = base
+        self.pack_dir = os.path.join(base, "packs", PACK)
+        self.loader = MetaLoader()
+        self._runner_types = {}
+        self.trigger_types = {}  # ref -> TriggerTypeAPI, from triggers/ and sensors/
+
+    def files(self, registrar, content_type):
+        directory = registrar._pack_loader.get_content_from_pack(pack_dir=self.pack_dir, content_type=content_type)
+        if not directory:
             return []
-    return ["%s: no actions/*.yaml has runner_type orquesta and entry_point %s" % (_rel(workflow_path), entry)]
+        if isinstance(registrar, ActionsRegistrar):
+            return registrar._get_actions_from_pack(actions_dir=directory)
+        return registrar.get_resources_from_pack(resources_dir=directory)
 
+    def load(self, path):
+        """MetaLoader content with "pack" and "metadata_file" filled in, as every registrar does."""
+        content = self.loader.load(path)
+        pack_field = content.get("pack") or PACK
+        if pack_field != PACK:
+            raise ValueError('Model is in pack "%s" but field "pack" is different: %s' % (PACK, pack_field))
+        content["pack"] = pack_field
+        content["metadata_file"] = get_relative_path_to_pack_file(pack_ref=PACK, file_path=path)
+        return content
 
-def check_rule(meta, where, known_triggers=None, known_actions=None):
-    if not isinstance(meta, dict):
-        return ["%s: <root>: rule must be a mapping" % where]
-    errors = []
-    # st2common/st2common/bootstrap/rulesregistrar.py: "pack" must match.
-    if meta.get("pack") not in (None, PACK_REF):
-        errors.append('%s: pack: Model is in pack "%s" but field "pack" is different: %s' % (where, PACK_REF, meta["pack"]))
-    errors.extend(_schema_errors(RULE_SCHEMA, meta, where))
-    if errors:
+    def each(self, paths, register):
+        errors = {}
+        for path in paths:
+            try:
+                register(path)
+            except Exception as e:  # what the registrar reports with fail_on_failure
+                message = e.message if isinstance(e, jsonschema.ValidationError) else str(e)  # without the schema
+                errors[os.path.relpath(path, self.pack_dir)] = "%s: %s" % (type(e).__name__, message)
         return errors
-    # st2common/st2common/validators/api/reactor.py validate_criteria.
-    criteria = meta.get("criteria") or {}
-    for key, value in criteria.items():
-        path = "criteria.%s" % key
-        if not isinstance(value, dict):
-            errors.append("%s: %s: criterion must be a mapping with type and pattern" % (where, path))
-            continue
-        operator = value.get("type")
-        if operator is None:
-            errors.append("%s: %s: Operator not specified for field: %s" % (where, path, key))
-        elif operator not in CRITERIA_OPERATORS:
-            errors.append("%s: %s.type: operator %s not in list of allowed operators" % (where, path, operator))
-        if value.get("pattern") is None:
-            errors.append("%s: %s.pattern: no pattern specified for operator %s (st2 requires one, even for "
-                          "exists/nexists)" % (where, path, operator))
-    # validate_trigger_parameters for system triggers.
-    trigger_type = meta["trigger"]["type"]
-    trigger_params = meta["trigger"].get("parameters") or {}
-    if trigger_type in SYSTEM_TRIGGER_PARAMETERS:
-        errors.extend(_schema_errors(SYSTEM_TRIGGER_PARAMETERS[trigger_type], trigger_params, where, "trigger.parameters"))
-    # References must resolve (RuleAPI.to_model creates the trigger from its type).
-    if trigger_type.startswith("core.st2.") and trigger_type not in SYSTEM_TRIGGER_TYPES:
-        errors.append("%s: trigger.type: %s is not a system trigger type" % (where, trigger_type))
-    if known_triggers is not None and trigger_type.startswith(PACK_REF + ".") and trigger_type not in known_triggers:
-        errors.append("%s: trigger.type: %s is not declared in triggers/ or sensors/" % (where, trigger_type))
-    action_ref = meta["action"]["ref"]
-    if known_actions is not None and action_ref.startswith(PACK_REF + ".") and action_ref not in known_actions:
-        errors.append("%s: action.ref: %s is not an action of this pack" % (where, action_ref))
-    return errors
+
+    def runner_type(self, name):
+        if name not in self._runner_types:
+            try:
+                self._runner_types[name] = runner_type_db(name)
+            except Exception:
+                # st2 says so when the runner type is not registered (action_validator.get_runner_model).
+                raise ValueError("RunnerType %s is not found (installed runners only)" % name)
+        return self._runner_types[name]
+
+    # -- pack.yaml and config.schema.yaml: ResourceRegistrar._register_pack
+
+    def pack(self):
+        content = get_pack_metadata(pack_dir=self.pack_dir)
+        content["ref"] = get_pack_ref_from_metadata(metadata=content, pack_directory_name=PACK)
+        content["path"] = self.pack_dir
+        api = PackAPI(**content)
+        api.validate()
+        return PackAPI.to_model(api)
+
+    def config_schema(self):
+        values = self.loader.load(os.path.join(self.pack_dir, "config.schema.yaml"))
+        api = ConfigSchemaAPI(pack=PACK, attributes=values).validate()
+        return ConfigSchemaAPI.to_model(api)
+
+    def config(self, values, path):
+        """ConfigsRegistrar._register_config_for_pack: ConfigAPI.validate(validate_against_schema=True)."""
+        ConfigAPI(pack=PACK, values=values).validate()  # the model; the schema half reads the DB:
+        schema = self.loader.load(os.path.join(self.pack_dir, "config.schema.yaml"))
+        return validate_config_against_schema(schema, values, path, pack_name=PACK)
+
+    # -- actions: ActionsRegistrar._register_action
+
+    def action(self, path):
+        api = ActionAPI(**self.load(path))
+        api.validate()
+        runner = self.runner_type(api.runner_type)
+        action_validator.validate_action(api, runner_type_db=runner)
+        model = ActionAPI.to_model(api)
+        self.check_parameter_defaults(model, runner)
+        return model
+
+    def check_parameter_defaults(self, action_db, runner):
+        """At execution st2 fills in defaults and validates the parameters against the merged
+        runner + action schema (get_schema_for_action_parameters): every static default must pass.
+        Jinja defaults are rendered first, and required values come from the caller."""
+        schema = util_schema.modify_schema_allow_default_none(
+            util_schema.get_schema_for_action_parameters(action_db, runner))
+        instance = util_schema.assign_default_values({}, schema)
+        instance = {k: v for k, v in instance.items() if "{{" not in yaml.safe_dump(v)}
+        errors = [e for e in util_schema.CustomValidator(schema).iter_errors(instance) if e.validator != "required"]
+        if errors:
+            raise jsonschema.ValidationError("default of %s: %s" % (list(errors[0].path), errors[0].message))
+
+    # -- aliases: AliasesRegistrar._get_action_alias_db
+
+    def alias(self, path):
+        api = ActionAliasAPI(**self.load(path))
+        api.validate()
+        return ActionAliasAPI.to_model(api)
+
+    # -- triggers and sensors: TriggersRegistrar / SensorsRegistrar
+
+    def trigger_type(self, content):
+        api = TriggerTypeAPI(**content)
+        api.validate()
+        # Payloads (validate_trigger_payload) and trigger parameters are validated with
+        # jsonschema under CustomValidator, which first checks the schema itself.
+        for key in ("payload_schema", "parameters_schema"):
+            if getattr(api, key, None):
+                util_schema.CustomValidator.check_schema(getattr(api, key))
+        model = TriggerTypeAPI.to_model(api)
+        self.trigger_types[model.get_reference().ref] = api
+        return model
+
+    def trigger(self, path):
+        return self.trigger_type(self.load(path))
+
+    def sensor(self, path):
+        content = self.load(path)
+        if not content.get("entry_point"):
+            raise ValueError("Sensor definition missing entry_point")
+        content["artifact_uri"] = "file://%s" % os.path.join(os.path.dirname(path), content["entry_point"])
+        api = SensorTypeAPI(**content)
+        api.validate()
+        # sensor_type_utils.to_sensor_db_model, without its trigger type writes:
+        get_sensor_entry_point(api)
+        poll_interval = getattr(api, "poll_interval", None)
+        if poll_interval and poll_interval < 4:  # constants.sensors.MINIMUM_POLL_INTERVAL
+            raise ValueError("Minimum possible poll_interval is 4 seconds")
+        for trigger_type in getattr(api, "trigger_types", None) or []:
+            self.trigger_type(dict(trigger_type, pack=PACK, metadata_file=content["metadata_file"]))
+        return api
+
+    # -- rules: RulesRegistrar._register_rules_from_pack
+
+    def rule(self, path):
+        return validate_rule(self.load(path), self.trigger_types)
+
+    # -- policies: PolicyRegistrar._register_policy
+
+    def policy(self, path, policy_types=None):
+        api = PolicyAPI(**self.load(path))
+        # PolicyAPI.validate: the model, then the parameters against the policy type's schema
+        # (the policy type comes from the DB in st2, from its meta file here).
+        cleaned = BaseAPI.validate(api)
+        policy_types = policy_types or policy_type_dbs()
+        if cleaned.policy_type not in policy_types:
+            raise ValueError('Referenced policy_type "%s" doesnt exist' % cleaned.policy_type)
+        schema = util_schema.get_schema_for_resource_parameters(
+            parameters_schema=policy_types[cleaned.policy_type].parameters)
+        cleaned.parameters = util_schema.validate(getattr(cleaned, "parameters", {}), schema,
+                                                  util_schema.get_validator(), use_default=True,
+                                                  allow_default_none=True)
+        return PolicyAPI.to_model(cleaned)
 
 
-def check_policy(meta, where, known_actions=None):
-    if not isinstance(meta, dict):
-        return ["%s: <root>: policy must be a mapping" % where]
-    errors = []
-    # st2common/st2common/bootstrap/policiesregistrar.py: "pack" must match.
-    if meta.get("pack") not in (None, PACK_REF):
-        errors.append('%s: pack: Model is in pack "%s" but field "pack" is different: %s' % (where, PACK_REF, meta["pack"]))
-    errors.extend(_schema_errors(POLICY_SCHEMA, meta, where))
-    if errors:
-        return errors
-    # PolicyAPI.validate: the policy type must exist; parameters validated
-    # against its parameters schema (no additional properties).
-    policy_type = meta["policy_type"]
-    if policy_type not in POLICY_TYPE_PARAMETERS:
-        errors.append('%s: policy_type: Referenced policy_type "%s" doesnt exist (stock: %s)'
-                      % (where, policy_type, ", ".join(sorted(POLICY_TYPE_PARAMETERS))))
-    else:
-        errors.extend(_validate_st2_parameters(POLICY_TYPE_PARAMETERS[policy_type], meta.get("parameters") or {},
-                                               where, "parameters", allow_additional_properties=False))
-    resource_ref = meta["resource_ref"]
-    if known_actions is not None and resource_ref.startswith(PACK_REF + ".") and resource_ref not in known_actions:
-        errors.append("%s: resource_ref: %s is not an action of this pack" % (where, resource_ref))
-    return errors
-
-
-def _check_trigger_type_schemas(meta, where, prefix):
-    """payload_schema / parameters_schema are not meta-validated at
-    registration, but st2 validates payloads and trigger parameters with
-    util_schema.validate(..., cls=CustomValidator) (validators/api/reactor.py
-    validate_trigger_payload / validate_trigger_parameters), and
-    jsonschema.validate first runs check_schema against CustomValidator's
-    meta-schema (custom.json): e.g. a Draft-4 ``required: [..]`` list there
-    raises SchemaError at dispatch time. Use ``required: true`` per property."""
-    errors = []
-    for key in ("payload_schema", "parameters_schema"):
-        value = meta.get(key)
-        if value:
-            errors.extend(_schema_errors({"definitions": DEFINITIONS, "$ref": "#/definitions/nested"}, value,
-                                         where, _join(prefix, key)))
-    return errors
-
-
-def check_trigger_type(meta, where):
-    if not isinstance(meta, dict):
-        return ["%s: <root>: trigger type must be a mapping" % where]
-    errors = []
-    # st2common/st2common/bootstrap/triggersregistrar.py: "pack" must match.
-    if meta.get("pack") not in (None, PACK_REF):
-        errors.append('%s: pack: Model is in pack "%s" but field "pack" is different: %s' % (where, PACK_REF, meta["pack"]))
-    errors.extend(_schema_errors(TRIGGER_TYPE_SCHEMA, meta, where))
-    if not errors:
-        errors.extend(_check_trigger_type_schemas(meta, where, ""))
-    return errors
-
-
-def check_sensor(meta, where, sensors_dir):
-    if not isinstance(meta, dict):
-        return ["%s: <root>: sensor must be a mapping" % where]
-    errors = []
-    # st2common/st2common/bootstrap/sensorsregistrar.py: "pack" must match and
-    # entry_point is required ("Sensor definition missing entry_point").
-    if meta.get("pack") not in (None, PACK_REF):
-        errors.append('%s: pack: Model is in pack "%s" but field "pack" is different: %s' % (where, PACK_REF, meta["pack"]))
-    errors.extend(_schema_errors(SENSOR_SCHEMA, meta, where))
-    if errors:
-        return errors
-    entry_point = meta.get("entry_point")
-    if not entry_point:
-        errors.append("%s: entry_point: Sensor definition missing entry_point" % where)
-    elif not os.path.isfile(os.path.join(sensors_dir, entry_point)):
-        errors.append("%s: entry_point: %s does not exist under sensors/" % (where, entry_point))
-    for index, trigger in enumerate(meta.get("trigger_types") or []):
-        errors.extend(_check_trigger_type_schemas(trigger, where, "trigger_types[%d]" % index))
-    return errors
-
-
-def check_alias(meta, where, known_actions=None):
-    if not isinstance(meta, dict):
-        return ["%s: <root>: alias must be a mapping" % where]
-    errors = []
-    # st2common/st2common/bootstrap/aliasesregistrar.py: "pack" must match.
-    if meta.get("pack") not in (None, PACK_REF):
-        errors.append('%s: pack: Model is in pack "%s" but field "pack" is different: %s' % (where, PACK_REF, meta["pack"]))
-    errors.extend(_schema_errors(ALIAS_SCHEMA, meta, where))
-    if not errors and known_actions is not None:
-        ref = meta["action_ref"]
-        if ref.startswith(PACK_REF + ".") and ref not in known_actions:
-            errors.append("%s: action_ref: %s is not an action of this pack" % (where, ref))
-    return errors
-
-
-# ---------------------------------------------------------------------------
-# Pack inventory
-# ---------------------------------------------------------------------------
-
-
-def _load_all(*patterns):
-    loaded = {}
-    for path in _pack_files(*patterns):
-        loaded[path] = _load_yaml(path)
-    return loaded
-
-
-def _pack_actions():
-    return _load_all("actions/*.yaml", "actions/*.yml")
-
-
-def _known_action_refs():
-    refs = set()
-    for meta in _pack_actions().values():
-        if isinstance(meta, dict) and meta.get("name"):
-            refs.add("%s.%s" % (PACK_REF, meta["name"]))
-    return refs
-
-
-def _known_trigger_refs():
-    refs = set()
-    for meta in _load_all("triggers/*.yaml", "triggers/*.yml").values():
-        if isinstance(meta, dict) and meta.get("name"):
-            refs.add("%s.%s" % (PACK_REF, meta["name"]))
-    for meta in _load_all("sensors/*.yaml", "sensors/*.yml").values():
-        if isinstance(meta, dict):
-            for trigger in meta.get("trigger_types") or []:
-                if isinstance(trigger, dict) and trigger.get("name"):
-                    refs.add("%s.%s" % (PACK_REF, trigger["name"]))
-    return refs
-
-
-def _config_schema():
-    path = os.path.join(PACK_ROOT, "config.schema.yaml")
-    return _load_yaml(path) if os.path.isfile(path) else None
-
-
-# ---------------------------------------------------------------------------
-# Tests on the pack's files
-# ---------------------------------------------------------------------------
-
-
-class _Base(unittest.TestCase):
+class _RegistrationTestCase(unittest.TestCase):
     maxDiff = None
 
-    def assertNoErrors(self, errors):
-        if errors:
-            self.fail("%d problem(s):\n  %s" % (len(errors), "\n  ".join(errors)))
+    @classmethod
+    def setUpClass(cls):
+        cls.layout = StackStormLayout().__enter__()
+        cls.registration = Registration(cls.layout.base)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.layout.__exit__(None, None, None)
+
+    def assertRegisters(self, errors, minimum=1, paths=None):
+        self.assertEqual(errors, {}, "st2 refuses:\n  " + "\n  ".join("%s: %s" % kv for kv in errors.items()))
+        if paths is not None:
+            self.assertGreaterEqual(len(paths), minimum, "nothing found to register")
+
+    def register_all(self, registrar, content_type, method, minimum=1):
+        """Every file of ``content_type`` registers; at least ``minimum`` were found."""
+        paths = self.registration.files(registrar, content_type)
+        self.assertRegisters(self.registration.each(paths, method), minimum, paths)
+        return paths
 
 
-class PackYamlTest(_Base):
-    def test_pack_yaml_matches_pack_api(self):
-        path = os.path.join(PACK_ROOT, "pack.yaml")
-        self.assertTrue(os.path.isfile(path), "pack.yaml is missing")
-        self.assertNoErrors(check_pack_metadata(_load_yaml(path), _rel(path)))
-
-    def test_pack_ref(self):
-        meta = _load_yaml(os.path.join(PACK_ROOT, "pack.yaml"))
-        self.assertEqual(meta.get("ref") or meta.get("name"), PACK_REF)
+# --------------------------------------------------------------- the pack's files, as st2 registers them
 
 
-class ConfigTest(_Base):
-    example = os.path.join(PACK_ROOT, "synthralos.yaml.example")
+class PackRegistrationTest(_RegistrationTestCase):
+    def test_pack_yaml(self):
+        self.assertEqual(self.registration.pack().ref, PACK)
 
-    def test_config_schema_matches_config_schema_api(self):
-        path = os.path.join(PACK_ROOT, "config.schema.yaml")
-        if not os.path.isfile(path):
-            self.skipTest("no config.schema.yaml")
-        self.assertNoErrors(check_config_schema(_load_yaml(path), _rel(path)))
+    def test_config_schema(self):
+        self.assertEqual(self.registration.config_schema().pack, PACK)
 
-    def _example(self):
-        if not os.path.isfile(self.example) or _config_schema() is None:
-            self.skipTest("no example config or no config schema")
-        return _load_yaml(self.example) or {}
+    def test_example_config_validates_against_the_schema(self):
+        # Installed where st2 reads pack configs (ConfigsRegistrar: <base_path>/configs/<pack>.yaml).
+        path = os.path.join(self.layout.base, "configs", PACK + ".yaml")
+        os.makedirs(os.path.dirname(path))
+        shutil.copy(EXAMPLE_CONFIG, path)
+        self.registration.config(self.registration.loader.load(path), path)
 
-    def test_example_config_validates_as_registered(self):
-        self.assertNoErrors(check_config_values(_config_schema(), self._example(), _rel(self.example)))
-
-    def test_example_config_validates_after_rendering(self):
-        self.assertNoErrors(check_config_rendered(_config_schema(), self._example(), _rel(self.example)))
-
-    def test_example_config_secret_items_do_not_use_decrypt_kv(self):
-        self.assertNoErrors(check_config_secret_decrypt(_config_schema(), self._example(), _rel(self.example)))
+    def test_no_config_at_all_validates_with_the_defaults(self):
+        self.registration.config({}, "(none)")
 
 
-class ActionsTest(_Base):
-    def test_action_metadata(self):
-        actions_dir = os.path.join(PACK_ROOT, "actions")
-        errors = []
-        names = {}
-        for path, meta in _pack_actions().items():
-            errors.extend(check_action(meta, _rel(path), actions_dir))
-            if isinstance(meta, dict) and meta.get("name"):
-                if meta["name"] in names:
-                    errors.append("%s: name: action %s also defined in %s" % (_rel(path), meta["name"], names[meta["name"]]))
-                names[meta["name"]] = _rel(path)
-        self.assertNoErrors(errors)
-
-    def test_every_workflow_has_an_orquesta_action(self):
-        actions = _pack_actions()
-        errors = []
-        for path in _pack_files("actions/workflows/*.yaml", "actions/workflows/*.yml"):
-            errors.extend(check_workflow_has_action(path, actions))
-        self.assertNoErrors(errors)
+class ActionRegistrationTest(_RegistrationTestCase):
+    def test_every_action(self):
+        paths = self.register_all(ActionsRegistrar(), "actions", self.registration.action, minimum=20)
+        names = [self.registration.loader.load(p)["name"] for p in paths]
+        self.assertEqual(len(names), len(set(names)), "two metadata files declare the same action")
 
 
-class RulesTest(_Base):
-    def test_rules(self):
-        triggers, actions = _known_trigger_refs(), _known_action_refs()
-        errors = []
-        for path, meta in _load_all("rules/*.yaml", "rules/*.yml").items():
-            errors.extend(check_rule(meta, _rel(path), triggers, actions))
-        self.assertNoErrors(errors)
+class AliasRegistrationTest(_RegistrationTestCase):
+    def test_every_alias(self):  # the pack has none today
+        self.register_all(AliasesRegistrar(), "aliases", self.registration.alias, minimum=0)
 
 
-class PoliciesTest(_Base):
-    def test_policies(self):
-        actions = _known_action_refs()
-        errors = []
-        for path, meta in _load_all("policies/*.yaml", "policies/*.yml").items():
-            errors.extend(check_policy(meta, _rel(path), actions))
-        self.assertNoErrors(errors)
+class TriggerSensorRuleRegistrationTest(_RegistrationTestCase):
+    # st2-register-content registers triggers, then sensors, then rules (content/bootstrap.py).
+
+    def test_triggers_then_sensors_then_rules(self):
+        self.register_all(TriggersRegistrar(), "triggers", self.registration.trigger)
+        self.register_all(SensorsRegistrar(), "sensors", self.registration.sensor)
+        self.register_all(RulesRegistrar(), "rules", self.registration.rule)
 
 
-class SensorsAndTriggersTest(_Base):
-    def test_sensors(self):
-        sensors_dir = os.path.join(PACK_ROOT, "sensors")
-        errors = []
-        for path, meta in _load_all("sensors/*.yaml", "sensors/*.yml").items():
-            errors.extend(check_sensor(meta, _rel(path), sensors_dir))
-        self.assertNoErrors(errors)
-
-    def test_trigger_types(self):
-        errors = []
-        for path, meta in _load_all("triggers/*.yaml", "triggers/*.yml").items():
-            errors.extend(check_trigger_type(meta, _rel(path)))
-        self.assertNoErrors(errors)
+class PolicyRegistrationTest(_RegistrationTestCase):
+    def test_every_policy(self):
+        types = policy_type_dbs()
+        self.assertIn("action.concurrency", types)  # the stock types were found
+        self.register_all(PolicyRegistrar(), "policies", lambda p: self.registration.policy(p, types))
 
 
-class AliasesTest(_Base):
-    def test_aliases(self):
-        actions = _known_action_refs()
-        errors = []
-        for path, meta in _load_all("aliases/*.yaml", "aliases/*.yml").items():
-            errors.extend(check_alias(meta, _rel(path), actions))
-        self.assertNoErrors(errors)
+# --------------------------------------------------------------- the pack's own rules
 
 
-# ---------------------------------------------------------------------------
-# The checks catch real mistakes (in-memory content, not pack files)
-# ---------------------------------------------------------------------------
+def _pack_yaml(*patterns):
+    paths = sorted(set(p for pattern in patterns for p in glob.glob(os.path.join(PACK_ROOT, pattern))))
+    return [(os.path.relpath(p, PACK_ROOT), yaml.safe_load(open(p))) for p in paths]
+
+
+def _actions():
+    return [(rel, meta) for rel, meta in _pack_yaml("actions/*.yaml") if isinstance(meta, dict)]
+
+
+_SECRET_NAME = re.compile(r"(^|_)(password|secret|token|api_key|write_key|credentials?)$")
+
+
+class PackConventionsTest(unittest.TestCase):
+    """What the pack promises StackStorm operators beyond what st2 enforces."""
+
+    def test_every_action_and_parameter_has_a_description(self):
+        missing = ["%s: %s" % (rel, name) for rel, meta in _actions()
+                   for name, spec in (meta.get("parameters") or {}).items() if not (spec or {}).get("description")]
+        missing += [rel for rel, meta in _actions() if not meta.get("description")]
+        self.assertEqual(missing, [])
+
+    def test_secret_looking_parameters_and_config_items_are_secret(self):
+        items = [("%s: %s" % (rel, name), spec) for rel, meta in _actions()
+                 for name, spec in (meta.get("parameters") or {}).items()]
+        schema = yaml.safe_load(open(os.path.join(PACK_ROOT, "config.schema.yaml")))
+
+        def walk(prefix, properties):
+            for name, spec in (properties or {}).items():
+                spec = spec or {}
+                items.append(("config.schema.yaml: %s%s" % (prefix, name), spec))
+                for nested in (spec, spec.get("items"), spec.get("additionalProperties")):
+                    if isinstance(nested, dict):
+                        walk("%s%s." % (prefix, name), nested.get("properties"))
+
+        walk("", schema)
+        secret_looking = [(where, spec) for where, spec in items
+                          if _SECRET_NAME.search(where.rsplit(" ", 1)[-1].rsplit(".", 1)[-1])]
+        self.assertGreaterEqual(len(secret_looking), 3, "the pattern finds the pack's secrets")
+        self.assertEqual([where for where, spec in secret_looking if not (spec or {}).get("secret")], [])
+
+    def test_enums_hold_their_default(self):
+        wrong = ["%s: %s" % (rel, name) for rel, meta in _actions()
+                 for name, spec in (meta.get("parameters") or {}).items()
+                 if (spec or {}).get("enum") and spec.get("default") is not None
+                 and spec["default"] not in spec["enum"]]
+        self.assertEqual(wrong, [])
+
+    def test_entry_points_exist_and_every_workflow_has_its_orquesta_action(self):
+        missing = [rel for rel, meta in _actions() if meta.get("entry_point")
+                   and not os.path.isfile(os.path.join(PACK_ROOT, "actions", meta["entry_point"]))]
+        self.assertEqual(missing, [])
+        used = {meta.get("entry_point") for _, meta in _actions() if meta.get("runner_type") == "orquesta"}
+        for path in glob.glob(os.path.join(PACK_ROOT, "actions", "workflows", "*.yaml")):
+            self.assertIn("workflows/" + os.path.basename(path), used)
+
+    def test_rules_and_policies_name_existing_actions_and_triggers(self):
+        actions = {"%s.%s" % (PACK, meta["name"]) for _, meta in _actions()}
+        triggers = {"%s.%s" % (PACK, meta["name"]) for _, meta in _pack_yaml("triggers/*.yaml")}
+        refs = [(rel, meta["action"]["ref"]) for rel, meta in _pack_yaml("rules/*.yaml")]
+        refs += [(rel, meta["resource_ref"]) for rel, meta in _pack_yaml("policies/*.yaml")]
+        self.assertEqual([r for r in refs if r[1].startswith(PACK + ".") and r[1] not in actions], [])
+        trigger_refs = [(rel, meta["trigger"]["type"]) for rel, meta in _pack_yaml("rules/*.yaml")]
+        self.assertEqual([r for r in trigger_refs if r[1].startswith(PACK + ".") and r[1] not in triggers], [])
+
+    def test_example_config_secrets_do_not_use_decrypt_kv(self):
+        # st2 decrypts "secret: true" values itself; it refuses decrypt_kv there only at the top level,
+        # and for a nested item the loader would decrypt the plaintext again at run time.
+        schema = yaml.safe_load(open(os.path.join(PACK_ROOT, "config.schema.yaml")))
+        example = yaml.safe_load(open(EXAMPLE_CONFIG)) or {}
+        wrong = []
+
+        def walk(values, properties, prefix):
+            for key, value in (values or {}).items():
+                spec = (properties or {}).get(key) or {}
+                if isinstance(value, dict):
+                    walk(value, spec.get("properties"), prefix + key + ".")
+                elif spec.get("secret") and jinja_utils.is_jinja_expression(value) and "decrypt_kv" in value:
+                    wrong.append(prefix + key)
+
+        walk(example, schema, "")
+        self.assertEqual(wrong, [])
+
+
+# --------------------------------------------------------------- st2's validators, as called here, refuse
+
 
 GOOD_ACTION = {
     "name": "example",
     "runner_type": "python-script",
-    "entry_point": "__missing_on_purpose__.py",
+    "entry_point": "health_check.py",
     "description": "Example.",
     "enabled": True,
     "parameters": {
         "target": {"type": "string", "description": "Target.", "required": True, "position": 0},
         "count": {"type": "integer", "default": 3, "position": 1},
         "timeout": {"default": 120},
-        "options": {
-            "type": "object",
-            "properties": {"mode": {"type": ["string", "null"], "required": True}},
-            "additionalProperties": False,
-        },
     },
-    "output_schema": {"result": {"type": "object"}},
 }
 
 
-def _errors_for(meta):
-    return check_action(meta, "memory.yaml", os.path.join(PACK_ROOT, "actions"))
+class RefusalsTest(unittest.TestCase):
+    """Content st2 refuses is refused by the calls above (each on the installed st2). The
+    content is written to a scratch pack directory st2 is pointed at, never to this pack."""
 
+    @classmethod
+    def setUpClass(cls):
+        cls.base = tempfile.mkdtemp(prefix="synthralos-refusals-")
+        for kind in ("actions", "aliases", "rules", "policies", "sensors", "triggers"):
+            os.makedirs(os.path.join(cls.base, "packs", PACK, kind))
+        for name in ("pack.yaml", "config.schema.yaml", os.path.join("actions", "health_check.py")):
+            shutil.copy(os.path.join(PACK_ROOT, name), os.path.join(cls.base, "packs", PACK, name))
+        cfg.CONF.set_override(name="packs_base_paths", override=os.path.join(cls.base, "packs"), group="content")
+        cls.registration = Registration(cls.base)
 
-def _without_entry_point_errors(errors):
-    return [e for e in errors if "entry_point" not in e]
+    @classmethod
+    def tearDownClass(cls):
+        cfg.CONF.clear_override(name="packs_base_paths", group="content")
+        shutil.rmtree(cls.base, ignore_errors=True)
 
+    def write(self, kind, content):
+        path = os.path.join(self.registration.pack_dir, kind, "content.yaml")
+        with open(path, "w") as handle:
+            yaml.safe_dump(content, handle)
+        return path
 
-class NegativeChecksTest(_Base):
-    def test_good_action_passes(self):
-        self.assertEqual(_without_entry_point_errors(_errors_for(copy.deepcopy(GOOD_ACTION))), [])
+    def refused(self, method, kind, content, *fragments):
+        errors = self.registration.each([self.write(kind, content)], method)
+        self.assertEqual(len(errors), 1, "st2 accepted %r" % (content,))
+        message = list(errors.values())[0]
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+        return message
 
-    def test_unknown_top_level_key(self):
-        meta = copy.deepcopy(GOOD_ACTION)
-        meta["timeout"] = 30
-        errors = _errors_for(meta)
-        self.assertTrue(any("Additional properties" in e and "timeout" in e for e in errors), errors)
+    def test_a_good_action_registers(self):
+        self.assertEqual(self.registration.each([self.write("actions", GOOD_ACTION)], self.registration.action), {})
 
-    def test_runner_parameter_type_override(self):
-        meta = copy.deepcopy(GOOD_ACTION)
-        meta["parameters"]["timeout"] = {"type": "number", "default": 30}
-        errors = _errors_for(meta)
-        self.assertTrue(any('"type" for the runner parameter "timeout"' in e for e in errors), errors)
+    def test_actions(self):
+        def action(**changes):
+            meta = copy.deepcopy(GOOD_ACTION)
+            for key, value in changes.items():
+                meta["parameters"][key] = value
+            return meta
 
-    def test_parameter_keys_and_names(self):
-        meta = copy.deepcopy(GOOD_ACTION)
-        meta["parameters"]["bad-name"] = {"type": "string"}
-        meta["parameters"]["count"]["format"] = "int32"
-        meta["parameters"]["target"]["type"] = ["string", "null"]
-        meta["parameters"]["options"]["properties"]["mode"]["required"] = ["x"]
-        errors = "\n".join(_errors_for(meta))
-        self.assertIn("bad-name", errors)
-        self.assertIn("format", errors)
-        self.assertIn("parameters.target.type", errors)
-        self.assertIn("parameters.options.properties.mode.required", errors)
+        self.refused(self.registration.action, "actions", dict(GOOD_ACTION, timeout=30), "timeout")
+        self.refused(self.registration.action, "actions", action(timeout={"type": "number"}),
+                     'The attribute "type" for the runner parameter "timeout"')
+        self.refused(self.registration.action, "actions", action(**{"bad-name": {"type": "string"}}), "bad-name")
+        self.refused(self.registration.action, "actions", action(count={"type": "integer", "position": 2}),
+                     "not contiguous")
+        self.refused(self.registration.action, "actions", action(flag={"type": "boolean", "immutable": True}),
+                     "Immutable param flag requires a default value")
+        self.refused(self.registration.action, "actions", action(count={"type": "integer", "default": "three"}),
+                     "default of ['count']")
+        self.refused(self.registration.action, "actions", dict(GOOD_ACTION, runner_type="no-such-runner"),
+                     "RunnerType no-such-runner")
 
-    def test_positions_and_defaults(self):
-        meta = copy.deepcopy(GOOD_ACTION)
-        meta["parameters"]["count"]["position"] = 2
-        meta["parameters"]["count"]["default"] = "three"
-        meta["parameters"]["flag"] = {"type": "boolean", "immutable": True}
-        errors = "\n".join(_errors_for(meta))
-        self.assertIn("not contiguous", errors)
-        self.assertIn("parameters.count.default", errors)
-        self.assertIn("Immutable param flag requires a default value", errors)
+    def test_rules(self):
+        rule = {"name": "r", "trigger": {"type": "core.st2.IntervalTimer", "parameters": {"unit": "seconds", "delta": 5}},
+                "criteria": {}, "action": {"ref": "core.noop", "parameters": {}}}
+        self.assertEqual(self.registration.each([self.write("rules", rule)], self.registration.rule), {})
+        self.refused(self.registration.rule, "rules", dict(rule, trigger={"type": "core.st2.IntervalTimer",
+                                                                          "parameters": {"unit": "fortnights", "delta": 1}}),
+                     "fortnights")
+        self.refused(self.registration.rule, "rules", dict(rule, criteria={"trigger.x": {"type": "equal", "pattern": 1}}),
+                     "operator equal not in list")
+        self.refused(self.registration.rule, "rules", dict(rule, criteria={"trigger.y": {"type": "exists"}}),
+                     "no pattern specified")
+        self.refused(self.registration.rule, "rules", dict(rule, action={"ref": "core.noop", "params": {}}), "params")
+        # check_rule, for rules outside rules/ (docs/rules): the same checks, as error strings.
+        self.assertEqual(check_rule(rule, "docs.yaml"), [])
+        self.assertIn("operator equal", check_rule(dict(rule, criteria={"t.x": {"type": "equal", "pattern": 1}}),
+                                                   "docs.yaml")[0])
 
-    def test_full_json_output_schema_rejected(self):
-        meta = copy.deepcopy(GOOD_ACTION)
-        meta["output_schema"] = {"type": "object", "properties": {"x": {"type": "string"}}}
-        self.assertTrue(any(e.startswith("memory.yaml: output_schema") for e in _errors_for(meta)))
-
-    def test_orquesta_entry_point(self):
-        meta = {"name": "wf", "runner_type": "orquesta", "entry_point": "wf.yaml"}
-        self.assertTrue(any("workflows/<file>.yaml" in e for e in _errors_for(meta)))
-
-    def test_rule_unknown_operator_and_missing_pattern(self):
-        rule = {
-            "name": "r",
-            "enabled": True,
-            "trigger": {"type": "core.st2.IntervalTimer", "parameters": {"unit": "fortnights", "delta": 1}},
-            "criteria": {"trigger.x": {"type": "equal", "pattern": 1}, "trigger.y": {"type": "exists"}},
-            "action": {"ref": "core.noop", "parameters": {}},
-        }
-        errors = "\n".join(check_rule(rule, "memory.yaml"))
-        self.assertIn("operator equal not in list", errors)
-        self.assertIn("criteria.trigger.y.pattern", errors)
-        self.assertIn("trigger.parameters.unit", errors)
-
-    def test_rule_shape(self):
-        rule = {"name": "r", "trigger": {"type": "core.st2.webhook", "parameters": {"url": "x"}},
-                "action": {"ref": "core.noop", "params": {}}}
-        self.assertTrue(any("params" in e for e in check_rule(rule, "memory.yaml")))
-
-    def test_policy_parameters(self):
+    def test_policies(self):
         policy = {"name": "p", "resource_ref": "core.noop", "policy_type": "action.retry",
-                  "parameters": {"retry_on": "error", "max_retry_count": 2, "backoff": 3}}
-        errors = "\n".join(check_policy(policy, "memory.yaml"))
-        self.assertIn("parameters.retry_on", errors)
-        self.assertIn("backoff", errors)
-        policy = {"name": "p", "resource_ref": "core.noop", "policy_type": "action.concurrency",
-                  "parameters": {"action": "delay"}}
-        self.assertTrue(any("threshold" in e for e in check_policy(policy, "memory.yaml")))
-        policy["policy_type"] = "action.ratelimit"
-        self.assertTrue(any("doesnt exist" in e for e in check_policy(policy, "memory.yaml")))
+                  "parameters": {"retry_on": "failure", "max_retry_count": 2}}
+        self.assertEqual(self.registration.each([self.write("policies", policy)], self.registration.policy), {})
+        self.refused(self.registration.policy, "policies", dict(policy, parameters={"retry_on": "error"}), "error")
+        self.refused(self.registration.policy, "policies", dict(policy, parameters={"retry_on": "failure",
+                                                                                    "backoff": 3}), "backoff")
+        self.refused(self.registration.policy, "policies", dict(policy, policy_type="action.ratelimit"),
+                     "doesnt exist")
 
-    def test_config_checks(self):
-        schema = {
-            "token": {"type": "string", "secret": True, "required": True},
-            "nested": {"type": "object", "properties": {"key": {"type": "string", "secret": True},
-                                                         "port": {"type": "integer", "default": 1}}},
-        }
-        values = {"token": "{{ st2kv.system.t | decrypt_kv }}", "nested": {"key": "{{ st2kv.system.k | decrypt_kv }}",
-                                                                         "port": "{{ st2kv.system.port }}"}}
-        self.assertEqual(len(check_config_secret_decrypt(schema, values, "memory.yaml")), 2)
-        # Registration validates the raw (unrendered) string against "integer".
-        self.assertTrue(any("nested.port" in e for e in check_config_values(schema, values, "memory.yaml")))
-        self.assertEqual(check_config_rendered(schema, values, "memory.yaml"), [])
-        self.assertTrue(any("token" in e for e in check_config_values(schema, {}, "memory.yaml")))
-        bad_schema = {"bad-key": {"type": "string"}, "x": {"type": "string", "secret": "yes", "default": 3}}
-        errors = "\n".join(check_config_schema(bad_schema, "memory.yaml"))
-        self.assertIn("bad-key", errors)
-        self.assertIn("x.secret", errors)
+    def test_sensors_and_trigger_types(self):
+        self.refused(self.registration.sensor, "sensors", {"class_name": "S", "name": "s", "entry_point": "s.py"}, "name")
+        self.refused(self.registration.sensor, "sensors", {"class_name": "S"}, "missing entry_point")
+        self.refused(self.registration.trigger, "triggers", {"name": "t", "payload_schema": {
+            "type": "object", "properties": {"a": {"type": "string", "required": ["a"]}}}}, "required")
+        self.refused(self.registration.trigger, "triggers", {"name": "t", "payload": {}}, "payload")
 
-    def test_pack_metadata(self):
-        errors = "\n".join(check_pack_metadata(
-            {"name": "Syn-thral", "description": "d", "version": "0.1", "author": "a",
-             "python_versions": ["3.8"], "stackstorm_version": "3.8"}, "memory.yaml"))
-        for fragment in ("version", "python_versions[0]", "stackstorm_version", "name"):
-            self.assertIn("memory.yaml: %s" % fragment, errors)
+    def test_aliases(self):
+        alias = {"name": "a", "action_ref": "synthralos.health_check", "formats": ["health"]}
+        self.assertEqual(self.registration.each([self.write("aliases", alias)], self.registration.alias), {})
+        self.refused(self.registration.alias, "aliases", dict(alias, formats="health"), "is not of type")
+        self.refused(self.registration.alias, "aliases", dict(alias, reply="x"), "reply")
 
-    def test_sensor_and_trigger(self):
-        errors = check_sensor({"class_name": "S", "name": "s", "entry_point": "s.py"}, "memory.yaml",
-                              os.path.join(PACK_ROOT, "sensors"))
-        self.assertTrue(any("name" in e for e in errors), errors)
-        errors = check_trigger_type({"name": "t", "payload_schema": {"type": "object", "properties": {
-            "a": {"type": "string", "required": ["a"]}}}, "payload": {}}, "memory.yaml")
-        self.assertTrue(any("payload" in e for e in errors), errors)
+    def test_pack_metadata_and_config(self):
+        with self.assertRaises(jsonschema.ValidationError):
+            PackAPI(name="synthralos", ref="synthralos", description="d", version="0.1", author="a").validate()
+        with self.assertRaises(jsonschema.ValidationError):
+            PackAPI(name="synthralos", ref="synthralos", description="d", version="0.1.0", author="a",
+                    python_versions=["3.8"]).validate()
+        with self.assertRaises(jsonschema.ValidationError):
+            ConfigSchemaAPI(pack=PACK, attributes={"bad-key": {"type": "string"}}).validate()
+        with self.assertRaises(jsonschema.ValidationError):
+            ConfigSchemaAPI(pack=PACK, attributes={"x": {"type": "string", "secret": "yes"}}).validate()
+        schema = {"token": {"type": "string", "secret": True, "required": True}}
+        with self.assertRaises(jsonschema.ValidationError):
+            validate_config_against_schema(schema, {}, "memory.yaml", PACK)
+        with self.assertRaises(Exception) as caught:
+            validate_config_against_schema(schema, {"token": "{{ st2kv.system.t | decrypt_kv }}"}, "memory.yaml", PACK)
+        self.assertIn("decrypt_kv", str(caught.exception))
 
 
 if __name__ == "__main__":

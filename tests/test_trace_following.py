@@ -7,7 +7,7 @@ import logging
 import os
 import unittest
 
-import synthralos_tests  # noqa: F401  (import paths and the st2 stand-in first)
+import synthralos_tests  # noqa: F401  (import paths, and st2 must import)
 
 import yaml
 

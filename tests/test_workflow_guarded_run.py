@@ -257,23 +257,16 @@ class RedisGuardedRunTest(GuardedRunContract, unittest.TestCase):
     backend = "redis"
 
 
-try:
-    import bson
-    from st2common.models.db.action import ActionDB
-    from st2common.models.db.rule import ActionExecutionSpecDB, RuleDB
-    from st2common.models.db.runner import RunnerTypeDB
-    from st2common.util import schema as st2_schema
-    from st2common.models.db.trigger import TriggerInstanceDB
-    from st2common.util import param as st2_param
-    from st2reactor.rules.matcher import RulesMatcher
-except ImportError as _exc:  # the Python 3.8 stand-in has no rules engine
-    RulesMatcher = None
-    _RULES_SKIP = "st2reactor's rules engine is not importable (%s); the real-st2 run covers this" % _exc
-else:
-    _RULES_SKIP = ""
+import bson
+from st2common.models.db.action import ActionDB
+from st2common.models.db.rule import ActionExecutionSpecDB, RuleDB
+from st2common.models.db.runner import RunnerTypeDB
+from st2common.util import schema as st2_schema
+from st2common.models.db.trigger import TriggerInstanceDB
+from st2common.util import param as st2_param
+from st2reactor.rules.matcher import RulesMatcher
 
 
-@unittest.skipIf(RulesMatcher is None, _RULES_SKIP)
 @skip_unless_orquesta
 class CronRuleTest(StoreBackendMixin, unittest.TestCase):
     """The example rule: a core.st2.CronTimer firing, matched by st2's RulesMatcher, its parameters

@@ -1,68 +1,71 @@
-"""Run a pack workflow through the real Orquesta conductor, the way st2 does.
+"""Run a pack workflow through the real Orquesta conductor, the way st2 runs it.
 
 ``run_workflow()`` loads an Orquesta workflow (``actions/workflows/*.yaml``),
-inspects it like st2's workflow service does before it starts an execution,
-and then drives ``orquesta.conducting.WorkflowConductor`` to completion,
-synchronously, doing what st2's workflow engine does between conductor calls:
+inspects it and drives ``orquesta.conducting.WorkflowConductor`` to completion,
+synchronously, running the tasks' actions in-process (python-script action
+classes, test callables, subworkflows). What is Orquesta's or st2's is called,
+not re-implemented:
 
-* it marks every task returned by ``get_next_tasks()`` as running, then
-  requests its action execution(s): one per task, one per item for
-  ``with items`` tasks (fed back as ``TaskItemActionExecutionEvent`` with the
-  accumulated item results, as st2 does);
-* task action input goes through st2's parameter handling before the action
-  sees it: Jinja in parameter values is rendered (``{{ }}`` / ``{% %}``, with
-  ``config_context`` and ``action_context``), live values are cast to the
-  declared type, defaults fill missing / null values, immutable parameters
-  keep their default, the parameters are validated (unknown, missing
-  required, wrong type) and every declared parameter is passed (``None`` when
-  it has neither value nor default).  A failure there fails the workflow at
-  once, without running the task's transitions, as in st2;
-* results come back in st2's shapes: ``{"result", "exit_code", "stdout",
-  "stderr"}`` for python-script actions, ``{"output": ..., "errors": ...}`` for
-  Orquesta subworkflows, the noop / local-shell runner shapes for ``core.*``;
-* the conductor is serialized to JSON and restored between rounds, like st2
-  does through its database, so non-JSON data in results or context fails
-  here rather than in production;
-* ``delay`` is never slept: the value Orquesta rendered for each task (or each
-  retry) is recorded on the task record.
+* the workflow is loaded by Orquesta's native spec loader (``instantiate``, which
+  refuses duplicate keys) and inspected by st2's ``services.workflows.inspect``
+  (Orquesta's inspection plus st2's task content checks: action refs registered,
+  required inputs given, no unexpected inputs);
+* task input becomes action parameters through st2's own code, in st2's order:
+  ``util.param.render_live_params`` (``request_action_execution``), the
+  ``create_request`` checks (``util.schema.validate`` against
+  ``get_schema_for_action_parameters``, no immutable parameter overridden), then
+  ``render_final_params`` (the runner container). A failure there fails the
+  workflow at once, without running the task's transitions, as in st2;
+* runner parameters come from each runner's ``runner.yaml`` and the core pack's
+  action metadata from ``contrib/core`` in the st2 tree that is installed.
 
-Orquesta is imported, never re-implemented.  PyPI's orquesta 1.2.0 imports on
-old Pythons only; on others ``ORQUESTA_AVAILABLE`` is False and tests decorated
-with ``skip_unless_orquesta`` are skipped with the reason.
+st2 reads action and runner metadata and the pack config from MongoDB; for the
+duration of a run, ``_St2Database`` serves the lookups st2's code makes
+(``util.action_db.get_action_by_ref`` / ``get_runnertype_by_name``,
+``util.param.get_config``) from the metadata files instead. ``st2kv`` lookups
+in parameters have no datastore here and fail.
 
-The module needs st2 only when the caller hands it a python-script action
-class (which itself subclasses st2's ``Action``).
+What the driver does itself is what st2's workflow engine does between
+conductor calls: it marks every task ``get_next_tasks()`` returns as running,
+requests one action execution per task (per item for ``with items`` tasks, fed
+back as ``TaskItemActionExecutionEvent`` with the accumulated results), returns
+results in st2's shapes (``{"result", "exit_code", "stdout", "stderr"}`` for
+python-script actions, ``{"output", "errors"}`` for subworkflows, the noop /
+local-shell shapes for ``core.noop`` / ``core.echo``), serializes the conductor
+to JSON and restores it between rounds (st2 keeps it in MongoDB, so non-JSON
+data fails here too), and records each task's rendered ``delay`` without
+sleeping. For routing alone, with mocked results, Orquesta's own
+``orquesta.rehearsing`` is the tool (``tests/test_orquesta_runner.py`` uses it).
 """
 
 from __future__ import absolute_import
 
 import contextlib
 import copy
+import glob
 import inspect
 import io
 import json
 import os
-import re
-import sys
 import traceback
-import unittest
+from unittest import mock
 
 import yaml
 
-try:  # Orquesta 1.2.0 (PyPI) or 1.6 (shipped by st2); same conductor API.
-    import orquesta as _orquesta
-    from orquesta import conducting as _conducting
-    from orquesta import events as _events
-    from orquesta import statuses as _statuses
-    from orquesta.specs.native.v1 import models as _native_models
-
-    ORQUESTA_AVAILABLE = True
-    ORQUESTA_VERSION = getattr(_orquesta, "__version__", "unknown")
-    ORQUESTA_IMPORT_ERROR = None
-except Exception as _exc:  # ImportError, or AttributeError on collections.Mapping
-    ORQUESTA_AVAILABLE = False
-    ORQUESTA_VERSION = None
-    ORQUESTA_IMPORT_ERROR = "%s: %s" % (type(_exc).__name__, _exc)
+import orquesta
+import st2common
+from orquesta import conducting as _conducting
+from orquesta import events as _events
+from orquesta import statuses as _statuses
+from orquesta.specs import loader as _spec_loader
+from st2common.exceptions.action import InvalidActionReferencedException
+from st2common.models.api.action import ActionAPI
+from st2common.models.db.runner import RunnerTypeDB
+from st2common.runners.utils import get_action_class_instance
+from st2common.services import workflows as _st2_workflows
+from st2common.util import action_db as _st2_action_db
+from st2common.util import param as _st2_param
+from st2common.util import schema as _st2_schema
 
 __all__ = [
     "ORQUESTA_AVAILABLE",
@@ -88,18 +91,23 @@ __all__ = [
     "ACTIONS_DIR",
 ]
 
-ORQUESTA_SKIP_REASON = (
-    "orquesta is not importable on Python %s (%s); PyPI's orquesta 1.2.0 needs an "
-    "older Python: run the workflow tests with Python 3.8"
-    % (".".join(str(p) for p in sys.version_info[:3]), ORQUESTA_IMPORT_ERROR)
-)
+# The suite runs on st2's Orquesta (synthralos_tests refuses to start without it);
+# these names stay for the test modules that import them.
+ORQUESTA_AVAILABLE = True
+ORQUESTA_VERSION = orquesta.__version__
+ORQUESTA_SKIP_REASON = "never skipped: the suite runs on st2's Orquesta"
 
-#: ``unittest.skipUnless`` decorator for test classes / methods that need Orquesta.
-skip_unless_orquesta = unittest.skipUnless(ORQUESTA_AVAILABLE, ORQUESTA_SKIP_REASON)
+
+def skip_unless_orquesta(test):
+    """Kept for the test modules that use it: Orquesta is always there, nothing is skipped."""
+    return test
+
 
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ACTIONS_DIR = os.path.join(PACK_ROOT, "actions")
 WORKFLOWS_DIR = os.path.join(ACTIONS_DIR, "workflows")
+# The st2 source tree that is installed: <tree>/st2common/st2common/__init__.py.
+ST2_TREE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(st2common.__file__))))
 
 SUCCEEDED = "succeeded"
 FAILED = "failed"
@@ -108,11 +116,11 @@ CANCELED = "canceled"
 ABANDONED = "abandoned"
 ACTION_END_STATUSES = (SUCCEEDED, FAILED, TIMEOUT, CANCELED, ABANDONED)
 ABENDED = (FAILED, TIMEOUT, ABANDONED)
-ENGINE_COMMANDS = ("continue", "fail", "noop", "retry")
 
 DEFAULT_USER = "stanley"
 DEFAULT_API_URL = "http://127.0.0.1:9101/v1"
 MAX_DEPTH = 10
+BUILTIN_ACTIONS = ("core.noop", "core.echo", "core.inject_trigger")
 
 
 # --------------------------------------------------------------------------- errors
@@ -150,62 +158,7 @@ class ActionParameterError(WorkflowRunnerError):
     """Parameters st2 would reject for the top-level workflow execution request."""
 
 
-class ParamException(Exception):
-    """Same name as st2's st2common.exceptions.param.ParamException (messages mirror st2's)."""
-
-
-class ValidationError(Exception):
-    """Same name as jsonschema's ValidationError, which st2 raises for bad parameters."""
-
-
-class InvalidActionReferencedException(Exception):
-    """Same name as st2's exception for a task whose action ref renders to nothing usable."""
-
-
-# --------------------------------------------------------------------------- YAML
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that rejects duplicate mapping keys (orquesta >= 1.4 does too)."""
-
-
-def _construct_unique_mapping(loader, node, deep=False):
-    seen = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            duplicate = key in seen
-        except TypeError:
-            continue
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping",
-                node.start_mark,
-                "found duplicate key %r" % (key,),
-                key_node.start_mark,
-            )
-        seen.add(key)
-    loader.flatten_mapping(node)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
-
-
-def _load_yaml_file(path):
-    try:
-        with open(path) as handle:
-            text = handle.read()
-    except (IOError, OSError) as e:
-        raise WorkflowDefinitionError("cannot read %s: %s" % (path, e))
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        raise WorkflowDefinitionError("%s is not valid YAML: %s" % (path, e))
+# --------------------------------------------------------------------------- loading
 
 
 def resolve_workflow_path(path):
@@ -220,345 +173,155 @@ def resolve_workflow_path(path):
     for candidate in candidates:
         if os.path.isfile(candidate):
             return os.path.abspath(candidate)
-    raise WorkflowDefinitionError(
-        "workflow %r not found; looked at: %s" % (path, ", ".join(candidates))
-    )
+    raise WorkflowDefinitionError("workflow %r not found; looked at: %s" % (path, ", ".join(candidates)))
 
 
-# --------------------------------------------------------------------------- action metadata
-
-# Runner parameters (from each runner's runner.yaml in st2).  They are accepted
-# in task input, get their defaults, and are not passed to a python action's run().
-RUNNER_PARAMETERS = {
-    "python-script": {
-        "debug": {"type": "boolean", "default": False},
-        "content_version": {"type": "string"},
-        "env": {"type": "object"},
-        "timeout": {"type": "integer", "default": 600},
-        "log_level": {
-            "type": "string",
-            "default": "DEBUG",
-            "enum": ["AUDIT", "CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"],
-        },
-    },
-    "local-shell-cmd": {
-        "cmd": {"type": "string"},
-        "cwd": {"type": "string"},
-        "env": {"type": "object"},
-        "kwarg_op": {"type": "string", "default": "--"},
-        "sudo": {"type": "boolean", "default": False},
-        "sudo_password": {"type": "string", "default": None, "secret": True},
-        "timeout": {"type": "integer", "default": 60},
-    },
-    "orquesta": {},
-    "noop": {},
-}
-
-# The core pack's actions the driver runs itself (metadata as in st2's contrib/core).
-CORE_ACTIONS = {
-    "core.noop": {"name": "noop", "pack": "core", "runner_type": "noop", "parameters": {}},
-    "core.echo": {
-        "name": "echo",
-        "pack": "core",
-        "runner_type": "local-shell-cmd",
-        "parameters": {
-            "message": {"type": "string", "required": True},
-            "cmd": {"type": "string", "default": 'echo "{{message}}"', "immutable": True},
-            "kwarg_op": {"immutable": True},
-            "sudo": {"default": False, "immutable": True},
-            "sudo_password": {"immutable": True},
-        },
-    },
-    "core.inject_trigger": {
-        "name": "inject_trigger",
-        "pack": "core",
-        "runner_type": "python-script",
-        "parameters": {
-            "trigger": {"type": "string", "required": True},
-            "payload": {"type": "object"},
-            "trace_tag": {"type": "string", "required": False},
-        },
-    },
-}
-
-# Parameter attributes that are st2 metadata rather than JSON schema.
-_ST2_PARAM_KEYS = ("required", "immutable", "secret", "position", "default", "description")
-
-
-def _pack_name_for(meta_dir, default):
-    pack_yaml = os.path.join(os.path.dirname(os.path.abspath(meta_dir)), "pack.yaml")
+def _load_spec(path):
+    """The workflow spec, loaded as st2 loads it: Orquesta's native spec module on the file's text."""
     try:
-        with open(pack_yaml) as handle:
-            data = yaml.safe_load(handle) or {}
-        return data.get("ref") or data.get("name") or default
-    except (IOError, OSError, yaml.YAMLError):
-        return default
-
-
-def load_action_metadata(action_meta_dir, pack=None):
-    """{ref: metadata dict} for the action metadata files directly in ``action_meta_dir``.
-
-    Each dict gets ``_path`` (the metadata file) and ``_ref``.  Like st2's
-    registrar, the action name comes from the file's ``name``, not the file name.
-    """
-    pack = pack or _pack_name_for(action_meta_dir, "synthralos")
-    index = {}
-    for entry in sorted(os.listdir(action_meta_dir)):
-        path = os.path.join(action_meta_dir, entry)
-        if not os.path.isfile(path) or not entry.endswith((".yaml", ".yml", ".json")):
-            continue
         with open(path) as handle:
-            try:
-                data = yaml.safe_load(handle)
-            except yaml.YAMLError:
-                continue
-        if not isinstance(data, dict) or "name" not in data or "runner_type" not in data:
-            continue
-        ref = "%s.%s" % (data.get("pack") or pack, data["name"])
-        data = dict(data)
-        data["_path"] = path
-        data["_ref"] = ref
-        data["parameters"] = data.get("parameters") or {}
-        index[ref] = data
-    return index
-
-
-def _merged_parameter_schema(meta):
-    """Runner parameters overlaid with the action's own (st2 deep-merges per parameter)."""
-    merged = copy.deepcopy(RUNNER_PARAMETERS.get(meta.get("runner_type"), {}))
-    for name, spec in (meta.get("parameters") or {}).items():
-        merged.setdefault(name, {})
-        merged[name].update(copy.deepcopy(spec or {}))
-    return merged
-
-
-# --------------------------------------------------------------------------- st2 parameter handling
-
-_JINJA_MARKERS = ("{{", "{%")
-
-
-def _is_jinja(value):
-    return isinstance(value, str) and any(m in value for m in _JINJA_MARKERS)
-
-
-class _NoDatastore(object):
-    """Stands where st2 puts ``st2kv``: the driver has no datastore to look values up in."""
-
-    def __getattr__(self, name):
-        raise ParamException("st2kv lookups are not available in the workflow test driver")
-
-    __getitem__ = __getattr__
-
-
-def _jinja_env():
-    import jinja2
-
-    env = jinja2.Environment(
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
-    )
-    env.filters.setdefault("to_complex", json.dumps)
-    return env
-
-
-def _cast(value, pschema):
-    """st2's casts (st2common/util/casts.py) for one declared type."""
-    if value is None or not pschema:
-        return value
-    ptype = pschema.get("type")
-    if ptype in ("array", "object"):
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except ValueError:
-                import ast
-
-                return ast.literal_eval(value)
-        return value
-    if ptype == "boolean":
-        if isinstance(value, str):
-            import ast
-
-            return ast.literal_eval(value.capitalize())
-        return value
-    if ptype == "integer":
-        return int(value)
-    if ptype == "number":
-        return float(value)
-    if ptype == "string":
-        if not isinstance(value, str):
-            raise ValueError(
-                'Value "%s" must either be a string or None. Got "%s".' % (value, type(value).__name__)
-            )
-        return value
-    return value
-
-
-_TYPE_CHECKS = {
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-    "null": lambda v: v is None,
-}
-
-
-def _schema_only(pschema):
-    """The JSON-schema part of a parameter spec, without st2's draft-3 style ``required``."""
-    if isinstance(pschema, dict):
-        return {
-            k: _schema_only(v)
-            for k, v in pschema.items()
-            if k not in _ST2_PARAM_KEYS and not (k == "required" and isinstance(v, bool))
-        }
-    if isinstance(pschema, list):
-        return [_schema_only(v) for v in pschema]
-    return pschema
-
-
-def _validate_value(name, value, pschema, nullable):
-    schema = _schema_only(pschema)
-    if not schema:
-        return
-    if value is None and nullable:
-        return
+            text = handle.read()
+    except (IOError, OSError) as e:
+        raise WorkflowDefinitionError("cannot read %s: %s" % (path, e))
     try:
-        import jsonschema
-    except ImportError:
-        jsonschema = None
-    if jsonschema is not None:
-        errors = list(jsonschema.Draft4Validator(schema).iter_errors(value))
-        if errors:
-            raise ValidationError("%s (parameter \"%s\")" % (errors[0].message, name))
-        return
-    types = schema.get("type")
-    if types:
-        types = types if isinstance(types, list) else [types]
-        if not any(_TYPE_CHECKS.get(t, lambda v: True)(value) for t in types):
-            raise ValidationError(
-                "%r is not of type %s (parameter \"%s\")" % (value, ", ".join(repr(t) for t in types), name)
-            )
-    if "enum" in schema and value not in schema["enum"]:
-        raise ValidationError("%r is not one of %r (parameter \"%s\")" % (value, schema["enum"], name))
+        return _spec_loader.get_spec_module("native").instantiate(text)
+    except Exception as e:  # YAML errors, duplicate keys, a document that is not a workflow
+        raise WorkflowDefinitionError("%s: %s: %s" % (path, type(e).__name__, e))
 
 
-class _ParamRenderer(object):
-    """st2's render_live_params / render_final_params and request validation, for one request."""
+def _load_metadata(path, pack):
+    with open(path) as handle:
+        meta = yaml.safe_load(handle)
+    if not isinstance(meta, dict) or "name" not in meta or "runner_type" not in meta:
+        return None
+    meta = dict(meta, pack=meta.get("pack") or pack, parameters=meta.get("parameters") or {})
+    meta["ref"] = "%s.%s" % (meta["pack"], meta["name"])
+    return meta
 
-    def __init__(self, schema, runner_type, config, action_context, render_jinja=True):
-        self.schema = schema  # None: no metadata known, parameters pass through rendered
-        self.runner_type = runner_type
+
+def _pack_name_for(meta_dir):
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(meta_dir)), "pack.yaml")) as handle:
+            data = yaml.safe_load(handle) or {}
+        return data.get("ref") or data.get("name") or "synthralos"
+    except (IOError, OSError, yaml.YAMLError):
+        return "synthralos"
+
+
+def _runner_types():
+    """{name: RunnerTypeDB} from every runner.yaml in the st2 tree (aliases included)."""
+    found = {}
+    for path in glob.glob(os.path.join(ST2_TREE, "contrib", "runners", "*", "*", "runner.yaml")):
+        with open(path) as handle:
+            for runner in yaml.safe_load(handle):
+                for name in [runner["name"]] + runner.get("aliases", []):
+                    found[name] = RunnerTypeDB(name=name, runner_parameters=runner.get("runner_parameters") or {})
+    return found
+
+
+class _St2Database(object):
+    """What st2 would read from MongoDB: action metadata (the pack's metadata directory, the
+    core pack's), runner types and the pack config. ``patched()`` serves st2's own lookups
+    from it while st2's code runs."""
+
+    _runners = None
+
+    def __init__(self, action_meta_dir, pack, config):
+        self.pack = pack or (_pack_name_for(action_meta_dir) if action_meta_dir else "synthralos")
         self.config = config or {}
-        self.action_context = action_context or {}
-        self.render_jinja = render_jinja
+        self.meta = {}
+        core = os.path.join(ST2_TREE, "contrib", "core", "actions")
+        if not os.path.isdir(core):
+            raise WorkflowRunnerError("no st2 source tree at %s (contrib/core, contrib/runners): the tests "
+                                      "need st2 installed editable from its tree, as the test command does"
+                                      % ST2_TREE)
+        for ref in BUILTIN_ACTIONS:
+            self._add(os.path.join(core, ref.split(".", 1)[1] + ".yaml"), "core")
+        if action_meta_dir:
+            for path in sorted(glob.glob(os.path.join(action_meta_dir, "*.yaml"))):
+                self._add(path, self.pack)
+        if _St2Database._runners is None:
+            _St2Database._runners = _runner_types()
+        self.actions = {}
 
-    def _render_all(self, values):
-        """Render Jinja in ``values`` (name -> raw value) against each other and the contexts."""
-        specials = {
-            "st2kv": _NoDatastore(),
-            "action_context": self.action_context,
-            "config_context": self.config,
-        }
-        templates = {}
-        resolved = {}
-        if not self.render_jinja:
-            return dict(values)
-        for name, value in values.items():
-            complex_str = str(value) if isinstance(value, (list, dict)) else None
-            if _is_jinja(value) or _is_jinja(complex_str):
-                templates[name] = value
-            else:
-                resolved[name] = value
-        if not templates:
-            return resolved
-        from jinja2 import meta as jinja_meta
-        from jinja2 import exceptions as jinja_exc
+    def _add(self, path, pack):
+        meta = _load_metadata(path, pack)
+        if meta is not None:
+            meta["_path"] = path
+            self.meta[meta["ref"]] = meta
 
-        env = _jinja_env()
-        deps = {}
-        for name, template in list(templates.items()):
-            try:
-                ast_ = env.parse(template if isinstance(template, str) else str(template))
-            except jinja_exc.TemplateSyntaxError:
-                resolved[name] = templates.pop(name)  # st2: "not jinja after all"
-                continue
-            deps[name] = jinja_meta.find_undeclared_variables(ast_)
-        known = set(values) | set(specials)
-        for name in sorted(deps):
-            for dep in sorted(deps[name]):
-                if dep not in known:
-                    raise ParamException('Dependency unsatisfied in variable "%s"' % dep)
-        while templates:
-            ready = [n for n in sorted(templates) if not (deps[n] & set(templates))]
-            if not ready:
-                raise ParamException(
-                    "Cyclic dependency found in the following variables: %s. Likely the "
-                    "variable is referencing itself" % ", ".join(sorted(templates))
-                )
-            for name in ready:
-                template = templates.pop(name)
-                context = dict(resolved)
-                context.update(specials)
-                try:
-                    if isinstance(template, (list, dict)):
-                        text = json.dumps(template)
-                        text = re.sub(r'"{{([A-Za-z0-9_-]+)}}"', r"{{\1 | to_complex}}", text)
-                        resolved[name] = json.loads(env.from_string(text).render(context))
-                    else:
-                        resolved[name] = env.from_string(template).render(context)
-                except Exception as e:
-                    raise ParamException('Failed to render parameter "%s": %s' % (name, e))
-        return resolved
+    def action(self, ref):
+        """The ActionDB st2 would load for ``ref`` (None when the ref has no metadata)."""
+        if ref not in self.meta:
+            return None
+        if ref not in self.actions:
+            fields = {k: v for k, v in self.meta[ref].items() if not k.startswith("_") and k != "ref"}
+            self.actions[ref] = ActionAPI.to_model(ActionAPI(**fields))
+        return self.actions[ref]
 
-    def prepare(self, live):
-        """(all parameters, parameters for the action's run()) for the live input ``live``."""
-        live = dict(live or {})
-        if self.schema is None:
-            rendered = self._render_all(live)
-            return rendered, rendered
-        schema = self.schema
-        # render_live_params: immutable and unset parameters take their default.
-        values = dict(live)
-        for name, pschema in schema.items():
-            if name not in values or values[name] is None or pschema.get("immutable"):
-                values[name] = pschema.get("default")
-        rendered = self._render_all(values)
-        live_params = {name: _cast(rendered[name], schema.get(name, {})) for name in live}
-        for name, pschema in schema.items():
-            if name not in live and _is_jinja(pschema.get("default")) and not pschema.get("immutable"):
-                live_params[name] = _cast(rendered[name], pschema)
-        # Request validation (use_default=True, allow_default_none=True).
-        unexpected = sorted(set(live_params) - set(schema))
-        if unexpected:
-            raise ValidationError(
-                "Additional properties are not allowed (%s %s unexpected)"
-                % (", ".join(repr(u) for u in unexpected), "was" if len(unexpected) == 1 else "were")
-            )
-        instance = dict(live_params)
-        for name, pschema in schema.items():
-            if "default" in pschema and instance.get(name) is None:
-                instance[name] = pschema["default"]
-        for name in sorted(schema):
-            pschema = schema[name]
-            if name not in instance:
-                if pschema.get("required"):
-                    raise ValidationError("'%s' is a required property" % name)
-                continue
-            nullable = ("default" in pschema or not pschema.get("required")) and pschema.get(
-                "default"
-            ) is None
-            _validate_value(name, instance[name], pschema, nullable)
-        # render_final_params: every declared parameter, defaults rendered and cast.
-        final = {}
-        for name, pschema in schema.items():
-            final[name] = _cast(live_params[name] if name in live_params else rendered[name], pschema)
-        runner_names = set(RUNNER_PARAMETERS.get(self.runner_type, {}))
-        action_params = {k: v for k, v in final.items() if k not in runner_names}
-        return final, action_params
+    def runner_type(self, name):
+        if name not in self._runners:
+            raise WorkflowRunnerError("no runner.yaml in %s declares the runner %r" % (ST2_TREE, name))
+        return self._runners[name]
+
+    def get_action_by_ref(self, ref, only_fields=None):
+        return self.action(ref)
+
+    def get_runnertype_by_name(self, runnertype_name):
+        return self.runner_type(runnertype_name)
+
+    def get_config(self, pack, user):
+        return copy.deepcopy(self.config) if pack == self.pack else {}
+
+    @contextlib.contextmanager
+    def patched(self):
+        with mock.patch.object(_st2_action_db, "get_action_by_ref", self.get_action_by_ref), \
+                mock.patch.object(_st2_action_db, "get_runnertype_by_name", self.get_runnertype_by_name), \
+                mock.patch.object(_st2_param, "get_config", self.get_config):
+            yield
+
+    def workflow_path(self, ref):
+        meta = self.meta.get(ref)
+        if meta and meta["runner_type"] in ("orquesta", "orchestra") and meta.get("entry_point"):
+            return os.path.join(os.path.dirname(meta["_path"]), meta["entry_point"])
+        return None
+
+    def ref_for_workflow(self, path):
+        """The action whose entry point is the workflow at ``path`` (its parameters are the workflow's)."""
+        for ref in self.meta:
+            wf = self.workflow_path(ref)
+            if wf and os.path.abspath(wf) == os.path.abspath(path):
+                return ref
+        return None
+
+    def parameters(self, ref, live, action_context):
+        """(runner parameters, action parameters) st2 hands the runner for a request of ``ref``
+        with ``live`` parameters (a task's rendered input)."""
+        action_db = self.action(ref)
+        if action_db is None:  # a test double with no metadata: st2's rendering only
+            with self.patched():
+                rendered = _st2_param.render_live_params({}, {}, live, action_context)
+            return {}, rendered
+        runner_db = self.runner_type(action_db.runner_type["name"])
+        with self.patched():
+            # workflows.request_action_execution
+            live = _st2_param.render_live_params(runner_db.runner_parameters, action_db.parameters, live,
+                                                 action_context)
+            # action_service.create_request
+            schema = _st2_schema.get_schema_for_action_parameters(action_db, runner_db)
+            _st2_schema.validate(live, schema, _st2_schema.get_validator(), use_default=True,
+                                 allow_default_none=True)
+            immutables = [name for params in (action_db.parameters, runner_db.runner_parameters)
+                          for name, spec in params.items() if spec.get("immutable")]
+            overridden = [name for name in live if name in immutables]
+            if overridden:
+                raise ValueError("Override of immutable parameter(s) %s is unsupported." % str(overridden))
+            # the runner container
+            return _st2_param.render_final_params(runner_db.runner_parameters, action_db.parameters, live,
+                                                  action_context)
 
 
-# --------------------------------------------------------------------------- action helpers
+# --------------------------------------------------------------------------- actions
 
 
 def _json_roundtrip(value):
@@ -580,18 +343,6 @@ def python_failure(value):
     return FAILED, _python_shape(_json_roundtrip(value))
 
 
-def _instantiate_action(action_cls, config, action_service):
-    # Like st2's get_action_class_instance: old actions may not take action_service.
-    try:
-        return action_cls(config=config, action_service=action_service)
-    except TypeError as e:
-        if "action_service" not in str(e):
-            raise
-        instance = action_cls(config=config)
-        setattr(instance, "action_service", action_service)
-        return instance
-
-
 class _PythonAction(object):
     """A python-script action class wrapped as ``fn(**params) -> (status, result)``."""
 
@@ -608,7 +359,7 @@ class _PythonAction(object):
         stdout = io.StringIO()
         try:
             with contextlib.redirect_stdout(stdout):
-                instance = _instantiate_action(self.action_cls, self.config or {}, self.action_service)
+                instance = get_action_class_instance(self.action_cls, self.config or {}, self.action_service)
                 output = instance.run(**params)
         except Exception:
             # The wrapper process dies with a traceback on stderr and exit code 1; the
@@ -669,9 +420,6 @@ def outcomes(*items):
     ``.calls`` records the parameters of every call.
     """
     return _Outcomes(items)
-
-
-# --------------------------------------------------------------------------- records
 
 
 class TaskRecord(object):
@@ -840,216 +588,66 @@ class WorkflowRun(object):
 # --------------------------------------------------------------------------- inspection
 
 
-def _format_inspection(result):
-    """Orquesta's inspect() dict flattened the way st2's workflow service reports it."""
-    categories = {
-        "contents": "content",
-        "context": "context",
-        "expressions": "expression",
-        "semantics": "semantic",
-        "syntax": "syntax",
-    }
-    errors = []
-    for category, entries in result.items():
-        for entry in entries:
-            entry = dict(entry)
-            if category in ("context", "expressions") and "language" not in entry:
-                entry["language"] = entry.pop("type", None)
-            entry["type"] = categories.get(category, category)
-            errors.append(entry)
-    return errors
-
-
-def _inspect_task_contents(spec, registry):
-    """st2's extra checks: action refs well formed and known, required/unexpected input."""
-    errors = []
-    schema_path = "properties.tasks.patternProperties.^\\w+$"
-    for task_name, task_spec in spec.tasks.items():
-        ref = getattr(task_spec, "action", None)
-        if not ref or _has_expression(ref):
-            continue
-        spec_path = "tasks.%s" % task_name
-        if "." not in ref.strip(".") or ref.startswith(".") or ref.endswith("."):
-            errors.append(
-                {
-                    "type": "content",
-                    "message": 'The action reference "%s" is not formatted correctly.' % ref,
-                    "spec_path": spec_path + ".action",
-                    "schema_path": schema_path + ".properties.action",
-                }
-            )
-            continue
-        if not registry.is_registered(ref):
-            errors.append(
-                {
-                    "type": "content",
-                    "message": 'The action "%s" is not registered in the database.' % ref,
-                    "spec_path": spec_path + ".action",
-                    "schema_path": schema_path + ".properties.action",
-                }
-            )
-            continue
-        schema = registry.parameter_schema(ref)
-        params = getattr(task_spec, "input", None) or {}
-        if schema is None or not isinstance(params, dict):
-            continue
-        required = set(n for n, p in schema.items() if p.get("required") and "default" not in p)
-        for name in sorted(required - set(params)):
-            errors.append(
-                {
-                    "type": "content",
-                    "message": 'Action "%s" is missing required input "%s".' % (ref, name),
-                    "spec_path": spec_path + ".input",
-                    "schema_path": schema_path + ".properties.input",
-                }
-            )
-        for name in sorted(set(params) - set(schema)):
-            errors.append(
-                {
-                    "type": "content",
-                    "message": 'Action "%s" has unexpected input "%s".' % (ref, name),
-                    "spec_path": spec_path + ".input." + name,
-                    "schema_path": schema_path + ".properties.input.patternProperties.^\\w+$",
-                }
-            )
-    return errors
-
-
-def _static_action_refs(definition):
-    """Action refs written literally in the tasks (``action: pack.name k=v`` included)."""
-    refs = []
-    for task in (definition.get("tasks") or {}).values():
-        ref = task.get("action") if isinstance(task, dict) else None
-        if isinstance(ref, str) and ref.strip() and not _has_expression(ref):
-            refs.append(ref.split()[0])
-    return refs
-
-
-def _has_expression(value):
-    return isinstance(value, str) and ("<%" in value or "{{" in value or "{%" in value)
-
-
 def _st2_app_ctx():
     # st2 inspects with its st2 context, so ctx(st2) and ctx(parent) are known variables.
     return {"st2": {}, "parent": {}}
 
 
-def _require_orquesta():
-    if not ORQUESTA_AVAILABLE:
-        raise WorkflowRunnerError(ORQUESTA_SKIP_REASON)
+def _inspect(spec, registry, app_ctx):
+    """The errors st2's workflow service reports before it starts the workflow.
+
+    With a registry: ``services.workflows.inspect`` (Orquesta's inspection, then st2's task
+    content checks against the metadata st2 would have). Actions run only by a test double
+    (no metadata) are outside what st2 could check: the content errors naming them are
+    dropped. Without one: Orquesta's inspection, formatted by st2."""
+    if registry is None:
+        result = spec.inspect(app_ctx=app_ctx, raise_exception=False)
+        return sorted(_st2_workflows.format_inspection_result(result),
+                      key=lambda e: (e["type"], e.get("schema_path") or ""))
+    with registry.db.patched():
+        errors = _st2_workflows.inspect(spec, app_ctx, raise_exception=False)
+    doubles = ['"%s"' % ref for ref in registry.doubles()]
+    return [e for e in errors if not (e["type"] == "content" and any(d in e["message"] for d in doubles))]
 
 
 def inspect_workflow(path, action_meta_dir=None, actions=None, subworkflows=None, app_ctx=None):
     """Every problem st2 would report before starting ``path`` (an empty list when none).
 
-    Runs ``WorkflowSpec(definition).inspect(app_ctx=..., raise_exception=False)`` (by
-    default with st2's context keys ``st2`` and ``parent``), flattens the result as
-    st2 does (``type`` is syntax / semantic / expression / context / content) and
-    adds YAML errors (duplicate keys included).  With ``action_meta_dir`` (or
-    ``actions`` / ``subworkflows``) it also runs st2's task content checks: action
-    refs must be known, required inputs present, no unexpected inputs.
+    Loads the workflow as st2 does (YAML errors and duplicate keys are ``syntax`` errors
+    here) and inspects it with ``app_ctx`` (default: st2's context keys ``st2`` and
+    ``parent``). With ``action_meta_dir`` (or ``actions`` / ``subworkflows``) st2's task
+    content checks run too: action refs known, required inputs present, no unexpected input.
     """
-    _require_orquesta()
     try:
-        path = resolve_workflow_path(path)
-        definition = _load_yaml_file(path)
+        spec = _load_spec(resolve_workflow_path(path))
     except WorkflowDefinitionError as e:
         return [{"type": "syntax", "message": str(e), "spec_path": None, "schema_path": None}]
-    if not isinstance(definition, dict):
-        return [
-            {
-                "type": "syntax",
-                "message": "%s does not hold a YAML mapping" % path,
-                "spec_path": None,
-                "schema_path": None,
-            }
-        ]
     registry = None
     if action_meta_dir or actions or subworkflows:
-        registry = _Registry(actions or {}, subworkflows or {}, action_meta_dir, None, None, None)
-    return _inspect_definition(definition, registry, app_ctx if app_ctx is not None else _st2_app_ctx())
+        registry = _Registry(actions, subworkflows, _St2Database(action_meta_dir, None, None), None)
+    return _inspect(spec, registry, app_ctx if app_ctx is not None else _st2_app_ctx())
 
 
-def _inspect_definition(definition, registry, app_ctx):
-    try:
-        spec = _native_models.WorkflowSpec(copy.deepcopy(definition))
-    except Exception as e:
-        return [
-            {
-                "type": "syntax",
-                "message": "%s: %s" % (type(e).__name__, e),
-                "spec_path": None,
-                "schema_path": None,
-            }
-        ]
-    errors = _format_inspection(spec.inspect(app_ctx=app_ctx, raise_exception=False))
-    if registry is not None and not errors:
-        errors += _inspect_task_contents(spec, registry)
-    return sorted(
-        errors,
-        key=lambda e: (e.get("type") or "", e.get("schema_path") or "", e.get("spec_path") or ""),
-    )
-
-
-# --------------------------------------------------------------------------- action registry
+# --------------------------------------------------------------------------- who runs an action
 
 
 class _Registry(object):
-    """Which callable / workflow / builtin runs an action ref, and with which metadata."""
+    """Which callable / workflow / builtin runs an action ref; ``db`` has the metadata."""
 
-    def __init__(self, actions, subworkflows, action_meta_dir, config, action_service, pack):
+    def __init__(self, actions, subworkflows, db, action_service):
         self.actions = dict(actions or {})
         self.subworkflows = dict(subworkflows or {})
-        self.action_meta_dir = action_meta_dir
-        self.config = config
+        self.db = db
         self.action_service = action_service
-        self.meta = {}
-        if action_meta_dir:
-            self.meta = load_action_metadata(action_meta_dir, pack=pack)
-        if not pack:
-            pack = _pack_name_for(action_meta_dir, "synthralos") if action_meta_dir else "synthralos"
-        self.pack = pack
         self._wrapped = {}
 
-    def metadata(self, ref):
-        if ref in CORE_ACTIONS:
-            return CORE_ACTIONS[ref]
-        return self.meta.get(ref)
-
-    def parameter_schema(self, ref):
-        meta = self.metadata(ref)
-        return _merged_parameter_schema(meta) if meta is not None else None
-
-    def runner_type(self, ref):
-        meta = self.metadata(ref)
-        return meta.get("runner_type") if meta else None
-
-    def is_registered(self, ref):
-        """st2 knows the action: it has metadata or the caller says how to run it."""
-        return ref in self.meta or self.can_run(ref)
-
     def can_run(self, ref):
-        return (
-            ref in self.actions
-            or ref in self.subworkflows
-            or ref in CORE_ACTIONS
-            or self._meta_workflow(ref) is not None
-        )
+        return (ref in self.actions or ref in self.subworkflows or ref in BUILTIN_ACTIONS
+                or self.db.workflow_path(ref) is not None)
 
-    def _meta_workflow(self, ref):
-        meta = self.meta.get(ref)
-        if meta and meta.get("runner_type") in ("orquesta", "orchestra") and meta.get("entry_point"):
-            return os.path.join(os.path.dirname(meta["_path"]), meta["entry_point"])
-        return None
-
-    def workflow_for_path(self, path):
-        """The metadata whose entry point is ``path`` (the workflow's own parameters)."""
-        path = os.path.abspath(path)
-        for ref, meta in self.meta.items():
-            wf = self._meta_workflow(ref)
-            if wf and os.path.abspath(wf) == path:
-                return meta
-        return None
+    def doubles(self):
+        """Refs the caller says how to run that have no metadata."""
+        return [ref for ref in list(self.actions) + list(self.subworkflows) if ref not in self.db.meta]
 
     def handler(self, ref):
         """('callable', fn) or ('workflow', path) or ('builtin', name) for ``ref``."""
@@ -1059,21 +657,19 @@ class _Registry(object):
                 return "workflow", target
             if inspect.isclass(target):
                 if ref not in self._wrapped:
-                    self._wrapped[ref] = python_action(target, self.config, self.action_service)
+                    self._wrapped[ref] = python_action(target, self.db.config, self.action_service)
                 return "callable", self._wrapped[ref]
             if callable(target):
                 return "callable", target
-            raise WorkflowRunnerError(
-                "actions[%r] is neither callable, a class nor a path: %r" % (ref, target)
-            )
+            raise WorkflowRunnerError("actions[%r] is neither callable, a class nor a path: %r" % (ref, target))
         if ref in self.subworkflows:
             return "workflow", self.subworkflows[ref]
-        if ref in CORE_ACTIONS:
+        if ref in BUILTIN_ACTIONS:
             return "builtin", ref
-        wf = self._meta_workflow(ref)
+        wf = self.db.workflow_path(ref)
         if wf is not None:
             return "workflow", wf
-        known = sorted(set(self.actions) | set(self.subworkflows) | set(CORE_ACTIONS))
+        known = sorted(set(self.actions) | set(self.subworkflows) | set(BUILTIN_ACTIONS))
         raise UnknownActionError(
             "no handler for action %r; pass it in actions= (callable or python-script "
             "class) or subworkflows= (workflow path); known refs: %s" % (ref, ", ".join(known))
@@ -1100,67 +696,35 @@ class _IdSequence(object):
         return "5f%022x" % self.counter
 
 
-def _action_delay(task, action, itemized):
-    """st2's eval_action_execution_delay: which action executions get the task delay."""
-    delay = task.get("delay")
-    concurrency = task.get("concurrency")
-    if delay and not itemized:
-        return delay
-    if delay and itemized and not concurrency:
-        return delay
-    if delay and itemized and action.get("item_id") is not None and action["item_id"] < concurrency:
-        return delay
-    return None
-
-
 class _Driver(object):
-    def __init__(self, registry, max_steps, render_jinja, user, execution_context, st2_context, restart=None):
+    def __init__(self, registry, max_steps, user, execution_context, st2_context, restart=None):
         self.restart = restart
         self.registry = registry
         self.max_steps = max_steps
-        self.render_jinja = render_jinja
         self.user = user
         self.execution_context = execution_context
         self.st2_context = st2_context
         self.ids = _IdSequence()
 
-    # -- parameters -------------------------------------------------------------
-
-    def prepare_parameters(self, ref, live, action_context):
-        renderer = _ParamRenderer(
-            self.registry.parameter_schema(ref),
-            self.registry.runner_type(ref),
-            self._config_for(ref),
-            action_context,
-            render_jinja=self.render_jinja,
-        )
-        return renderer.prepare(live)
-
-    def _config_for(self, ref):
-        return (self.registry.config or {}) if ref.split(".", 1)[0] == self.registry.pack else {}
-
     # -- workflow ----------------------------------------------------------------
 
     def run(self, path, params, depth, parent_context=None, top_level=False):
-        _require_orquesta()
         if depth > MAX_DEPTH:
             raise WorkflowRunnerError("subworkflows nested deeper than %d: %s" % (MAX_DEPTH, path))
         path = resolve_workflow_path(path)
         run = WorkflowRun(path, params)
-        definition = _load_yaml_file(path)
-        if not isinstance(definition, dict):
-            raise WorkflowDefinitionError("%s does not hold a YAML mapping" % path)
+        spec = _load_spec(path)
 
         execution_id = self.ids.next()
         exec_ctx = parent_context if parent_context is not None else self.execution_context
         if exec_ctx is None:
-            exec_ctx = {"user": self.user, "pack": self.registry.pack}
+            exec_ctx = {"user": self.user, "pack": self.registry.db.pack}
         st2_ctx = {
             "st2": {
                 "action_execution_id": execution_id,
                 "api_url": DEFAULT_API_URL,
                 "user": exec_ctx.get("user", self.user),
-                "pack": exec_ctx.get("pack", self.registry.pack),
+                "pack": exec_ctx.get("pack", self.registry.db.pack),
             }
         }
         if exec_ctx:
@@ -1169,11 +733,11 @@ class _Driver(object):
             st2_ctx["st2"].update(copy.deepcopy(self.st2_context))
         run.st2_context = st2_ctx
 
-        errors = _inspect_definition(definition, self.registry, st2_ctx)
+        errors = _inspect(spec, self.registry, st2_ctx)
         unknown = sorted(
             set(
                 ref
-                for ref in _static_action_refs(definition)
+                for ref in _static_action_refs(spec)
                 if "." in ref and not self.registry.can_run(ref)
             )
         )
@@ -1187,18 +751,17 @@ class _Driver(object):
             raise WorkflowInspectionError(path, errors)
 
         if top_level:
-            meta = self.registry.workflow_for_path(path)
-            if meta is not None:
-                action_ctx = {"user": self.user, "pack": self.registry.pack}
+            ref = self.registry.db.ref_for_workflow(path)
+            if ref is not None:
+                action_ctx = {"user": self.user, "pack": self.registry.db.pack}
                 try:
-                    params, _ = self.prepare_parameters(meta["_ref"], params, action_ctx)
-                except (ParamException, ValidationError, ValueError, TypeError) as e:
+                    _, params = self.registry.db.parameters(ref, params, action_ctx)
+                except Exception as e:  # what st2's API refuses the execution request with
                     raise ActionParameterError(
-                        "st2 would reject the execution of %s: %s: %s" % (meta["_ref"], type(e).__name__, e)
+                        "st2 would reject the execution of %s: %s: %s" % (ref, type(e).__name__, e)
                     )
         run.parameters = copy.deepcopy(params)
 
-        spec = _native_models.WorkflowSpec(copy.deepcopy(definition))
         conductor = _conducting.WorkflowConductor(spec, context=st2_ctx, inputs=params or {})
         conductor.serialize()  # renders input and vars, as st2's request() does
         st2_ctx["st2"]["workflow_execution_id"] = self.ids.next()
@@ -1283,7 +846,7 @@ class _Driver(object):
                     continue
                 for action in task["actions"]:
                     steps = self._step(run, steps)
-                    delay = _action_delay(task, action, itemized)
+                    delay = _st2_workflows.eval_action_execution_delay(task, action, itemized=itemized)
                     try:
                         status, result, params, subrun = self._execute(
                             run, task, action, execution_id, depth
@@ -1393,7 +956,7 @@ class _Driver(object):
         action_ctx = {
             "pack": ref.split(".", 1)[0],
             "user": self.user,
-            "parent": {"execution_id": execution_id, "user": self.user, "pack": self.registry.pack},
+            "parent": {"execution_id": execution_id, "user": self.user, "pack": self.registry.db.pack},
             "orquesta": {
                 "workflow_execution_id": run.st2_context["st2"].get("workflow_execution_id"),
                 "task_execution_id": self.ids.next(),
@@ -1405,13 +968,13 @@ class _Driver(object):
         if action.get("item_id") is not None:
             action_ctx["orquesta"]["item_id"] = action["item_id"]
         try:
-            params, action_params = self.prepare_parameters(ref, action["input"] or {}, action_ctx)
+            _, action_params = self.registry.db.parameters(ref, action["input"] or {}, action_ctx)
         except Exception as e:  # st2 fails the workflow on any error requesting the action
             raise _RequestFailed(e)
 
         subrun = None
         if kind == "workflow":
-            subrun = self.run(target, params, depth + 1, parent_context=action_ctx)
+            subrun = self.run(target, action_params, depth + 1, parent_context=action_ctx)
             run.injected_triggers.extend(subrun.injected_triggers)
             status, result = subrun.status, subrun.result
         elif kind == "builtin":
@@ -1446,10 +1009,9 @@ class _Driver(object):
             }
         if ref == "core.inject_trigger":
             payload = params.get("payload") or {}
-            run.injected_triggers.append(
-                {"trigger": params.get("trigger"), "payload": payload, "trace_tag": params.get("trace_tag")}
-            )
-            body = {"trigger": params.get("trigger"), "payload": payload}
+            trigger = params.get("trigger") or params.get("trigger_name")
+            run.injected_triggers.append({"trigger": trigger, "payload": payload, "trace_tag": params.get("trace_tag")})
+            body = {"trigger": trigger, "payload": payload}
             if params.get("trace_tag"):
                 body["trace_tag"] = params["trace_tag"]
             return python_result(body)
@@ -1470,6 +1032,20 @@ class _Driver(object):
         run.context = {k: v for k, v in context.items() if not k.startswith("__")}
 
 
+def _has_expression(value):
+    return isinstance(value, str) and ("<%" in value or "{{" in value or "{%" in value)
+
+
+def _static_action_refs(spec):
+    """Action refs written literally in the tasks (``action: pack.name k=v`` included)."""
+    refs = []
+    for _, task in spec.tasks.items():
+        ref = getattr(task, "action", None)
+        if isinstance(ref, str) and ref.strip() and not _has_expression(ref):
+            refs.append(ref.split()[0])
+    return refs
+
+
 def run_workflow(
     workflow_path,
     inputs=None,
@@ -1483,7 +1059,6 @@ def run_workflow(
     user=DEFAULT_USER,
     execution_context=None,
     st2_context=None,
-    render_jinja_params=True,
     restart=None,
 ):
     """Run ``workflow_path`` through the real Orquesta conductor to completion.
@@ -1496,19 +1071,20 @@ def run_workflow(
     workflow path, run recursively (result ``{"output": ...}``, plus ``errors``
     on failure).  ``core.noop``, ``core.echo`` and ``core.inject_trigger`` are
     built in unless overridden.  ``action_meta_dir`` (e.g. ``ACTIONS_DIR``):
-    read action metadata there, so parameters are checked, cast and defaulted
-    as st2 does, and ``pack.<name>`` refs whose metadata is an Orquesta
-    workflow run as subworkflows.  ``max_steps``: action executions allowed per
-    workflow before ``WorkflowStepLimitExceeded``.  ``execution_context``: the
-    st2 execution context seen as ``ctx().parent`` (e.g. a rule's trace
-    context); ``st2_context`` overrides keys of ``ctx().st2``.
-    ``render_jinja_params=False`` turns off st2's Jinja rendering of parameters.
-    ``restart(run, conductor) -> bool``: asked between rounds; True simulates an
-    engine restart there (see ``WorkflowRun.restarts``).
+    the action metadata st2 would have registered, so parameters are rendered,
+    checked, cast and defaulted by st2's code, and ``pack.<name>`` refs whose
+    metadata is an Orquesta workflow run as subworkflows.  ``config``: the pack
+    config (``config_context``, and python actions' ``self.config``).
+    ``max_steps``: action executions allowed per workflow before
+    ``WorkflowStepLimitExceeded``.  ``execution_context``: the st2 execution
+    context seen as ``ctx().parent`` (e.g. a rule's trace context);
+    ``st2_context`` overrides keys of ``ctx().st2``.  ``restart(run, conductor)
+    -> bool``: asked between rounds; True simulates an engine restart there (see
+    ``WorkflowRun.restarts``).
 
     Raises UnknownActionError, WorkflowInspectionError, WorkflowDefinitionError
     or ActionParameterError where st2 would refuse to start the execution.
     """
-    registry = _Registry(actions, subworkflows, action_meta_dir, config, action_service, pack)
-    driver = _Driver(registry, max_steps, render_jinja_params, user, execution_context, st2_context, restart)
+    registry = _Registry(actions, subworkflows, _St2Database(action_meta_dir, pack, config), action_service)
+    driver = _Driver(registry, max_steps, user, execution_context, st2_context, restart)
     return driver.run(workflow_path, copy.deepcopy(inputs or {}), 0, top_level=True)

@@ -5,7 +5,7 @@ key; a live st2 (st2api's key-value controller, sorted by name) returns at most
 `limit` keys from `offset`. Code that pages or probes by offset is tested
 against this one. It also records each list call, so a test can say how much
 a caller read. It serves `DatastoreStore` directly (it has the service's
-get/set/delete/list_values), on real st2tests and on the st2 stand-in alike.
+get/set/delete/list_values), on st2tests' mock action service.
 """
 
 import logging

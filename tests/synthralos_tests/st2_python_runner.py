@@ -20,8 +20,6 @@ command line, and ``ST2_CONFIG_PATH``): no MongoDB or RabbitMQ is needed. An
 action's datastore calls go, as in st2, to ``<api_url>/v1/keys``: give the
 layout a ``St2ApiServer`` (``st2_api_server.py``) URL; by default it is a
 closed local port, so they fail fast.
-
-Real StackStorm only: the stand-in has no runner (``WRAPPER_AVAILABLE``).
 """
 
 import functools
@@ -33,12 +31,19 @@ import subprocess
 import sys
 import tempfile
 
-from synthralos_tests import PACK_ROOT, TESTS_DIR, using_st2_standin
+from oslo_config import cfg
+from python_runner import python_runner as _python_runner
+from st2common.constants.action import MAX_PARAM_LENGTH
+from st2common.constants.system import API_URL_ENV_VARIABLE_NAME, AUTH_TOKEN_ENV_VARIABLE_NAME
+from st2common.content.utils import get_entry_point_abs_path
+from st2common.runners.utils import make_read_and_store_stream_func
+from st2common.util.green.shell import run_command
+from st2common.util.sandboxing import get_sandbox_python_path_for_python_action
+
+from synthralos_tests import PACK_ROOT, TESTS_DIR
 from synthralos_tests.http_server import closed_port_url
 
 __all__ = [
-    "WRAPPER_AVAILABLE",
-    "WRAPPER_SKIP_REASON",
     "ST2_CONF",
     "PACK",
     "StackStormLayout",
@@ -46,27 +51,8 @@ __all__ = [
 
 PACK = "synthralos"
 ST2_CONF = os.path.join(TESTS_DIR, "fixtures", "st2", "st2.conf")
-WRAPPER_SKIP_REASON = (
-    "st2's python runner (python_action_wrapper.py) is not installed: the st2 stand-in has none. "
-    "This is the compatibility run; the real-st2 run (Python 3.11, scripts/run-tests.sh) runs these tests"
-)
-
-try:
-    if using_st2_standin():
-        raise ImportError("stand-in in use")
-    from oslo_config import cfg
-    from python_runner import python_runner as _python_runner
-    from st2common.constants.action import MAX_PARAM_LENGTH
-    from st2common.constants.system import API_URL_ENV_VARIABLE_NAME, AUTH_TOKEN_ENV_VARIABLE_NAME
-    from st2common.content.utils import get_entry_point_abs_path
-    from st2common.runners.utils import make_read_and_store_stream_func
-    from st2common.util.green.shell import run_command
-    from st2common.util.sandboxing import get_sandbox_python_path_for_python_action
-
-    WRAPPER_AVAILABLE = True
-except ImportError:
-    WRAPPER_AVAILABLE = False
-
+# st2's python runner is always there now (synthralos_tests requires it); kept for importers.
+WRAPPER_AVAILABLE = True
 
 
 class StackStormLayout(object):
