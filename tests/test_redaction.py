@@ -6,7 +6,7 @@ import unittest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import synthralos_tests  # noqa: F401  (import paths and the st2 stand-in first)
+import synthralos_tests  # noqa: F401  (import paths)
 
 from synthralos_lib.ops.trace import guarded_logs
 from synthralos_lib.state.redaction import (MAX_LOG_CHARS, RedactingFilter, hold_secrets, release_secrets, scrub,

@@ -51,8 +51,6 @@ __all__ = [
 
 PACK = "synthralos"
 ST2_CONF = os.path.join(TESTS_DIR, "fixtures", "st2", "st2.conf")
-# st2's python runner is always there now (synthralos_tests requires it); kept for importers.
-WRAPPER_AVAILABLE = True
 
 
 class StackStormLayout(object):

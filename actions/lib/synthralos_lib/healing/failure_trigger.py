@@ -190,9 +190,9 @@ def _dumps(value):
 def _number(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         return None
-    if isinstance(value, int) and not trigger_payload.INT64_MIN <= value <= trigger_payload.INT64_MAX:
-        return None  # MongoDB cannot store it; raw keeps the digits as text
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+    # Out of int64's range (as an int MongoDB cannot store it; raw keeps the digits as text) or
+    # infinite, it is no duration: null, whether it came as an int or, through st2's orjson, a float.
+    if not trigger_payload.INT64_MIN <= value <= trigger_payload.INT64_MAX:
         return None
     return value
 
