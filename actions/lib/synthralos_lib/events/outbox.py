@@ -53,6 +53,7 @@ import uuid
 
 from synthralos_lib.events.health import DataPlaneHealth, alert_payload
 from synthralos_lib.events.rudderstack import RudderStackClient
+from synthralos_lib.state.redis_streams import autoclaim, pending_range
 from synthralos_lib.state.store import RedisStore
 
 LOG = logging.getLogger(__name__)
@@ -366,7 +367,8 @@ class RedisOutbox(object):
         # its cursor (a few pages) so stale entries behind live ones are found too.
         for _ in range(CLAIM_PAGES):
             try:
-                cursor, raw_entries, gone = self._autoclaim_page(consumer, count, cursor)
+                cursor, raw_entries, gone = autoclaim(
+                    self.redis, self.stream, GROUP, consumer, self.reclaim_idle_ms, cursor, count)
             except redis.ResponseError as exc:
                 if "unknown command" not in str(exc).lower():
                     raise
@@ -378,20 +380,8 @@ class RedisOutbox(object):
                 break
         return entries
 
-    def _autoclaim_page(self, consumer, count, cursor):
-        """One XAUTOCLAIM call as Redis replies: (next cursor, [[id, [field, value, ...]] or None],
-        ids deleted from the stream (Redis >= 7)). redis-py's parser for this reply differs by
-        version (4.1 keeps only the entries and drops the cursor), so the call goes through a
-        pipeline of our own that parses nothing."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.response_callbacks = {}
-        pipe.execute_command("XAUTOCLAIM", self.stream, GROUP, consumer, self.reclaim_idle_ms, cursor, "COUNT", count)
-        (reply,) = pipe.execute()
-        return reply[0], reply[1], list(reply[2]) if len(reply) > 2 else []
-
     def _claim_with_xpending(self, consumer, count):
-        # Keywords: redis-py 4.1 takes `idle` as the third positional argument.
-        pending = self.redis.xpending_range(self.stream, GROUP, min="-", max="+", count=count * 10)
+        pending = pending_range(self.redis, self.stream, GROUP, count * 10)
         stale = [p["message_id"] for p in pending if p["time_since_delivered"] >= self.reclaim_idle_ms][:count]
         if not stale:
             return []
