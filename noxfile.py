@@ -253,6 +253,16 @@ def pip_install(python, build_log, *args):
             raise RuntimeError("pip install failed (log %s); last lines:\n%s" % (build_log, "\n".join(tail)))
 
 
+def prune_unused_venvs(venvs, name, keep, days=14):
+    """Old inputs leave old virtualenvs behind: drop this session's unused for `days`."""
+    for path in glob.glob(os.path.join(venvs, name + "-*")):
+        ready = os.path.join(path, ".synthralos-ready")
+        if path != keep and os.path.isdir(path) and os.path.isfile(ready) \
+                and time.time() - os.path.getmtime(ready) > days * 86400:
+            log("removing %s (unused for %d days)" % (path, days))
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def ensure_venv(name, stack, python, st2, orquesta):
     """The cached virtualenv for `stack`: CACHE_DIR/venvs/<name>-<hash of its inputs>.
     Returns (venv directory, seconds spent building; 0 when cached)."""
@@ -271,7 +281,9 @@ def ensure_venv(name, stack, python, st2, orquesta):
     os.makedirs(venvs, exist_ok=True)
     with open(venv + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two runs at once build it once
+        prune_unused_venvs(venvs, name, keep=venv)
         if os.path.isfile(ready):
+            os.utime(ready)  # in use: not pruned
             return venv, 0
         started = time.time()
         build_log = venv + ".build.log"
