@@ -345,9 +345,9 @@ def counts(line):
         found.get("skipped", 0)
 
 
-def record(name, ok, detail, line=None, venv_s=None, suite_s=None, stack=""):
+def record(name, ok, detail, line=None, venv_s=None, suite_s=None, stack="", skipped_tier=False):
     passed, failed, skipped = counts(line)
-    RESULTS.append({"name": name, "ok": ok, "detail": detail, "line": line, "venv_s": venv_s, "suite_s": suite_s,
+    RESULTS.append({"name": name, "ok": ok, "skipped_tier": skipped_tier, "detail": detail, "line": line, "venv_s": venv_s, "suite_s": suite_s,
                     "stack": stack, "passed": passed, "failed": failed, "skipped": skipped})
 
 
@@ -362,7 +362,8 @@ def print_summary():
             times.append("venv %s" % ("cached" if r["venv_s"] == 0 else "built in %.0fs" % r["venv_s"]))
         if r["suite_s"] is not None:
             times.append("suite %.0fs" % r["suite_s"])
-        log("%-9s %s -- %s%s%s" % (r["name"], "passed" if r["ok"] else "FAILED", r["detail"],
+        result = "SKIPPED" if r["skipped_tier"] else "passed" if r["ok"] else "FAILED"
+        log("%-9s %s -- %s%s%s" % (r["name"], result, r["detail"],
                                   " -- " + r["line"] if r["line"] else "", " -- " + ", ".join(times) if times else ""))
         if r["stack"]:
             log("          %s" % r["stack"])
@@ -413,7 +414,7 @@ def tier_session(session, name, script):
             record(name, False, "%s is missing (an error under CI=true)" % script)
             session.error("%s is missing" % script)
         loud("%s: SKIPPED, %s is not in this checkout" % (name, script))
-        record(name, True, "SKIPPED: %s is missing" % script)
+        record(name, True, "%s is not in this checkout" % script, skipped_tier=True)
         return
     started = time.time()
     rc, line = run_streamed(["bash", script] + list(session.posargs))
