@@ -53,8 +53,8 @@ import uuid
 
 from synthralos_lib.events.health import DataPlaneHealth, alert_payload
 from synthralos_lib.events.rudderstack import RudderStackClient
-from synthralos_lib.state.redis_streams import autoclaim, pending_range
 from synthralos_lib.state.store import RedisStore
+from synthralos_lib.state.redis_streams import autoclaim, pending_range
 
 LOG = logging.getLogger(__name__)
 

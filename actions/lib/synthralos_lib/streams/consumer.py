@@ -34,8 +34,6 @@ except ImportError:  # the sensor reports a missing redis-py as its own error
     redis = None
     redis_errors = None
 
-from synthralos_lib.state.redis_streams import autoclaim, pending_range
-
 DEFAULT_PREFIX = "[Self-Healing]"
 
 
@@ -159,15 +157,16 @@ class StreamConsumer(object):
                 break
 
     def _claim_page(self, client, start):
-        try:
-            start, entries, _ = autoclaim(client, self.stream, self.group, self.consumer, self.claim_idle_ms,
-                                          start, self.batch)
-            return start, entries
-        except Exception as exc:
-            if "unknown command" not in str(exc).lower():
-                raise
-        # Redis < 6.2: XPENDING + XCLAIM.
-        pending = pending_range(client, self.stream, self.group, self.batch)
+        if hasattr(client, "xautoclaim"):
+            try:
+                reply = client.xautoclaim(self.stream, self.group, self.consumer, self.claim_idle_ms,
+                                          start_id=start, count=self.batch)
+                return reply[0], reply[1] or []
+            except Exception as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+        # Redis < 6.2 or redis-py < 4: XPENDING + XCLAIM.
+        pending = client.xpending_range(self.stream, self.group, "-", "+", self.batch)
         idle = [p["message_id"] for p in pending if p.get("time_since_delivered", 0) >= self.claim_idle_ms]
         claimed = client.xclaim(self.stream, self.group, self.consumer, self.claim_idle_ms, idle) if idle else []
         return "0-0", claimed or []
