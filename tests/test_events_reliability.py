@@ -72,13 +72,14 @@ class FlusherKilledTest(OutboxTestCase):
     def test_flusher_killed_mid_batch_loses_nothing_and_duplicates_keep_their_message_id(self):
         outbox = self.outbox(reclaim_idle_ms=500)
         events = self.enqueue(outbox, 50)
-        # The sink records the first batch, then holds its answer; the flusher is killed while it waits.
-        self.sink.delay_next(5.0)
+        # The sink records the first batch, then holds its answer (longer than any stall of a
+        # busy machine; its stop cuts the wait short); the flusher is killed while it waits.
+        self.sink.delay_next(600.0)
         proc = subprocess.Popen(
             [sys.executable, FLUSHER, self.server.url, PREFIX, json.dumps(self.rudder()), "500"],
             stdout=subprocess.DEVNULL,
         )
-        wait_until(lambda: len(self.sink.accepted) >= 20, "the first batch at the sink", timeout=20.0)
+        wait_until(lambda: len(self.sink.accepted) >= 20, "the first batch at the sink")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         first_batch = self.sink.message_ids()
@@ -108,27 +109,47 @@ class FlusherKilledTest(OutboxTestCase):
         self.assertEqual((report["delivered"], report["reclaimed"]), (0, 0))
         self.assertEqual(outbox.stats()["pending"], 5)
 
+    def age(self, outbox, consumer, entries, idle_ms=600000):
+        """Make pending entries look idle for `idle_ms` (XCLAIM IDLE): Redis's clock, no sleeping."""
+        ids = [entry_id for entry_id, _ in entries]
+        self.redis.xclaim(outbox.stream, "flushers", consumer, 0, ids, idle=idle_ms, justid=True)
+
     def test_stale_entries_behind_many_live_ones_are_found(self):
-        outbox = self.outbox(reclaim_idle_ms=300, batch_size=2)
+        outbox = self.outbox(reclaim_idle_ms=60000, batch_size=2)
         self.enqueue(outbox, 60, prefix="live")
         self.enqueue(outbox, 3, prefix="stale")
         outbox.ensure_group()
-        live = [entry_id for entry_id, _ in outbox.read_new("live-flusher", 60)]
-        outbox.read_new("dead-flusher", 3)
-        time.sleep(0.35)
-        self.redis.xclaim(outbox.stream, "flushers", "live-flusher", 0, live, justid=True)  # still busy: idle 0
+        outbox.read_new("live-flusher", 60)  # still busy: idle well under 60 s
+        self.age(outbox, "dead-flusher", outbox.read_new("dead-flusher", 3))
         # XAUTOCLAIM COUNT 2 scans 20 pending entries per call: the stale ones sit on the 4th page.
         claimed = outbox.claim_stale("me", 2)
         self.assertEqual(len(claimed), 2)
         self.assertEqual(sorted(e["properties"]["st2_execution_id"] for _, e in claimed), ["stale-0", "stale-1"])
 
+    def test_claim_stale_reads_the_whole_xautoclaim_reply_on_this_redis_py(self):
+        # redis-py 4.1 (st2 3.8's pin) parses XAUTOCLAIM into the entries alone, 6.x into
+        # [cursor, entries, deleted ids]; claim_stale must page, parse and ack on both.
+        outbox = self.outbox(reclaim_idle_ms=60000)
+        self.enqueue(outbox, 4)
+        outbox.ensure_group()
+        self.assertEqual(outbox.claim_stale("me", 10), [])  # a group, nothing pending
+        held = outbox.read_new("dead-flusher", 4)
+        self.assertEqual(outbox.claim_stale("me", 10), [])  # pending, not idle long enough
+        self.age(outbox, "dead-flusher", held)
+        self.redis.xdel(outbox.stream, held[0][0])  # trimmed while pending (drop_oldest)
+        claimed = outbox.claim_stale("me", 10)
+        self.assertEqual([entry_id for entry_id, _ in claimed], [entry_id for entry_id, _ in held[1:]])
+        self.assertEqual([e["properties"]["st2_execution_id"] for _, e in claimed], ["exec-1", "exec-2", "exec-3"])
+        pending = self.redis.xpending_range(outbox.stream, "flushers", min="-", max="+", count=10)
+        self.assertEqual([(p["message_id"], p["consumer"]) for p in pending], [(i, "me") for i, _ in claimed])
+
     def test_xpending_fallback_claims_only_stale_entries(self):
-        outbox = self.outbox(reclaim_idle_ms=200)
+        outbox = self.outbox(reclaim_idle_ms=60000)
         self.enqueue(outbox, 3)
         outbox.ensure_group()
-        outbox.read_new("dead-flusher", 3)
+        held = outbox.read_new("dead-flusher", 3)
         self.assertEqual(outbox._claim_with_xpending("me", 10), [])
-        time.sleep(0.25)
+        self.age(outbox, "dead-flusher", held)
         claimed = outbox._claim_with_xpending("me", 10)
         self.assertEqual(len(claimed), 3)
         self.assertTrue(all(event["event"] == "agent_execution" for _, event in claimed))

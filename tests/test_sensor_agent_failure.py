@@ -288,6 +288,7 @@ class SensorMetadataTest(BaseSensorTestCase):
 
     def test_st2_loads_the_class_named_in_the_metadata(self):
         import os
+        import sys
 
         import yaml
 
@@ -302,5 +303,14 @@ class SensorMetadataTest(BaseSensorTestCase):
         from st2common.util.loader import register_plugin_class
         from st2reactor.sensor.base import Sensor
 
-        loaded = register_plugin_class(base_class=Sensor, file_path=path, class_name=meta["class_name"])
+        # st2 3.8's loader (imp.load_source) re-executes the file INTO the module of that name in
+        # sys.modules, rebinding the class other tests imported (super() then fails in them):
+        # let it load a module of its own.
+        module_name = os.path.splitext(os.path.basename(path))[0]
+        imported = sys.modules.pop(module_name, None)
+        try:
+            loaded = register_plugin_class(base_class=Sensor, file_path=path, class_name=meta["class_name"])
+        finally:
+            if imported is not None:
+                sys.modules[module_name] = imported
         self.assertEqual(loaded.__name__, "AgentFailureSensor")

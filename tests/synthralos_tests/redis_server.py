@@ -71,7 +71,7 @@ class RedisServer(object):
 
     host = "127.0.0.1"
 
-    def __init__(self, binary=None, startup_timeout=10.0, extra_args=None):
+    def __init__(self, binary=None, startup_timeout=60.0, extra_args=None):
         self._binary = binary
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args or [])

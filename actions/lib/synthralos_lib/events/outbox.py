@@ -56,6 +56,7 @@ from synthralos_lib.events.health import DataPlaneHealth, alert_payload
 from synthralos_lib.events.rudderstack import RudderStackClient
 from synthralos_lib.state.redaction import scrub_and_cap, scrub_result
 from synthralos_lib.state.store import RedisStore
+from synthralos_lib.state.redis_streams import autoclaim, pending_range
 
 LOG = logging.getLogger(__name__)
 
@@ -457,15 +458,13 @@ class RedisOutbox(object):
         # its cursor (a few pages) so stale entries behind live ones are found too.
         for _ in range(CLAIM_PAGES):
             try:
-                reply = self.redis.execute_command(
-                    "XAUTOCLAIM", self.stream, GROUP, consumer, self.reclaim_idle_ms, cursor, "COUNT", count
-                )
+                cursor, raw_entries, gone = autoclaim(
+                    self.redis, self.stream, GROUP, consumer, self.reclaim_idle_ms, cursor, count)
             except redis.ResponseError as exc:
                 if "unknown command" not in str(exc).lower():
                     raise
                 return self._claim_with_xpending(consumer, count)  # Redis < 6.2
-            cursor, entries = reply[0], self._parse(reply[1])
-            gone = list(reply[2]) if len(reply) > 2 else []
+            entries = self._parse(raw_entries)
             if gone:  # trimmed while pending (drop_oldest): nothing left to deliver
                 self.redis.xack(self.stream, GROUP, *gone)
             if entries or cursor == "0-0":
@@ -473,7 +472,7 @@ class RedisOutbox(object):
         return entries
 
     def _claim_with_xpending(self, consumer, count):
-        pending = self.redis.xpending_range(self.stream, GROUP, "-", "+", count * 10)
+        pending = pending_range(self.redis, self.stream, GROUP, count * 10)
         stale = [p["message_id"] for p in pending if p["time_since_delivered"] >= self.reclaim_idle_ms][:count]
         if not stale:
             return []
