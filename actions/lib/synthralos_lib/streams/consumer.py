@@ -36,6 +36,7 @@ import random
 import threading
 import time
 
+from synthralos_lib.state import redis_streams
 from synthralos_lib.state.redaction import scrub_and_cap
 
 try:
@@ -188,18 +189,15 @@ class StreamConsumer(object):
                 break
 
     def _claim_page(self, client, start):
-        if hasattr(client, "xautoclaim"):
-            try:
-                reply = client.xautoclaim(self.stream, self.group, self.consumer, self.claim_idle_ms,
-                                          start_id=start, count=self.batch)
-                if reply and isinstance(reply[0], (str, bytes)):  # [next id, entries, (deleted ids)]
-                    return reply[0], reply[1] or []
-                return "0-0", reply or []  # redis-py 4.1 returns the entries only: one page per round
-            except Exception as exc:
-                if "unknown command" not in str(exc).lower():
-                    raise
-        # Redis < 6.2 or redis-py < 4: XPENDING + XCLAIM.
-        pending = client.xpending_range(self.stream, self.group, "-", "+", self.batch)
+        try:  # redis_streams reads the XAUTOCLAIM reply the same way on every redis-py version
+            next_start, entries, _deleted = redis_streams.autoclaim(
+                client, self.stream, self.group, self.consumer, self.claim_idle_ms, start, self.batch)
+            return next_start, entries
+        except Exception as exc:
+            if "unknown command" not in str(exc).lower():
+                raise
+        # Redis < 6.2: XPENDING + XCLAIM.
+        pending = redis_streams.pending_range(client, self.stream, self.group, self.batch)
         idle = [_text(p["message_id"]) for p in pending if p.get("time_since_delivered", 0) >= self.claim_idle_ms]
         claimed = client.xclaim(self.stream, self.group, self.consumer, self.claim_idle_ms, idle) if idle else []
         return "0-0", claimed or []
@@ -347,7 +345,7 @@ def _text(value):
 
 
 def _claimed(entries):
-    """XAUTOCLAIM / XCLAIM entries as (id, fields); redis-py 4.1 returns [id, [k, v, ...]] pairs unparsed."""
+    """XAUTOCLAIM / XCLAIM entries as (id, fields), whether the fields come as a dict or a flat list."""
     out = []
     for entry in entries or []:
         entry_id, fields = entry[0], entry[1] if len(entry) > 1 else None
