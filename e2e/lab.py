@@ -133,11 +133,11 @@ class Lab(object):
     def st2(self, *args):
         return self._run([self.bin("st2"), "--config-file", self.cli_conf] + list(args), "st2 " + " ".join(args))
 
-    def copy_pack(self, source=REPO_ROOT):
-        """A fresh copy of the pack at <packs>/synthralos (the checkout, without VCS and caches)."""
-        if os.path.isdir(self.pack_dir):
-            shutil.rmtree(self.pack_dir)
-        os.makedirs(self.pack_dir)
+    def copy_pack(self, source, dest):
+        """A fresh copy of a pack at `dest` (the checkout, without VCS and caches)."""
+        if os.path.isdir(dest):
+            shutil.rmtree(dest)
+        os.makedirs(dest)
 
         def keep(info):
             parts = info.name.split("/")
@@ -149,12 +149,13 @@ class Lab(object):
                 if name not in COPY_EXCLUDES:
                     tar.add(os.path.join(source, name), arcname=name, filter=keep)
         with tarfile.open(tmp) as tar:
-            tar.extractall(self.pack_dir)
+            tar.extractall(dest)
         os.remove(tmp)
 
     def install_pack(self, source=REPO_ROOT, extra_packs=()):
-        """What `st2 pack install` does, from a local checkout: copy, virtualenv, register."""
-        self.copy_pack(source)
+        """What `st2 pack install` does, from a local checkout: copy, virtualenv, register.
+        `extra_packs`: directories of packs with no python actions (copied and registered)."""
+        self.copy_pack(source, self.pack_dir)
         # update=true: keep a virtualenv built by an earlier run, pip only adds what is missing
         # (and creates it when there is none)
         out = self.st2("run", "packs.setup_virtualenv", "packs=" + PACK, "update=true")
@@ -162,7 +163,9 @@ class Lab(object):
             raise RuntimeError("packs.setup_virtualenv did not succeed:\n" + out[-3000:])
         self.register("--register-pack", self.pack_dir, "--register-all", "--register-fail-on-failure")
         for path in extra_packs:
-            self.register("--register-pack", path, "--register-all", "--register-fail-on-failure")
+            dest = os.path.join(self.root, "packs", os.path.basename(os.path.normpath(path)))
+            self.copy_pack(path, dest)
+            self.register("--register-pack", dest, "--register-all", "--register-fail-on-failure")
 
     def up(self, source=REPO_ROOT, extra_packs=()):
         self.build_env()
