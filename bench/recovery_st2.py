@@ -209,27 +209,36 @@ def git_commit():
 
 def table(result):
     base = result["baseline_s"]
+
+    def cell(seconds, ratio):
+        return "%7.1fs %5.1fx" % (seconds, ratio) if seconds is not None else "%14s" % "-"
+
     lines = ["baseline (one-task Orquesta workflow, one python action): %.2f s (runs: %s)"
              % (base, ", ".join("%.2f" % t for t in result["baseline_runs"])),
-             "%-8s %12s %14s %12s %14s %10s %8s %10s" % ("case", "rerun p50", "repaired p50", "rerun p95",
-                                                         "repaired p95", "drain", "execs", "repaired")]
+             "%-8s %14s %14s %14s %14s %14s %7s %9s" % (
+                 "case", "rerun p50", "repaired p50", "rerun p95", "repaired p95", "drain", "execs", "repaired")]
     s = result["single"]
-    lines.append("%-8s %5.1fs %4.1fx %7.1fs %4.1fx %12s %14s %10s %4d/%d %10s" % (
-        "single", s["to_rerun_s"], s["ratio_to_baseline"]["to_rerun"], s["to_repaired_s"],
-        s["ratio_to_baseline"]["to_repaired"], "", "", "", s["executions"], s["executions_before_rerun"],
-        "yes" if s["repaired"] else "NO"))
+    r = s["ratio_to_baseline"]
+    lines.append("%-8s %s %s %14s %14s %14s %7s %9s" % (
+        "single", cell(s["to_rerun_s"], r["to_rerun"]), cell(s["to_repaired_s"], r["to_repaired"]), "-", "-", "-",
+        "%d/%d" % (s["executions"], s["executions_before_rerun"]), "1/1" if s["repaired"] else "0/1"))
     for key in ("burst10", "burst50"):
         b = result.get(key)
         if not b:
             continue
         rb = b["ratio_to_baseline"]
-        lines.append("%-8s %5.1fs %4.1fx %7.1fs %4.1fx %5.1fs %4.1fx %7.1fs %4.1fx %5.0fs %4.0fx %4s/%d %6d/%d" % (
-            key, b["to_rerun_s"]["p50"], rb["to_rerun_p50"], b["to_repaired_s"]["p50"], rb["to_repaired_p50"],
-            b["to_rerun_s"]["p95"], rb["to_rerun_p95"], b["to_repaired_s"]["p95"], rb["to_repaired_p95"],
-            b["drain_s"], rb["drain"], b["executions"]["p50"], b["executions_before_rerun"]["max"],
-            b["repaired"], b["n"]))
-    lines.append("(ratios are to the baseline; execs: child executions per recovery / most started before the re-run)")
-    lines.append("single's stages: " + json.dumps(s["stages"]))
+        lines.append("%-8s %s %s %s %s %s %7s %9s" % (
+            key, cell(b["to_rerun_s"]["p50"], rb["to_rerun_p50"]), cell(b["to_repaired_s"]["p50"], rb["to_repaired_p50"]),
+            cell(b["to_rerun_s"]["p95"], rb["to_rerun_p95"]), cell(b["to_repaired_s"]["p95"], rb["to_repaired_p95"]),
+            cell(b["drain_s"], rb["drain"]), "%g/%d" % (b["executions"]["p50"], b["executions_before_rerun"]["max"]),
+            "%d/%d" % (b["repaired"], b["n"])))
+    lines.append("times from the XADD, x = ratio to the baseline; execs: child executions per recovery (p50) / "
+                 "most started before the re-run POST")
+    st = s["stages"]
+    lines.append("single, stages (s from the XADD): sensor dispatch -> trigger instance %s; rule -> workflow created +%s; "
+                 "-> running +%s; tasks: %s" % (
+                     st["sensor_dispatch_s"], st["rule_to_workflow_created_s"], st["workflow_created_to_running_s"],
+                     ", ".join("%s %s-%s" % (t["task"], t["start_s"], t["end_s"]) for t in st["tasks"])))
     return "\n".join(lines)
 
 
