@@ -1,8 +1,6 @@
-import time
-
 from synthralos_lib.action_base import SynthralosAction
-from synthralos_lib.healing.history import check_entry_inputs, record_with_fallback
-from synthralos_lib.ops import recovery_stats
+from synthralos_lib.healing.history import record_outcome
+from synthralos_lib.healing.storm import StormControl
 
 
 class RecordFailureAction(SynthralosAction):
@@ -20,36 +18,16 @@ class RecordFailureAction(SynthralosAction):
         trace_context=None,
         started_at=None,
         max_entries=100,
+        running_marker=None,
     ):
-        now = time.time()
-        entry = check_entry_inputs(
-            agent_id=agent_id,
-            execution_id=execution_id,
-            failure=failure,
-            outcome=outcome,
-            repaired_by=repaired_by,
-            attempts=attempts,
-            plan_source=plan_source,
-            trace_context=trace_context,
-            started_at=started_at,
-            now=now,
-            secrets=self.secrets(),
+        recorded = record_outcome(
+            self.store, self.fallback_store(), agent_id, max_entries=max_entries, secrets=self.secrets(),
+            execution_id=execution_id, failure=failure, outcome=outcome, repaired_by=repaired_by, attempts=attempts,
+            plan_source=plan_source, trace_context=trace_context, started_at=started_at,
         )
-        recorded = record_with_fallback(self.store, self.fallback_store(), agent_id.strip(), entry, max_entries=max_entries)
-        self.logger.info(
-            "[Self-Healing] recorded %s for agent %s (%s) in %s",
-            outcome,
-            agent_id,
-            entry["failure_type"],
-            recorded["store"],
-        )
-        try:  # metrics must never fail the record itself
-            recovery_stats.record(self.store, entry["failure_type"], outcome, entry["duration_s"])
-        except Exception as exc:
-            self.logger.warning("[Observability] recovery metrics not updated: %s", self.scrub(str(exc)))
-        return {
-            "entry": recorded["entry"],
-            "duration_s": entry["duration_s"],
-            "store": recorded["store"],
-            "fallback_reason": recorded["fallback_reason"],
-        }
+        if running_marker:  # the recovery ends here: identical failures may start their own again
+            try:
+                StormControl(self.store, self.settings.section("storm_control")).release(running_marker)
+            except Exception as exc:  # it expires with its TTL
+                self.logger.warning("[Self-Healing] running-recovery marker not released: %s", self.scrub(str(exc)))
+        return recorded

@@ -9,12 +9,10 @@ import unittest
 from synthralos_tests.agent_api_server import AgentPlatformServer
 from synthralos_tests.base import StoreBackendMixin, SynthralosActionTestCase, load_fixture
 from synthralos_tests.llm_provider import LLMProviderServer
-from synthralos_tests.orquesta_runner import ACTIONS_DIR, python_action, run_workflow, skip_unless_orquesta
+from synthralos_tests.healing import recovery_actions
+from synthralos_tests.orquesta_runner import ACTIONS_DIR, run_workflow, skip_unless_orquesta
 
-from detect_failure import DetectFailureAction
-from execute_repair_step import ExecuteRepairStepAction
 from generate_repair_plan import GenerateRepairPlanAction
-from record_failure import RecordFailureAction
 from synthralos_lib.healing.detection import detect_failure
 
 PLANNER_KEY = "sk-planner-test-4e1f"
@@ -158,26 +156,21 @@ class AgentRecoveryWithLLMPlanTest(StoreBackendMixin, unittest.TestCase):
             llm_targets=targets,
             features={"enable_llm_repair_plans": True},
         )
-        actions = {
-            "synthralos.%s" % name: python_action(cls, config, self.action_service)
-            for name, cls in (("detect_failure", DetectFailureAction), ("generate_repair_plan", GenerateRepairPlanAction),
-                              ("execute_repair_step", ExecuteRepairStepAction), ("record_failure", RecordFailureAction))
-        }
+        actions = recovery_actions(config, self.action_service)
         params = {"agent_id": "agent-1", "execution_id": "exec-1", "result": self.result}
         return run_workflow("agent_recovery", params, actions=actions, action_meta_dir=ACTIONS_DIR)
 
     def test_llm_plan_drives_the_recovery(self):
         run = self.recover(json.dumps({"steps": LLM_STEPS}))
         self.assertEqual(run.status, "succeeded", run)
-        self.assertEqual(run.task_sequence, ["detect", "plan", "execute_step", "record_repaired"])
+        self.assertEqual(run.task_sequence, ["begin"])  # planned by the LLM, applied and recorded in one execution
         self.assertEqual((run.output["plan"]["source"], run.output["repaired_by"], run.output["attempts"]),
                          ("llm", "switch_provider", 1))
-        self.assertEqual(run.delays_for("execute_step"), [0])
 
     def test_hostile_answer_falls_back_and_the_recovery_still_works(self):
         run = self.recover(load_fixture("llm_plans", "hostile", "ignore_previous_instructions.txt"))
         self.assertEqual(run.status, "succeeded", run)
-        self.assertEqual(run.task_sequence, ["detect", "plan", "execute_step", "execute_step", "record_repaired"])
+        self.assertEqual(run.task_sequence, ["begin", "execute_step", "execute_step", "record_repaired"])
         self.assertEqual(run.output["plan"]["source"], "rules")
         self.assertEqual(run.output["plan"]["llm"]["rejected_reason"],
                          "the LLM plan was rejected: the answer contains no JSON object")

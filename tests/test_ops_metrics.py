@@ -235,10 +235,10 @@ class RedisMetricsTest(MetricsContract, unittest.TestCase):
         with self.assertLogs(action.logger, level="INFO") as logs:
             out = action.run(format="prometheus")
         # Breakers fail open without their store, so the circuits part still answers.
-        self.assertEqual(sorted(out["errors"]), ["cron", "events", "recoveries", "recovery_totals"])
+        self.assertEqual(sorted(out["errors"]), ["cron", "events", "recoveries", "recovery_totals", "storm"])
         self.assertIn('synthralos_metrics_part_up{part="events"} 0', out["text"].splitlines())
         self.assertIn('synthralos_metrics_part_up{part="cron"} 0', out["text"].splitlines())
         messages = [r.getMessage() for r in logs.records]
-        self.assertEqual(len(messages), 4)
+        self.assertEqual(len(messages), 5)
         self.assertTrue(all(m.startswith("[Observability] metrics part ") for m in messages), messages)
         self.assert_promtool_accepts(out["text"])

@@ -126,6 +126,7 @@ class AgentFailureRecoveryRuleTest(unittest.TestCase):
         payload = FIXTURES["must_match"]["stream_timeout"]
         params = render_parameters(self.rule, payload, self.recovery)
         self.assertEqual(params, {"agent_id": "support-bot", "execution_id": "exec-1", "result": payload["raw"],
+                                  "detection": {"failure_type": "timeout", "evidence": payload["evidence"]},
                                   "trace_context": {"trace_id": "4bf92f3577b34da6"}})
         jsonschema.Draft4Validator({"type": "object"}).validate(params["result"])
 
@@ -249,6 +250,7 @@ class WebhookPathTest(StoreBackendMixin, unittest.TestCase):
             params = render_parameters(load_yaml("rules", "agent_failure_recovery.yaml"), payload,
                                        load_yaml("actions", "agent_recovery.yaml"))
             self.assertEqual(params, {"agent_id": "support-bot", "execution_id": "exec-42", "result": scrubbed,
+                                      "detection": {"failure_type": "error", "evidence": payload["evidence"]},
                                       "trace_context": {"trace_id": "abc"}})
 
     def test_a_post_of_a_successful_execution_dispatches_nothing(self):

@@ -54,6 +54,7 @@ CLOSED = {
 }
 # Which test runs each python action (every one must have one).
 COVERED = {
+    "begin_recovery.py": "test_begin_recovery",
     "detect_failure.py": "test_detect_and_plan",
     "generate_repair_plan.py": "test_detect_and_plan",
     "execute_repair_step.py": "test_repair_and_history",
@@ -233,6 +234,28 @@ class PythonRunnerWrapperTest(unittest.TestCase):
         history = self.assertSucceeded("get_failure_history.py", {"agent_id": "agent-1", "limit": 5}, config)
         self.assertEqual(history, {"agent_id": "agent-1", "count": 1, "entries": [entry], "store": "redis",
                                    "fallback_reason": None, "truncated": False})
+
+    def test_begin_recovery(self):
+        """agent_recovery's first task in st2's own python runner: judged, planned, re-run, recorded, one process."""
+        server = AgentPlatformServer(api_key=AGENT_KEY, agents=["agent-1"]).start()
+        self.addCleanup(server.stop)
+        server.add_execution("agent-1", FAILED)
+        config = {
+            "redis": {"url": self.redis.url},
+            "agent_api": {"base_url": server.base_url, "api_key": AGENT_KEY, "timeout_s": 1},
+        }
+        started = self.assertSucceeded(
+            "begin_recovery.py", {"agent_id": "agent-1", "execution_id": "exec-1", "result": FAILED, "wait_s": 5,
+                                  "recovery_id": "st2-exec-1"}, config)
+        self.assertEqual(
+            {k: started[k] for k in ("outcome", "next", "repaired_by", "escalation_reason", "recorded")},
+            {"outcome": "repaired", "next": None, "repaired_by": "retry_execution", "escalation_reason": None,
+             "recorded": {"store": "redis", "fallback_reason": None, "error": None}},
+        )
+        self.assertEqual((started["failure"]["failure_type"], started["storm"]["decision"]), ("error", "admitted"))
+        self.assertEqual([r.path for r in server.runs()], ["/api/agents/agent-1/executions"])
+        history = self.assertSucceeded("get_failure_history.py", {"agent_id": "agent-1", "limit": 5}, config)
+        self.assertEqual([e["outcome"] for e in history["entries"]], ["repaired"])
 
     # -- llm ------------------------------------------------------------------
 
@@ -436,6 +459,7 @@ class PythonRunnerWrapperTest(unittest.TestCase):
                                    "recovery_rate": None, "repaired": 0},
                            "by_type": {}, "totals": [], "window_s": 600},
             "store": "redis",
+            "storm": {"budget_escalations": 0, "coalesced": 0, "over_budget": 0},
         })
         self.assertEqual(
             {k: collected["events"][k]

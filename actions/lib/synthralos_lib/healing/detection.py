@@ -145,14 +145,23 @@ def detect_failure(result, secrets=()):
                 {"check": failure_type, "field": field, "detail": _short(detail, secrets=secrets)} for field, detail in hits
             )
     failure_type = found[0] if found else None
-    text_input = result.get("input")
-    return {
+    judged = {
         "failed": failure_type is not None,
         "failure_type": failure_type,
         "evidence": evidence[:MAX_EVIDENCE],
         "summary": _summary(failure_type, evidence),
         "llm_error_class": llm_error_class(result) if failure_type == LLM_ERROR else None,
         "failed_tools": failed_tools(result, secrets),
+    }
+    judged.update(execution_facts(result, secrets))
+    return judged
+
+
+def execution_facts(result, secrets=()):
+    """What a repair plan needs from the run besides the verdict: `provider`, `model`,
+    `max_iterations`, `input` (scrubbed, capped) and `retry_after_s`. No judging."""
+    text_input = result.get("input")
+    return {
         "provider": _name_or_none(result.get("provider"), secrets),
         "model": _name_or_none(result.get("model"), secrets),
         "max_iterations": _int_or_none(result.get("max_iterations")),

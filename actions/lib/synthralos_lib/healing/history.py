@@ -22,7 +22,9 @@ LOG = logging.getLogger(__name__)
 DEFAULT_MAX_ENTRIES = 100
 MAX_ENTRIES_LIMIT = 1000
 HISTORY_TTL_S = 30 * 24 * 3600
-OUTCOMES = ("repaired", "escalated", "no_failure", "planned", "recorded")
+# coalesced: joined a recovery already running for the same agent and failure signature;
+# over_budget: the storm budget was spent (healing/storm.py).
+OUTCOMES = ("repaired", "escalated", "no_failure", "planned", "recorded", "coalesced", "over_budget")
 MAX_ATTEMPTS = 50
 # An entry is kept small: MAX_ENTRIES_LIMIT of them fit in one datastore value / Redis list.
 _ENTRY_ITEMS, _ENTRY_STRING = 20, 1000
@@ -39,7 +41,7 @@ def history_key(agent_id):
 
 
 def check_entry_inputs(agent_id, execution_id=None, failure=None, outcome="recorded", repaired_by=None, attempts=None,
-                       plan_source=None, trace_context=None, started_at=None, now=None, secrets=()):
+                       plan_source=None, trace_context=None, started_at=None, now=None, secrets=(), storm=None):
     """The history entry for record_failure's parameters, each checked (ValueError naming the field),
     bounded and scrubbed."""
     history_key(agent_id)
@@ -54,6 +56,8 @@ def check_entry_inputs(agent_id, execution_id=None, failure=None, outcome="recor
         raise ValueError("attempts must be a list of objects")
     if trace_context is not None and not isinstance(trace_context, dict):
         raise ValueError("trace_context must be an object")
+    if storm is not None and not isinstance(storm, dict):
+        raise ValueError("storm must be an object")
     now = time.time() if now is None else now
     if started_at is not None:
         if finite_number(started_at) is None or not 0 <= started_at <= now + 86400:
@@ -74,6 +78,8 @@ def check_entry_inputs(agent_id, execution_id=None, failure=None, outcome="recor
         "trace_context": trace_context or {},
         "duration_s": round(now - started_at, 3) if started_at else None,
     }
+    if storm:  # why a failure was not recovered on its own (coalesced / over_budget): signature, joined_to, budget
+        entry["storm"] = storm
     return bounded(entry, secrets, max_items=max(_ENTRY_ITEMS, MAX_ATTEMPTS), max_string=_ENTRY_STRING)
 
 
@@ -118,6 +124,28 @@ def record_with_fallback(store, fallback, agent_id, entry, max_entries=DEFAULT_M
         LOG.warning("[Self-Healing] failure history: %s", reason)
         return {"entry": record_failure(fallback, agent_id, entry, max_entries, clock), "store": fallback.name,
                 "fallback_reason": reason}
+
+
+def record_outcome(store, fallback, agent_id, max_entries=DEFAULT_MAX_ENTRIES, now=None, secrets=(), **fields):
+    """Check, record (with fallback) and count one failure and its outcome: what record_failure does.
+
+    `fields` are check_entry_inputs' (execution_id, failure, outcome, ...). Returns
+    `{"entry", "duration_s", "store", "fallback_reason"}`; the recovery metrics
+    (ops.recovery_stats) are best-effort and never fail the record.
+    """
+    from synthralos_lib.ops import recovery_stats
+
+    now = time.time() if now is None else now
+    entry = check_entry_inputs(agent_id=agent_id, now=now, secrets=secrets, **fields)
+    recorded = record_with_fallback(store, fallback, agent_id.strip(), entry, max_entries=max_entries)
+    LOG.info("[Self-Healing] recorded %s for agent %s (%s) in %s", entry["outcome"], agent_id.strip(),
+             entry["failure_type"], recorded["store"])
+    try:
+        recovery_stats.record(store, entry["failure_type"], entry["outcome"], entry["duration_s"])
+    except Exception as exc:
+        LOG.warning("[Observability] recovery metrics not updated: %s: %s", type(exc).__name__, exc)
+    return {"entry": recorded["entry"], "duration_s": entry["duration_s"], "store": recorded["store"],
+            "fallback_reason": recorded["fallback_reason"]}
 
 
 MAX_RESULT_BYTES = 1024 * 1024

@@ -10,7 +10,9 @@ the others still come out:
 * recoveries: attempted / repaired / escalated, recovery rate and mean time
   to recovery over `window_s`, overall and by failure type, plus lifetime
   counters (`ops.recovery_stats`);
-* failures: failures by type over the window.
+* failures: failures by type over the window;
+* storm: storm control's lifetime counters (failures coalesced onto a running
+  recovery, failures over the budget, budget escalations), `healing.storm.totals`.
 
 `to_prometheus` renders that as the Prometheus text exposition format
 (version 0.0.4): `synthralos_` names, HELP and TYPE lines, labels `target`,
@@ -65,6 +67,7 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
     """The metrics as a JSON-able dict (see the module doc); `errors` names the parts that failed."""
     from synthralos_lib.events.forwarding import open_outbox
     from synthralos_lib.llm.breaker import Breakers
+    from synthralos_lib.healing import storm as storm_control
     from synthralos_lib.ops import recovery_stats
 
     errors = {}
@@ -76,6 +79,7 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
     window = _part(errors, "recoveries", lambda: recovery_stats.summarize(
         store.list_range(recovery_stats.LOG_KEY), window_s, now))
     totals = _part(errors, "recovery_totals", lambda: recovery_stats.totals(store))
+    storm = _part(errors, "storm", lambda: storm_control.totals(store))
     recoveries = None
     failures = None
     if window is not None:
@@ -93,6 +97,7 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
         "cron": cron,
         "recoveries": recoveries,
         "failures": failures,
+        "storm": storm,
         "errors": errors,
     }
 
@@ -171,7 +176,7 @@ def to_prometheus(metrics):
                [({}, metrics["collected_at"])])
     out.family("metrics_part_up", "gauge", "1 when that part of the metrics could be read from the store.",
                [({"part": p}, 0 if p in metrics["errors"] else 1)
-                for p in ("events", "llm_circuits", "cron", "recoveries", "recovery_totals")])
+                for p in ("events", "llm_circuits", "cron", "recoveries", "recovery_totals", "storm")])
 
     events = metrics.get("events") or {}
     backend = {"backend": events.get("backend")} if events else {}
@@ -209,6 +214,11 @@ def to_prometheus(metrics):
     for name, key, help_text in RECOVERY_WINDOW[1:]:
         out.family(name, "gauge", help_text,
                    [({"failure_type": t}, s[key]) for t, s in sorted(by_type.items())])
+    storm = metrics.get("storm") or {}
+    out.family("recovery_storm_total", "counter",
+               "Failures not recovered on their own (coalesced onto a running recovery, over_budget) and "
+               "budget escalations (budget_escalations), since the store began.",
+               [({"reason": reason}, storm[reason]) for reason in sorted(storm)])
     out.family("metrics_window_seconds", "gauge", "Length of the window the *_window, rate and MTTR metrics cover.",
                [({}, recoveries.get("window_s"))] if recoveries.get("window_s") else [])
     return out.text()

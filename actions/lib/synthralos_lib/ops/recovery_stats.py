@@ -22,9 +22,10 @@ INDEX_KEY = "ops.recoveries.index"
 LOG_MAX_LEN = 2000
 LOG_TTL_S = 30 * 24 * 3600
 UNKNOWN_TYPE = "unknown"
-# Outcomes that end a recovery attempt; "planned" is a dry run, "recorded" a bare record.
+# Outcomes that end a recovery attempt; "planned" is a dry run, "recorded" a bare record,
+# "coalesced" / "over_budget" a failure storm control kept from a recovery of its own (healing/storm.py).
 ATTEMPT_OUTCOMES = ("repaired", "escalated")
-FAILURE_OUTCOMES = ("repaired", "escalated", "planned", "recorded")
+FAILURE_OUTCOMES = ("repaired", "escalated", "planned", "recorded", "coalesced", "over_budget")
 
 
 def _label(value):
