@@ -43,7 +43,8 @@ if [ ! -f "$ST2LAB/.env-ready" ] || [ ! -x "$ST2LAB/venv/bin/python" ]; then
   bash "$SCRIPTS/build-env.sh" || { log "ERROR: build-env.sh failed"; exit 1; }
 fi
 PY="$ST2LAB/venv/bin/python"
-log "st2 $("$ST2LAB/venv/bin/st2" --version 2>&1 | head -1); source $(ls "$ST2LAB/src" | tr '\n' ' ')"
+# which st2 and Orquesta: the vendored snapshots build-env.sh builds from (their names carry the commit)
+log "$("$ST2LAB/venv/bin/st2" --version 2>&1 | head -1); orquesta $("$PY" -c 'import orquesta; print(orquesta.__version__)' 2>/dev/null); built from: $(grep -o 'vendor/[A-Za-z0-9._-]*\.tar\.gz' "$SCRIPTS/build-env.sh" | sort -u | tr '\n' ' ')"
 
 we_started=0
 stop_lab() {
