@@ -15,7 +15,7 @@ import time
 import types
 import uuid
 
-from lab import DONE, LAB_REDIS, PACK_REDIS_DB, BULLMQ_REDIS_DB, REPO_ROOT, pack_config
+from lab import DONE, LAB_REDIS, PACK_REDIS_DB, REPO_ROOT, pack_config
 
 TESTS_SUPPORT = os.path.join(REPO_ROOT, "tests", "synthralos_tests")
 
@@ -67,7 +67,6 @@ class Harness(object):
         self.bullmq_queue = unique("e2e-agent-runs") if bullmq else None
         self.config_overrides = config_overrides or {}
         self.redis = redis.Redis.from_url("%s/%d" % (LAB_REDIS, PACK_REDIS_DB), decode_responses=True)
-        self.bullmq_redis_url = "%s/%d" % (LAB_REDIS, BULLMQ_REDIS_DB)
 
     def __enter__(self):
         self.start()

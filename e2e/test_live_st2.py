@@ -13,9 +13,6 @@ import requests
 from harness import unique, wait_until
 from lab import API_URL
 
-RECOVERY = "synthralos.agent_recovery"
-
-
 def agent_failures(api, agent_id):
     return [t for t in api.trigger_instances("synthralos.agent_failure")
             if t.get("payload", {}).get("agent_id") == agent_id]
