@@ -18,8 +18,11 @@ The figure per action is the median of `--runs` runs (default 5). Goal:
 <= 150 ms each. Results go to bench/results/imports.json:
 {"slowest_ms": .., "modules": {"<action>": ms, ...}, ...}.
 
-    python bench/imports.py                        # under /tmp/v311/bin/python (real st2)
-    python bench/imports.py /work/venvs/py3.8/bin/python --runs 3
+    <venv>/bin/python bench/imports.py            # measures the interpreter that runs it
+    python3 bench/imports.py <venv>/bin/python --runs 3   # or the one named
+
+<venv>: any virtualenv with StackStorm, e.g. the test run's head session
+(~/.cache/synthralos/venvs/head-<hash>, printed by `bash scripts/run-tests.sh`).
 
 The python given must have st2common importable, or the tests' st2 stand-in
 is used (tests/st2_standin).
@@ -38,7 +41,7 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ACTIONS = os.path.join(ROOT, "actions")
-DEFAULT_PYTHON = "/tmp/v311/bin/python"
+DEFAULT_PYTHON = sys.executable  # the interpreter running this script
 GOAL_MS = 150.0
 MARKER = "--synthralos-import-bench--"
 
