@@ -59,9 +59,12 @@ class CatalogueInReadmeTest(unittest.TestCase):
         block = _readme_block()
         for name, rule in _metadata("rules/*.yaml").items():
             mark = "on" if rule.get("enabled", False) else "**off**"
-            self.assertIn("| `%s` | %s |" % (name, mark), block)
+            self.assertTrue("| `%s` | %s |" % (name, mark) in block, "rule %s should be %s; regenerate with `%s`"
+                            % (name, mark, REGENERATE))
         for name, policy in _metadata("policies/*.yaml").items():
-            self.assertIn("| `%s` | %s |" % (name, "on" if policy.get("enabled", True) else "**off**"), block)
+            mark = "on" if policy.get("enabled", True) else "**off**"
+            self.assertTrue("| `%s` | %s |" % (name, mark) in block, "policy %s should be %s; regenerate with `%s`"
+                            % (name, mark, REGENERATE))
 
     def test_operator_actions_come_before_the_internal_steps(self):
         block = _readme_block()
