@@ -38,7 +38,10 @@ EXTENSIONS = ("py", "yaml", "yml", "md", "json", "sh", "txt", "ini", "sql")
 NOT_THE_PACKS = {
     "python_action_wrapper.py": "st2's python runner (st2 source), which runs every python action",
     "tests/bullmq/node_modules": "installed by `npm ci` when the BullMQ tests run, not kept in the repository",
+    "config.yaml": "rudder-server's own config file, where its dedup is switched on (docs/events.md)",
 }
+# NOT_THE_PACKS entries that only pages of a branch being merged mention, with the branch.
+MENTIONED_ON_OTHER_BRANCHES = {"config.yaml": "i21-analytics"}
 
 # What the branches merged in this session add (README.md describes the pack as it will be).
 # Coordinator: after the merge the second test names each entry that now exists; delete it.
@@ -289,12 +292,17 @@ class DocsReferencesTest(unittest.TestCase):
             if (os.path.exists(os.path.join(PACK_ROOT, entry)) or entry in files
                     or entry.replace("synthralos.", "", 1) in names or entry in schema):
                 landed.append("%s (%s)" % (entry, branch))
+        text = "".join(_read(page) for page in PAGES)
+        landed += ["%s (mentioned; %s): from MENTIONED_ON_OTHER_BRANCHES" % (name, branch)
+                   for name, branch in MENTIONED_ON_OTHER_BRANCHES.items() if name in text]
         self.assertEqual(landed, [], "these have landed: delete them from PENDING_ON_OTHER_BRANCHES in "
                                      "tests/test_docs_references.py: %s" % ", ".join(landed))
 
     def test_allowlisted_names_are_mentioned_and_justified(self):
         text = "".join(_read(page) for page in PAGES)
         for name, why in NOT_THE_PACKS.items():
+            if name in MENTIONED_ON_OTHER_BRANCHES:
+                continue
             self.assertTrue(name in text, "%s is no longer mentioned: drop it from NOT_THE_PACKS" % name)
             self.assertTrue(why)
 

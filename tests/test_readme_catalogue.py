@@ -70,7 +70,7 @@ class CatalogueInReadmeTest(unittest.TestCase):
         block = _readme_block()
         internal_at = block.index("**Internal steps**")
         callees = catalogue.workflow_callees()
-        self.assertIn("detect_failure", callees)
+        self.assertTrue(callees and callees <= set(_metadata("actions/*.yaml")), callees)
         for name in _metadata("actions/*.yaml"):
             at = block.index("`%s`" % name)
             if name in callees and name not in catalogue.ALSO_BY_HAND:
