@@ -143,7 +143,7 @@ def render(root=ROOT):
     out += ["", "**Triggers** (hang your own rules on them):", ""]
     out += _table(["trigger", "what it means"], [
         ["`synthralos.%s`" % t.get("name"), first_sentence(t.get("description"))] for t in _load(root, "triggers/*.yaml")])
-    out += ["", "**Policies** (need st2's `[coordination]` backend to take effect):", ""]
+    out += ["", "**Policies** (enforced reliably only with st2's `[coordination]` backend):", ""]
     out += _table(["policy", "on", "type on action", "what it does"], [
         ["`%s`" % p.get("name"), _on(p, True), "%s on `%s`" % (p.get("policy_type"), p.get("resource_ref")),
          first_sentence(p.get("description"))]
