@@ -331,11 +331,12 @@ class CheckerTest(unittest.TestCase):
         found = self.problems(
             "# T\n\n[gone](nowhere.md), [anchor](events.md#no-such-heading), `healing/llm_errors.py`, "
             "`llm_errors.py`, `synthralos_lib.state.nothing`, `state.redaction.no_such_function`, "
-            "`retry.no_such_key`, `llm_targets[].no_such_field`, `synthralos.no_such_action`.\n\n"
+            "`retry.no_such_key`, `llm_targets[].no_such_field`, `synthralos.no_such_action`, "
+            "`detection.NO_SUCH_TABLE`.\n\n"
             "```yaml\nagent_failure_stream: {enabled: true, no_such_key: 1}\n```\n")
         for needle in ("nowhere.md", "no-such-heading", "healing/llm_errors.py", "llm_errors.py: no file",
                        "synthralos_lib.state.nothing", "no_such_function", "retry.no_such_key",
-                       "no_such_field", "synthralos.no_such_action", "no_such_key"):
+                       "no_such_field", "synthralos.no_such_action", "no_such_key", "NO_SUCH_TABLE"):
             self.assertTrue(any(needle in p for p in found), (needle, found))
 
     def test_slugs_follow_github(self):
