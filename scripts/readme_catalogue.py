@@ -131,7 +131,7 @@ def render(root=ROOT):
         for a in operator])
     out += ["", "**Internal steps** (the pack's workflows and rules run these; run them by hand only to debug):"]
     out += _wrap(["`%s`%s" % (a["name"], "," if i < len(internal) - 1 else ".") for i, a in enumerate(internal)])
-    out += ["", "**Sensors** (st2's sensor container runs them; each is idle until its config turns it on):", ""]
+    out += ["", "**Sensors** (st2's sensor container runs them; the two failure sensors idle until their config enables them):", ""]
     out += _table(["sensor", "on", "what it does"], [
         ["`%s`" % s.get("class_name"), _on(s, True), first_sentence(s.get("description"))]
         for s in _load(root, "sensors/*.yaml")])
