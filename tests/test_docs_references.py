@@ -53,6 +53,7 @@ PENDING_ON_OTHER_BRANCHES = {
     "docs/recovery.md": "i19-critical-path",
     "synthralos.begin_recovery": "i19-critical-path",
     "storm_control": "i19-critical-path",
+    "tests/test_one_scrub.py": "i18-scrub-bounds",
     "docs/operations.md": "i18-sensors",
     "synthralos.sensor_stalled": "i18-sensors",
     "notify_sensor_stalled.yaml": "i18-sensors",
