@@ -18,11 +18,8 @@ The figure per action is the median of `--runs` runs (default 5). Goal:
 <= 150 ms each. Results go to bench/results/imports.json:
 {"slowest_ms": .., "modules": {"<action>": ms, ...}, ...}.
 
-    <venv>/bin/python bench/imports.py            # measures the interpreter that runs it
+    <venv>/bin/python bench/imports.py     # the interpreter running it (<venv>: a test virtualenv, CONTRIBUTING.md)
     python3 bench/imports.py <venv>/bin/python --runs 3   # or the one named
-
-<venv>: any virtualenv with StackStorm, e.g. the test run's head session
-(~/.cache/synthralos/venvs/head-<hash>, printed by `bash scripts/run-tests.sh`).
 
 The python given must have st2common importable, or the tests' st2 stand-in
 is used (tests/st2_standin).
