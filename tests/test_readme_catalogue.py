@@ -47,6 +47,12 @@ class CatalogueInReadmeTest(unittest.TestCase):
                       "lines only in README: %s\nlines only in the metadata: %s"
                       % (REGENERATE, sorted(old - new)[:5], sorted(new - old)[:5]))
 
+    def test_the_readme_stays_one_short_page(self):
+        with open(os.path.join(PACK_ROOT, "README.md")) as handle:
+            count = len(handle.read().splitlines())
+        self.assertLessEqual(count, 250, "README.md has %d lines; it is the operator's page (at most 250): "
+                                         "move reference text to docs/ and link it" % count)
+
     def test_every_item_is_listed_once(self):
         block = _readme_block()
         for pattern, fmt in (("actions/*.yaml", "`%s`"), ("rules/*.yaml", "| `%s` |"),
