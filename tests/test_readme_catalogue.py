@@ -110,6 +110,7 @@ class GeneratorTest(unittest.TestCase):
         self.write("actions/inner.yaml", "name: inner\nrunner_type: python-script\ndescription: Does a part.\n")
         self.write("actions/step.yaml", "name: step\nrunner_type: python-script\ndescription: 'Step of flow: x'\n")
         self.write("actions/bare.yaml", "runner_type: python-script\n")  # no name, no description
+        self.write("actions/shell.yaml", "name: shell\nrunner_type: local-shell-cmd\ndescription: Run it.\n")
         self.write("actions/workflows/flow.yaml", "tasks:\n  a:\n    action: synthralos.inner\n")
         self.write("rules/r.yaml", "name: r\ntrigger: {type: t.x}\naction: {ref: synthralos.flow}\n")
         self.write("policies/p.yaml", "name: p\npolicy_type: action.concurrency\nresource_ref: synthralos.flow\n")
@@ -127,6 +128,7 @@ class GeneratorTest(unittest.TestCase):
         self.assertIn("| `p` | on |", text)
         self.assertIn("| `S` | **off** | Watches \\| pipes |", text)
         self.assertIn("| `synthralos.t` |  |", text)
+        self.assertIn("| `shell` | local-shell-cmd | Run it |", text)
 
     def test_rewrite_keeps_the_rest_of_the_readme(self):
         before, after = "# title\n\ntext\n", "\n\n## after\n"
