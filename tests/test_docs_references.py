@@ -48,6 +48,7 @@ MENTIONED_ON_OTHER_BRANCHES = {"config.yaml": "i21-analytics"}
 PENDING_ON_OTHER_BRANCHES = {
     "noxfile.py": "i17-floor-nox",
     "e2e/run.sh": "i17-live-tier",
+    "e2e/README.md": "i17-live-tier",
     "bench/recovery_st2.py": "i17-live-tier",
     "bench/recovery_processes.py": "i19-critical-path",
     "docs/recovery.md": "i19-critical-path",
