@@ -18,8 +18,8 @@ The figure per action is the median of `--runs` runs (default 5). Goal:
 <= 150 ms each. Results go to bench/results/imports.json:
 {"slowest_ms": .., "modules": {"<action>": ms, ...}, ...}.
 
-    python bench/imports.py                        # under /tmp/v311/bin/python (real st2)
-    python bench/imports.py /work/venvs/py3.8/bin/python --runs 3
+    <venv>/bin/python bench/imports.py     # the interpreter running it (<venv>: a test virtualenv, CONTRIBUTING.md)
+    python3 bench/imports.py <venv>/bin/python --runs 3   # or the one named
 
 The python given must have StackStorm (st2common) importable.
 """
@@ -37,7 +37,7 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ACTIONS = os.path.join(ROOT, "actions")
-DEFAULT_PYTHON = "/tmp/v311/bin/python"
+DEFAULT_PYTHON = sys.executable  # the interpreter running this script
 GOAL_MS = 150.0
 MARKER = "--synthralos-import-bench--"
 

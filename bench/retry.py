@@ -1,7 +1,7 @@
 """Benchmark: this pack's LLM retry/reroute policy against LiteLLM's Router and a
 tenacity-wrapped client, on the same fault-injecting provider, in one run.
 
-    /work/venvs/bench-llm/bin/python bench/retry.py --quick
+    <venv>/bin/python bench/retry.py --quick    # <venv>: Python 3.11 + bench/requirements-retry.txt
 
 Every strategy serves the same open-loop workload (requests arrive at a fixed
 rate, each on its own thread) against a fresh copy of the same fault script on

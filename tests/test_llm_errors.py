@@ -1,4 +1,4 @@
-"""Table-driven tests of the LLM error classification (DESIGN.md's table).
+"""Table-driven tests of the LLM error classification (llm/errors.py; docs/llm.md, "Classification").
 
 Each row is a real provider answer: status code and the error body the
 provider documents (OpenAI `{"error": {...}}`, Anthropic `{"type": "error",

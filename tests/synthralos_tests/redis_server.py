@@ -38,7 +38,7 @@ _BINARY_ENV = "SYNTHRALOS_REDIS_SERVER"
 
 _MISSING_MESSAGE = (
     "redis-server was not found (looked at $%s, on PATH and at %s). The tests need a "
-    "real Redis server: run the README's test command, `bash scripts/run-tests.sh`, "
+    "real Redis server: run the test command of CONTRIBUTING.md, `bash scripts/run-tests.sh`, "
     "which installs it (Debian package redis-server), or install it yourself."
 )
 

@@ -48,7 +48,7 @@ LLM_ERROR = "llm_error"
 UNKNOWN_STATUS = "unknown_status"
 FAILURE_TYPES = (TIMEOUT, ERROR, INVALID_OUTPUT, TOOL_FAILURE, LLM_ERROR, UNKNOWN_STATUS)
 
-# The design's LLM error classes (llm_errors.py names them); a platform may
+# The LLM error classes of llm/errors.py (the retry policy's classes); a platform may
 # report one as llm_error.error_class, and the planner uses it.
 LLM_ERROR_CLASSES = (
     "transient",
@@ -322,7 +322,7 @@ def llm_error_class(result):
 
     The platform's own `error_class` wins; otherwise an `llm_error` that carries
     the provider's HTTP `status` (and type/code/message) is classified by
-    llm_errors, the one classification table the retry and reroute parts use too.
+    llm/errors.py, the one classification table the retry and reroute parts use too.
     """
     for source in (result.get("llm_error"), result.get("error")):
         if isinstance(source, dict):

@@ -11,7 +11,7 @@ jitter, it answers one of
 * `next_target` call `target` (the next usable one in the chain) now;
 * `give_up`     nothing left to try (or the request itself is bad).
 
-Per class (DESIGN.md's table):
+Per class (the same table as docs/llm.md, "Decision"):
 
 | class            | same target                                  | then            |
 |------------------|----------------------------------------------|-----------------|
