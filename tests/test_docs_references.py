@@ -14,8 +14,6 @@ Checked in every page:
 - `synthralos.<name>` references name an action, trigger, rule, policy or sensor of the pack.
 
 NOT_THE_PACKS lists the few names that belong to other software, each with why.
-PENDING_ON_OTHER_BRANCHES lists what branches being merged add; once a name exists the
-second test asks for its entry to go.
 """
 
 import synthralos_tests  # noqa: F401  (puts actions/lib on sys.path, also under nose)
@@ -39,32 +37,6 @@ NOT_THE_PACKS = {
     "python_action_wrapper.py": "st2's python runner (st2 source), which runs every python action",
     "tests/bullmq/node_modules": "installed by `npm ci` when the BullMQ tests run, not kept in the repository",
     "config.yaml": "rudder-server's own config file, where its dedup is switched on (docs/events.md)",
-}
-# NOT_THE_PACKS entries that only pages of a branch being merged mention, with the branch.
-MENTIONED_ON_OTHER_BRANCHES = {"config.yaml": "i21-analytics"}
-
-# What the branches merged in this session add (README.md describes the pack as it will be).
-# Coordinator: after the merge the second test names each entry that now exists; delete it.
-PENDING_ON_OTHER_BRANCHES = {
-    "noxfile.py": "i17-floor-nox",
-    "e2e/run.sh": "i17-live-tier",
-    "e2e/README.md": "i17-live-tier",
-    "bench/recovery_st2.py": "i17-live-tier",
-    "bench/recovery_processes.py": "i19-critical-path",
-    "docs/recovery.md": "i19-critical-path",
-    "synthralos.begin_recovery": "i19-critical-path",
-    "storm_control": "i19-critical-path",
-    "tests/test_one_scrub.py": "i18-scrub-bounds",
-    "docs/operations.md": "i18-sensors",
-    "synthralos.sensor_stalled": "i18-sensors",
-    "notify_sensor_stalled.yaml": "i18-sensors",
-    "e2e": "i17-live-tier",
-    "bench/results/recovery_st2.json": "i17-live-tier",
-    "analytics": "i21-analytics",
-    "dashboards": "i21-analytics",
-    "analytics/README.md": "i21-analytics",
-    "analytics/run-tests.sh": "i21-analytics",
-    "dashboards/synthralos-grafana.json": "i21-analytics",
 }
 
 
@@ -204,7 +176,7 @@ def problems_in(page, names, schema, files, text=None):
 
     def report(name, why):
         name = name.rstrip("/")
-        if name not in NOT_THE_PACKS and name not in PENDING_ON_OTHER_BRANCHES:
+        if name not in NOT_THE_PACKS:
             found.append("%s: %s" % (page, why))
 
     page_dir = os.path.dirname(os.path.join(PACK_ROOT, page))
@@ -252,10 +224,8 @@ def problems_in(page, names, schema, files, text=None):
             data = yaml.safe_load(block)
         except yaml.YAMLError:
             continue
-        if isinstance(data, dict) and set(data) & set(schema) and set(data) <= set(schema) | set(PENDING_ON_OTHER_BRANCHES):
+        if isinstance(data, dict) and set(data) & set(schema) and set(data) <= set(schema):
             for section, value in data.items():
-                if section in PENDING_ON_OTHER_BRANCHES:
-                    continue
                 for key in (value or {}) if isinstance(value, dict) else ():
                     problem = config_key_problem(schema, "%s.%s" % (section, key))
                     if problem:
@@ -287,24 +257,9 @@ class DocsReferencesTest(unittest.TestCase):
             problems += problems_in(page, names, schema, files)
         self.assertEqual(problems, [], "\n".join(problems))
 
-    def test_pending_entries_are_still_pending(self):
-        names, schema, files = pack_names(), config_schema(), _repo_files()
-        landed = []
-        for entry, branch in PENDING_ON_OTHER_BRANCHES.items():
-            if (os.path.exists(os.path.join(PACK_ROOT, entry)) or entry in files
-                    or entry.replace("synthralos.", "", 1) in names or entry in schema):
-                landed.append("%s (%s)" % (entry, branch))
-        text = "".join(_read(page) for page in PAGES)
-        landed += ["%s (mentioned; %s): from MENTIONED_ON_OTHER_BRANCHES" % (name, branch)
-                   for name, branch in MENTIONED_ON_OTHER_BRANCHES.items() if name in text]
-        self.assertEqual(landed, [], "these have landed: delete them from PENDING_ON_OTHER_BRANCHES in "
-                                     "tests/test_docs_references.py: %s" % ", ".join(landed))
-
     def test_allowlisted_names_are_mentioned_and_justified(self):
         text = "".join(_read(page) for page in PAGES)
         for name, why in NOT_THE_PACKS.items():
-            if name in MENTIONED_ON_OTHER_BRANCHES:
-                continue
             self.assertTrue(name in text, "%s is no longer mentioned: drop it from NOT_THE_PACKS" % name)
             self.assertTrue(why)
 
