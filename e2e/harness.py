@@ -40,15 +40,11 @@ GROUP = "synthralos"
 
 
 def wait_until(condition, what, timeout, interval=0.5):
-    """Poll `condition()` until it returns something true; AssertionError naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError("timed out after %gs waiting for %s" % (timeout, what))
-        time.sleep(interval)
+    """The suite's one poll loop (tests/synthralos_tests/polling.py), polling st2 twice a second."""
+    _import_test_servers()
+    from synthralos_tests.polling import wait_until as poll
+
+    return poll(condition, what, timeout, interval)
 
 
 def unique(prefix):

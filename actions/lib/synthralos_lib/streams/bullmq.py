@@ -59,6 +59,7 @@ import time
 
 from synthralos_lib.healing import failure_trigger
 from synthralos_lib.healing.detection import SUCCESS_STATUSES, still_running
+from synthralos_lib.streams.entries import Undecodable, strict_utf8 as _strict
 
 SOURCE = "bullmq"
 TRIGGER = failure_trigger.TRIGGER_REF
@@ -428,19 +429,6 @@ def _int(value):
 # ---------------------------------------------------------------------------
 # Watching queues
 # ---------------------------------------------------------------------------
-
-
-class Undecodable(ValueError):
-    """Bytes from BullMQ's keys that are not UTF-8; the message names the field."""
-
-
-def _strict(value, what):
-    if not isinstance(value, bytes):
-        return value
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Undecodable("%s is not valid UTF-8 (byte 0x%02x at offset %d)" % (what, value[exc.start], exc.start))
 
 
 def _loose(value):

@@ -38,6 +38,7 @@ import time
 
 from synthralos_lib.state import redis_streams
 from synthralos_lib.state.redaction import scrub_and_cap
+from synthralos_lib.streams.entries import strict_utf8 as _strict
 
 try:
     import redis
@@ -362,16 +363,6 @@ def decode_fields(fields):
         name = _strict(key, "a field name")
         decoded[name] = _strict(value, "field %s" % name)
     return decoded
-
-
-def _strict(value, what):
-    if not isinstance(value, bytes):
-        return value
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError("%s is not valid UTF-8 (byte 0x%02x at offset %d)" % (
-            what if what == "a field name" else scrub_and_cap(what, 80), value[exc.start], exc.start))
 
 
 def dead_letter_record(about, fields, reason, entry_bytes, secrets):

@@ -11,6 +11,7 @@ JSON object or the flat `trace_id`, `traceparent`, `langfuse_trace_url`,
 import json
 
 from synthralos_lib.healing.failure_trigger import TRACE_KEYS, MalformedFailure
+from synthralos_lib.state.redaction import scrub_and_cap
 
 STRING_FIELDS = ("status", "error", "output", "provider", "model", "input")
 NUMBER_FIELDS = ("duration_ms", "timeout_ms", "max_iterations")
@@ -95,3 +96,19 @@ def prepare_entry(entry_id, fields, secrets=(), now=None):
     record = decode_entry(fields)
     return build_failure(record["agent_id"], record["execution_id"], record["result"], "redis_stream", entry_id,
                          trace_context=record["trace_context"], secrets=secrets, now=now)  # raw: the result
+
+
+class Undecodable(ValueError):
+    """Bytes read from Redis (a stream entry, a BullMQ key) that are not UTF-8."""
+
+
+def strict_utf8(value, what):
+    """`value` decoded when it is bytes; Undecodable naming `what` and the offending byte when
+    it is not UTF-8 (the sensors read Redis as bytes so that one bad byte costs one entry)."""
+    if not isinstance(value, bytes):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Undecodable("%s is not valid UTF-8 (byte 0x%02x at offset %d)"
+                          % (scrub_and_cap(what, 80), value[exc.start], exc.start))
