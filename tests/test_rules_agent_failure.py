@@ -272,9 +272,10 @@ class WebhookPathTest(StoreBackendMixin, unittest.TestCase):
     def test_hostile_posts_dispatch_only_what_st2_can_store(self):
         from synthralos_tests.st2_storage import st2_refuses
 
-        # 200 levels: st2 stores a webhook body up to orjson's 255; deeper posts st2 itself cannot keep.
+        # 100 levels (the pack cuts at 32): st2 reads a webhook body with orjson, which stops at
+        # 127 levels in st2 3.8's orjson 3.5 and 255 in master's; deeper posts st2 itself cannot keep.
         deep = "x"
-        for _ in range(200):
+        for _ in range(100):
             deep = {"a": deep}
         run = self.accept({"agent_id": "a", "execution_id": "deep", "result": {
             "status": "failed", "duration_ms": 10 ** 30, "detail": deep, "n": -(10 ** 25)}})
