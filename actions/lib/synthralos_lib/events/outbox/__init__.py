@@ -48,6 +48,7 @@ One module each: `base.py` (the `Outbox` interface both implement), `redis_strea
 the replay's resend and result). Import the names from here.
 """
 
+from synthralos_lib.events.health import CONFIG_ALERT_WINDOW_S  # its home; still importable from here
 from synthralos_lib.events.outbox.base import Outbox
 from synthralos_lib.events.outbox.datastore import (
     DATASTORE_PAGE,
@@ -59,7 +60,6 @@ from synthralos_lib.events.outbox.datastore import (
     DirectOutbox,
 )
 from synthralos_lib.events.outbox.delivery import (
-    CONFIG_ALERT_WINDOW_S,
     COUNTERS,
     DEAD_LETTER_BYTES,
     DEAD_LETTER_CUT_CHARS,

@@ -10,7 +10,6 @@ from synthralos_lib.state.redaction import scrub_and_cap, scrub_result
 
 LOG = logging.getLogger("synthralos_lib.events.outbox")
 
-CONFIG_ALERT_WINDOW_S = 900
 # Dead letters are bounded in bytes, not only in count: one letter's event is cut to MAX_DEAD_LETTER_BYTES
 # of JSON (`bounded_letter_event`), and the oldest letters go once the dead letters hold more than the
 # budget: DEAD_LETTER_BYTES for the Redis stream, DIRECT_DEAD_LETTER_BYTES for the datastore's list (one
