@@ -1,6 +1,6 @@
 from synthralos_lib.action_base import SynthralosAction
 from synthralos_lib.events.forwarding import NO_WRITE_KEY, open_outbox
-from synthralos_lib.events.outbox import RedisOutbox, make_client
+from synthralos_lib.events.outbox import make_client
 
 
 class ReplayDeadLetters(SynthralosAction):
@@ -11,11 +11,8 @@ class ReplayDeadLetters(SynthralosAction):
         if client is None:
             return False, {"error": NO_WRITE_KEY}
         outbox = open_outbox(self.settings, self.store)
-        if isinstance(outbox, RedisOutbox):
-            result = outbox.replay(ids=ids or None, limit=limit, client=client if flush else None)
-            result["mode"] = "outbox"
-        else:
-            result = outbox.replay(client, ids=ids or None, limit=limit)
-            result["mode"] = "direct"
+        requeue = not flush and outbox.can_requeue  # the datastore outbox always resends
+        result = outbox.replay(ids=ids or None, limit=limit, client=None if requeue else client)
+        result["mode"] = outbox.mode
         self.logger.info("[RudderStack] replayed %d dead letter(s)", result["replayed"])
         return self.scrub(result)

@@ -191,6 +191,15 @@ class ReplayRefusedContract(StoreBackendMixin):
 class DatastoreReplayRefusedTest(ReplayRefusedContract, BaseSensorTestCase):
     backend = "datastore"
 
+    def test_replay_without_flush_still_resends(self):
+        # The datastore outbox cannot requeue (can_requeue): flush=false resends now, as flush=true does.
+        events, letters = self.dead_letters_refused_with(401)
+        result = self.replay(self.config(), flush=False)
+        self.assertEqual(result, {"mode": "direct", "replayed": 2, "replayed_ids": sorted(d["id"] for d in letters),
+                                  "rejected": [], "not_found": [], "config_error": None})
+        self.assertEqual(self.sink.message_ids()[1:], [e["messageId"] for e in events])
+        self.assertEqual(self.stats()["dead_letters"], 0)
+
     def test_an_inline_refusal_after_the_fix_window_counts_its_dead_letter(self):
         from forward_event import ForwardEvent
 

@@ -23,15 +23,15 @@ NOT_OUTSIDE_TEXT = {
     # Lists, pages and ids the pack makes itself.
     "actions/lib/synthralos_lib/events/builders.py:Correlation: FIELDS[:7]": "a tuple of field names",
     "actions/lib/synthralos_lib/events/builders.py:_set_path: path[:-1]": "a path of keys",
-    "actions/lib/synthralos_lib/events/outbox.py:consumer_name: uuid.uuid4().hex[:8]": "a random hex id",
-    "actions/lib/synthralos_lib/events/outbox.py:FlushReport.as_dict: self.dead[:50]": "a list of dead letters",
-    "actions/lib/synthralos_lib/events/outbox.py:RedisOutbox._claim_with_xpending: [p[\"message_id\"] for p in "
+    "actions/lib/synthralos_lib/events/outbox/redis_stream.py:consumer_name: uuid.uuid4().hex[:8]": "a random hex id",
+    "actions/lib/synthralos_lib/events/outbox/delivery.py:FlushReport.as_dict: self.dead[:50]": "a list of dead letters",
+    "actions/lib/synthralos_lib/events/outbox/redis_stream.py:RedisOutbox._claim_with_xpending: [p[\"message_id\"] for p in "
     "pending if p[\"time_since_delivered\"] >= self.reclaim_idle_ms][:count]": "a list of stream ids",
-    "actions/lib/synthralos_lib/events/outbox.py:DirectOutbox.waiting: sorted(found.items(), key=lambda item: "
+    "actions/lib/synthralos_lib/events/outbox/datastore.py:DirectOutbox.waiting: sorted(found.items(), key=lambda item: "
     "item[0])[:limit]": "a page of queue entries",
-    "actions/lib/synthralos_lib/events/outbox.py:DirectOutbox.dead_letters: list(reversed(self.store.list_range("
+    "actions/lib/synthralos_lib/events/outbox/datastore.py:DirectOutbox.dead_letters: list(reversed(self.store.list_range("
     "DIRECT_DEAD_LETTER_KEY)))[:limit]": "a page of dead letters",
-    "actions/lib/synthralos_lib/events/outbox.py:DirectOutbox.replay: [d for d in letters if not ids or d[\"id\"] "
+    "actions/lib/synthralos_lib/events/outbox/datastore.py:DirectOutbox.replay: [d for d in letters if not ids or d[\"id\"] "
     "in ids][:limit]": "a page of dead letters",
     "actions/lib/synthralos_lib/events/rudderstack.py:RudderStackClient._send_chunk: chunk[:middle]":
         "half of a batch of events",
