@@ -7,6 +7,7 @@ import time
 
 from st2reactor.sensor.base import Sensor
 
+from synthralos_lib import backoff
 from synthralos_lib.healing.failure_trigger import TRIGGER_REF
 from synthralos_lib.ops.sensor_health import Heartbeat, sensor_health_settings
 from synthralos_lib.ops.trace import guarded_logs
@@ -14,6 +15,10 @@ from synthralos_lib.state.config import config_secrets, load_config
 from synthralos_lib.state.store import get_store
 from synthralos_lib.streams.consumer import StreamConsumer, connect_factory
 from synthralos_lib.streams.entries import prepare_entry
+
+# A crashed read loop restarts after 0.5 s, doubling per crash in a row up to 30 s.
+RESTART_FIRST_S = 0.5
+RESTART_MAX_S = 30.0
 
 
 class AgentFailureSensor(Sensor):
@@ -85,7 +90,7 @@ class AgentFailureSensor(Sensor):
             except Exception as exc:
                 crashes += 1
                 self.crashes = crashes
-                delay = min(30.0, 0.5 * 2 ** min(crashes - 1, 6))
+                delay = backoff.capped_exponential(crashes, RESTART_FIRST_S, RESTART_MAX_S)
                 self._logger.error("[Self-Healing] AgentFailureSensor read loop failed (%s: %s, %d so far); "
                                    "restarting it in %.1f s", type(exc).__name__, exc, crashes, delay)
                 self._stopped.wait(delay)

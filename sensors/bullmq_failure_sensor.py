@@ -5,12 +5,15 @@ import time
 
 from st2reactor.sensor.base import Sensor
 
+from synthralos_lib import backoff
 from synthralos_lib.ops.sensor_health import Heartbeat, sensor_health_settings
 from synthralos_lib.ops.trace import guarded_logs
 from synthralos_lib.state.config import config_secrets, load_config
 from synthralos_lib.state.redaction import scrub
 from synthralos_lib.state.store import get_store
 from synthralos_lib.streams import bullmq
+
+RETRY_FIRST_S = 0.5  # the wait after the first failed read in a row (config.schema.yaml says "doubles from 0.5 s")
 
 
 class BullMQFailureSensor(Sensor):
@@ -75,29 +78,35 @@ class BullMQFailureSensor(Sensor):
             self._watcher.raw.connection_pool.disconnect()
 
     def _loop(self, redis):
-        delay = 0.5
+        failures = 0  # in a row
         while not self._stop.is_set():
             try:
                 self._watcher.poll()
-                delay = 0.5
+                failures = 0
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                failures += 1
+                delay = self._retry_delay(failures)
                 self.reconnects += 1
                 self._watcher.reset()
                 self._logger.warning(
                     "[Self-Healing] BullMQ Redis unreachable (%s); retrying in %.1f s", type(exc).__name__, delay
                 )
                 self._stop.wait(delay)
-                delay = min(delay * 2, self._options["reconnect_max_delay_s"])
             except Exception as exc:  # a Redis error reply, a failed dispatch: keep the sensor alive
+                failures += 1
+                delay = self._retry_delay(failures)
                 self.errors += 1
                 self._watcher.reset()
                 self._logger.error(
                     "[Self-Healing] BullMQ read failed (%s: %s); retrying in %.1f s", type(exc).__name__, scrub(str(exc), self._settings.secrets()), delay
                 )
                 self._stop.wait(delay)
-                delay = min(delay * 2, self._options["reconnect_max_delay_s"])
             finally:
                 self._heartbeat.beat(self.health_state)  # never raises
+
+    def _retry_delay(self, failures):
+        """0.5 s after the first failure in a row, doubling up to bullmq.reconnect_max_delay_s."""
+        return backoff.capped_exponential(failures, RETRY_FIRST_S, self._options["reconnect_max_delay_s"])
 
     def health_state(self):
         """The figures the heartbeat records (ops.sensor_health)."""

@@ -10,6 +10,7 @@ failed probe and capped at `max_probe_quiet_period_ms` (24 h, never below the fi
 period); a quiet period of 0 turns probing off.
 """
 
+from synthralos_lib import backoff
 from synthralos_lib.state.config import load_st2_schema
 
 
@@ -21,13 +22,8 @@ def settings_from(section):
 
 
 def _capped(base_ms, multiplier, exponent, cap_ms):
-    if base_ms <= 0 or exponent < 0:
-        return 0.0
-    try:
-        value = base_ms * multiplier ** exponent
-    except OverflowError:  # float power of a long streak
-        value = float("inf")
-    return float(min(value, cap_ms)) / 1000.0  # compare first: a huge int does not fit a float
+    """min(base * multiplier^exponent, cap) in seconds; 0 for a negative exponent or a base of 0."""
+    return backoff.capped_exponential(exponent + 1, base_ms, cap_ms, multiplier=multiplier) / 1000.0
 
 
 def backoff_s(failures, settings):

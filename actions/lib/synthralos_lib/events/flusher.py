@@ -30,10 +30,10 @@ Nothing here blocks the OS thread: every wait is a sleep the caller performs
 import logging
 import time
 
+from synthralos_lib import backoff
 from synthralos_lib.events.forwarding import fallback_outbox, open_outbox
 from synthralos_lib.events.health import alert_payload
 from synthralos_lib.events.outbox import consumer_name, make_client
-from synthralos_lib.events.rudderstack import backoff_delay
 from synthralos_lib.state.store import StoreError, get_store
 
 LOG = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class BackgroundFlusher(object):
         if failing:
             self.failures += 1
             base = max(float(self.rudder.get("retry_delay_ms", 1000)) / 1000.0, POLL_S)
-            delay = backoff_delay(self.failures, base, cap_s=MAX_IDLE_BACKOFF_S)
+            delay = backoff.capped_exponential(self.failures, base, MAX_IDLE_BACKOFF_S, jitter=backoff.EQUAL)
             waits = [r.get("retry_after_s") for r in failing if r.get("retry_after_s") is not None]
             return max([delay] + waits)
         self.failures = 0

@@ -34,6 +34,7 @@ import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
+from synthralos_lib import backoff
 from synthralos_lib.state.redaction import scrub_and_cap
 
 LOG = logging.getLogger(__name__)
@@ -103,8 +104,7 @@ def backoff_delay(attempt, base_s, rand=random.random, cap_s=MAX_BACKOFF_S):
     Equal jitter (half fixed, half random) spreads retries of many flushers
     without ever retrying immediately.
     """
-    delay = min(cap_s, base_s * (2 ** (attempt - 1)))
-    return delay / 2.0 + rand() * delay / 2.0
+    return backoff.capped_exponential(attempt, base_s, cap_s, jitter=backoff.EQUAL, draw=rand())
 
 
 class RudderStackClient(object):
