@@ -11,14 +11,12 @@ period); a quiet period of 0 turns probing off.
 """
 
 from synthralos_lib import backoff
-from synthralos_lib.state.config import load_st2_schema
+from synthralos_lib.state.config import with_defaults
 
 
 def settings_from(section):
     """The `cron_backoff` config section with the schema's defaults filled in (config.schema.yaml holds them)."""
-    merged = {name: spec.get("default") for name, spec in load_st2_schema()["cron_backoff"]["properties"].items()}
-    merged.update({k: v for k, v in (section or {}).items() if v is not None})
-    return merged
+    return with_defaults("cron_backoff", section)
 
 
 def _capped(base_ms, multiplier, exponent, cap_ms):

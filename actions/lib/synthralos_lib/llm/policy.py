@@ -54,6 +54,7 @@ import random
 
 from synthralos_lib import backoff
 from synthralos_lib.llm import errors as E
+from synthralos_lib.state.config import schema_defaults
 from synthralos_lib.state.redaction import scrub_and_cap
 from synthralos_lib.state.validation import check_number
 
@@ -62,17 +63,14 @@ RETRY = "retry"
 NEXT_TARGET = "next_target"
 GIVE_UP = "give_up"
 
-DEFAULT_POLICY = {
-    "max_attempts": 3,
-    "base_delay_s": 1.0,
-    "max_delay_s": 60.0,
-    "jitter": "full",
-    "retry_after_cap_s": 120.0,
-    "max_targets": 5,
-    "overloaded_max_attempts": 2,
-    "invalid_output_max_attempts": 2,
-    "quota_after_s": 3600.0,
-}
+_RETRY_KEYS = ("max_attempts", "base_delay_s", "max_delay_s", "jitter", "retry_after_cap_s", "quota_after_s")
+# The config's `retry` and `reroute` defaults (config.schema.yaml), plus two keys only a request can override.
+DEFAULT_POLICY = dict(
+    {key: schema_defaults("retry")[key] for key in _RETRY_KEYS},
+    max_targets=schema_defaults("reroute")["max_targets"],
+    overloaded_max_attempts=2,
+    invalid_output_max_attempts=2,
+)
 
 _INT_KEYS = ("max_attempts", "max_targets", "overloaded_max_attempts", "invalid_output_max_attempts")
 _FLOAT_KEYS = ("base_delay_s", "max_delay_s", "retry_after_cap_s", "quota_after_s")
