@@ -4,6 +4,8 @@ st2's sensor container puts a sensor's own directory (``sensors/``) on
 ``sys.path`` when it loads the sensor, but shares ``lib/`` between actions and
 sensors only when ``[packs] enable_common_libs`` is on, which it is not by
 default. Every sensor module starts with ``import synthralos_sensor_lib``.
+
+It also holds ``SynthralosSensor``, the base class of the pack's sensors (below).
 """
 
 import os
