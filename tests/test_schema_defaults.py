@@ -18,13 +18,16 @@ NOT_YET = ("actions/lib/synthralos_lib/events/outbox", "actions/lib/synthralos_l
 
 
 def section_keys_with_defaults():
-    """Every key of a config section (the top-level objects of config.schema.yaml) that has a default."""
-    return set(key for name, section in load_st2_schema().items() if "properties" in section
+    """Every key of a config section (the top-level objects of config.schema.yaml) or of an llm_targets
+    entry that has a default."""
+    return set(key for name, section in load_st2_schema().items() if "properties" in section or name == "llm_targets"
                for key, default in schema_defaults(name).items() if default is not None)
 
 
-# `.get("batch_size", 20)`: a config key read with a default written in code (a literal or a DEFAULT_ constant).
-LITERAL_DEFAULT = re.compile(r"""\.get\(\s*["'](\w+)["']\s*,\s*(-?[\d.]+|True|False|["'][^"']*["']|[A-Z_]*DEFAULT\w*)\s*\)""")
+# `.get("batch_size", 20)`: a config key read with a default written in code (a literal or a DEFAULT_ constant),
+# or `.get("timeout_s") or 60`.
+LITERAL_DEFAULT = re.compile(r"""\.get\(\s*["'](\w+)["']\s*,\s*(-?[\d.]+|True|False|["'][^"']*["']|[A-Z_]*DEFAULT\w*)\s*\)"""
+                             r"""|\.get\(\s*["'](\w+)["']\s*\)\s*or\s*(-?\d[\d.]*|True)\b""")
 
 
 class OneHomeTest(unittest.TestCase):
@@ -39,13 +42,13 @@ class OneHomeTest(unittest.TestCase):
                     with open(os.path.join(ROOT, path), encoding="utf-8") as handle:
                         for number, line in enumerate(handle, 1):
                             for match in LITERAL_DEFAULT.finditer(line):
-                                if match.group(1) in keys:
+                                if (match.group(1) or match.group(3)) in keys:
                                     found.append("%s:%d: %s" % (path, number, match.group(0)))
         self.assertEqual(found, [], "read the default from the PackConfig section or state.config.with_defaults")
 
     def test_the_pattern_finds_a_repeated_default(self):
         for line in ('rudder.get("batch_size", 20)', "s.get('gzip', True)", 'x.get("jitter", "full")',
-                     'section.get("fast_path_budget_s", DEFAULT_BUDGET_S)'):
+                     'section.get("fast_path_budget_s", DEFAULT_BUDGET_S)', 'target.get("timeout_s") or 60'):
             with self.subTest(line=line):
                 self.assertIsNotNone(LITERAL_DEFAULT.search(line))
 

@@ -89,7 +89,7 @@ def serve(settings, store, chain, policy, call, resume=None, max_wait_s=DEFAULT_
 
     while decision["action"] in _CONTINUE:
         delay = 0.0 if waited else float(decision["delay_s"])
-        timeout = float(settings.llm_target(decision["target"]).get("timeout_s") or 60)
+        timeout = float(settings.llm_target(decision["target"])["timeout_s"])  # load_config filled the default
         over_bound = delay > max_wait_s
         over_budget = calls > 0 and clock() - started + delay + timeout > budget_s
         if over_bound or over_budget:

@@ -46,12 +46,14 @@ def load_st2_schema(path=SCHEMA_PATH):
 
 
 def schema_defaults(section, schema_path=SCHEMA_PATH):
-    """{key: default} of one config section, as config.schema.yaml declares them (None where it declares none).
+    """{key: default} of one config section (of one item, for a list such as llm_targets), as
+    config.schema.yaml declares them (None where it declares none).
 
     The one home of every default: code that needs one reads it here (or from a
     PackConfig, whose sections have them filled in) instead of repeating the value.
     """
-    properties = load_st2_schema(schema_path)[section]["properties"]
+    node = load_st2_schema(schema_path)[section]
+    properties = (node.get("items") or node)["properties"]
     return {name: copy.deepcopy(spec.get("default")) for name, spec in properties.items()}
 
 
