@@ -1,19 +1,15 @@
 import synthralos_sensor_lib  # noqa: F401  (puts actions/lib on sys.path)
 
-import threading
-import time
+from synthralos_sensor_lib import SynthralosSensor
 
-from st2reactor.sensor.base import Sensor
-
-from synthralos_lib.ops.sensor_health import Heartbeat, sensor_health_settings
-from synthralos_lib.ops.trace import guarded_logs
-from synthralos_lib.state.config import config_secrets, load_config
+from synthralos_lib import backoff
 from synthralos_lib.state.redaction import scrub
-from synthralos_lib.state.store import get_store
 from synthralos_lib.streams import bullmq
 
+RETRY_FIRST_S = 0.5  # the wait after the first failed read in a row (config.schema.yaml says "doubles from 0.5 s")
 
-class BullMQFailureSensor(Sensor):
+
+class BullMQFailureSensor(SynthralosSensor):
     """Failed BullMQ jobs of the configured queues -> synthralos.agent_failure (source bullmq).
 
     All decisions (what is a failure, its payload, cursor, gap reconciliation,
@@ -24,22 +20,15 @@ class BullMQFailureSensor(Sensor):
 
     def __init__(self, sensor_service, config=None):
         super(BullMQFailureSensor, self).__init__(sensor_service=sensor_service, config=config)
-        self._logger = self.sensor_service.get_logger(name=self.__class__.__name__)
-        self._log_guard = guarded_logs(self._logger, ())  # opened by setup(), closed by cleanup()
-        self._stop = threading.Event()
         self._watcher = None
         self._client = None
         self._options = None
         self._settings = None
-        self._heartbeat = None
         self.reconnects = 0
-        self.errors = 0
-        self.clock = time.time  # stamps detected_at and heartbeats
+        self.errors = 0  # self.clock also stamps detected_at
 
     def setup(self):
-        # Every line of this long-lived process, the library's included, is scrubbed (ops.trace).
-        self._log_guard.open(config_secrets(self.config))
-        self._settings = load_config(self.config)
+        self._settings = self.open_config()
         self._options = bullmq.bullmq_settings(self._settings)
         if not self._options.get("enabled") or not self._options.get("queues"):
             self._logger.info("[Self-Healing] BullMQFailureSensor idle: bullmq.enabled is off or no bullmq.queues")
@@ -54,9 +43,7 @@ class BullMQFailureSensor(Sensor):
             secrets=self._settings.secrets(),
             clock=lambda: self.clock(),
         )
-        self._heartbeat = Heartbeat(get_store(self._settings, self.sensor_service), "bullmq_failure_sensor",
-                                    every_s=sensor_health_settings(self._settings)["heartbeat_every_s"],
-                                    clock=lambda: self.clock(), logger=self._logger)
+        self.start_heartbeat(self._settings, "bullmq_failure_sensor")
 
     def _dispatch(self, payload, trace_tag):
         self.sensor_service.dispatch(trigger=bullmq.TRIGGER, payload=payload, trace_tag=trace_tag)
@@ -65,9 +52,7 @@ class BullMQFailureSensor(Sensor):
         import redis
 
         if self._watcher is None:
-            while not self._stop.wait(1.0):
-                pass
-            return
+            return self.idle()
         try:
             self._loop(redis)
         finally:
@@ -75,29 +60,35 @@ class BullMQFailureSensor(Sensor):
             self._watcher.raw.connection_pool.disconnect()
 
     def _loop(self, redis):
-        delay = 0.5
-        while not self._stop.is_set():
+        failures = 0  # in a row
+        while not self.stopping():
             try:
                 self._watcher.poll()
-                delay = 0.5
+                failures = 0
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                failures += 1
+                delay = self._retry_delay(failures)
                 self.reconnects += 1
                 self._watcher.reset()
                 self._logger.warning(
                     "[Self-Healing] BullMQ Redis unreachable (%s); retrying in %.1f s", type(exc).__name__, delay
                 )
-                self._stop.wait(delay)
-                delay = min(delay * 2, self._options["reconnect_max_delay_s"])
+                self._stopped.wait(delay)
             except Exception as exc:  # a Redis error reply, a failed dispatch: keep the sensor alive
+                failures += 1
+                delay = self._retry_delay(failures)
                 self.errors += 1
                 self._watcher.reset()
                 self._logger.error(
                     "[Self-Healing] BullMQ read failed (%s: %s); retrying in %.1f s", type(exc).__name__, scrub(str(exc), self._settings.secrets()), delay
                 )
-                self._stop.wait(delay)
-                delay = min(delay * 2, self._options["reconnect_max_delay_s"])
+                self._stopped.wait(delay)
             finally:
                 self._heartbeat.beat(self.health_state)  # never raises
+
+    def _retry_delay(self, failures):
+        """0.5 s after the first failure in a row, doubling up to bullmq.reconnect_max_delay_s."""
+        return backoff.capped_exponential(failures, RETRY_FIRST_S, self._options["reconnect_max_delay_s"])
 
     def health_state(self):
         """The figures the heartbeat records (ops.sensor_health)."""
@@ -108,19 +99,6 @@ class BullMQFailureSensor(Sensor):
                      lag=None, pending=None, oldest_pending_age_s=None)
         return state
 
-    def cleanup(self):
-        # run() sees the flag after its current read, which blocks for at most
-        # bullmq.block_ms (<= 1 s), and closes its connections itself.
-        self._stop.set()
-        if self._heartbeat is not None:
-            self._heartbeat.stopped()  # disabled on purpose: not a stall
-        self._log_guard.close()
-
-    def add_trigger(self, trigger):
-        pass
-
-    def update_trigger(self, trigger):
-        pass
-
-    def remove_trigger(self, trigger):
-        pass
+    def release(self):
+        """Nothing: run() sees the stop flag after its current read, which blocks for at most
+        bullmq.block_ms (<= 1 s), and closes its connections itself."""

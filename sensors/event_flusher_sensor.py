@@ -2,19 +2,18 @@ import synthralos_sensor_lib  # noqa: F401  (puts actions/lib on sys.path)
 
 import time
 
-from st2reactor.sensor.base import Sensor
+from synthralos_sensor_lib import SynthralosSensor
 
 from synthralos_lib.events.flusher import BackgroundFlusher
-from synthralos_lib.ops.sensor_health import Heartbeat, StallWatch, sensor_health_settings
-from synthralos_lib.ops.trace import guarded_logs
-from synthralos_lib.state.config import ConfigError, config_secrets, load_config
+from synthralos_lib.ops.sensor_health import StallWatch, sensor_health_settings
+from synthralos_lib.state.config import ConfigError
 from synthralos_lib.state.store import get_store
 
 SLEEP_SLICE_S = 0.25  # how quickly cleanup() is noticed while waiting
 BAD_CONFIG_IDLE_S = 60.0
 
 
-class EventFlusherSensor(Sensor):
+class EventFlusherSensor(SynthralosSensor):
     """Drains the event outbox and the st2 datastore queue to RudderStack, continuously.
 
     All decisions live in synthralos_lib.events.flusher; this class only loops,
@@ -27,33 +26,24 @@ class EventFlusherSensor(Sensor):
 
     def __init__(self, sensor_service, config=None):
         super(EventFlusherSensor, self).__init__(sensor_service=sensor_service, config=config)
-        self._logger = self.sensor_service.get_logger(name=self.__class__.__name__)
-        self._log_guard = guarded_logs(self._logger, ())  # opened by setup(), closed by cleanup()
-        self._running = False
         self._flusher = None
-        self._heartbeat = None
-        self._watch = None
-        self.clock = time.time  # heartbeats and the watchdog (tests inject one)
+        self._watch = None  # self.clock also drives the watchdog
         self.stats = {"ticks": 0, "errors": 0, "watch_errors": 0, "alerts": 0}
 
     def setup(self):
-        # Every line of this long-lived process, the library's included, is scrubbed (ops.trace).
-        self._log_guard.open(config_secrets(self.config))
-        self._running = True
         try:
-            settings = load_config(self.config)
+            settings = self.open_config()
         except ConfigError as exc:  # said once; crashing would only make st2 restart us twice
             self._logger.error("[RudderStack] event flusher idle: %s", exc)
             return
         self._flusher = BackgroundFlusher(settings, self.sensor_service, self._dispatch, logger=self._logger)
         store = get_store(settings, self.sensor_service)
-        options = sensor_health_settings(settings)
-        self._heartbeat = Heartbeat(store, "event_flusher_sensor", every_s=options["heartbeat_every_s"],
-                                    clock=lambda: self.clock(), logger=self._logger)
-        self._watch = StallWatch(store, options, self._dispatch, clock=lambda: self.clock(), logger=self._logger)
+        self.start_heartbeat(settings, "event_flusher_sensor", store=store)
+        self._watch = StallWatch(store, sensor_health_settings(settings), self._dispatch, clock=lambda: self.clock(),
+                                 logger=self._logger)
 
     def run(self):
-        while self._running:
+        while not self.stopping():
             try:
                 delay = self.tick()["sleep_s"]
             except Exception as exc:  # never let one bad tick kill the sensor (st2 restarts it only twice)
@@ -87,7 +77,7 @@ class EventFlusherSensor(Sensor):
 
     def _wait(self, seconds):
         deadline = time.time() + seconds
-        while self._running and time.time() < deadline:
+        while not self.stopping() and time.time() < deadline:
             time.sleep(min(SLEEP_SLICE_S, max(0.0, deadline - time.time())))
         if seconds <= 0:
             time.sleep(0)  # yield to other green threads between busy ticks
@@ -95,15 +85,6 @@ class EventFlusherSensor(Sensor):
     def _dispatch(self, trigger, payload):
         self.sensor_service.dispatch(trigger=trigger, payload=payload)
 
-    def cleanup(self):
-        self._running = False
+    def release(self):
         if self._flusher is not None:
             self._flusher.close()
-        if self._heartbeat is not None:
-            self._heartbeat.stopped()
-        self._log_guard.close()
-
-    def add_trigger(self, trigger):  # no per-trigger state: the sensor only dispatches
-        pass
-
-    update_trigger = remove_trigger = add_trigger

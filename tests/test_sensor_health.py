@@ -196,12 +196,15 @@ class StallEpisodeTest(SensorHealthCase):
 
     def test_metrics_export_the_heartbeats_as_json_and_prometheus(self):
         sensor_clock = Clock(T0)
-        self.agent_sensor(sensor_clock)
+        sensor = self.agent_sensor(sensor_clock)
         self.client.xadd(STREAM, {"agent_id": "a", "execution_id": "e1", "status": "failed"})
         self.client.xadd(STREAM, {"execution_id": "e2", "status": "failed"})  # dead-lettered
         wait_until(lambda: len(self.sensor_service.dispatched_triggers) == 1, what="the dispatch")
+        wait_until(lambda: sensor.stats.get("dead_lettered") == 1, what="the dead letter")
+        # Both entries may have been read in the first round, heartbeat at T0: wait for the one at T0 + 5.
         sensor_clock.now = T0 + 5
-        wait_until(lambda: (self.record() or {}).get("dead_lettered") == 1, what="a heartbeat after the batch")
+        wait_until(lambda: (self.record() or {}).get("heartbeat_at") == T0 + 5, what="a heartbeat after the batch")
+        self.assertEqual(self.record()["dead_lettered"], 1)
         settings = load_config(self.config())
         collected = metrics.collect(settings, self.store(), clock=lambda: T0 + 6)
         [row] = collected["sensors"]
@@ -285,7 +288,7 @@ class RunLoopTest(SensorHealthCase):
             calls.append(1)
             if len(calls) <= 2:
                 raise ValueError("a bad tick")
-            sensor._running = False
+            sensor._stopped.set()
             return {"sleep_s": 0}
 
         sensor.tick = failing_tick

@@ -10,24 +10,18 @@ failed probe and capped at `max_probe_quiet_period_ms` (24 h, never below the fi
 period); a quiet period of 0 turns probing off.
 """
 
-from synthralos_lib.state.config import load_st2_schema
+from synthralos_lib import backoff
+from synthralos_lib.state.config import with_defaults
 
 
 def settings_from(section):
     """The `cron_backoff` config section with the schema's defaults filled in (config.schema.yaml holds them)."""
-    merged = {name: spec.get("default") for name, spec in load_st2_schema()["cron_backoff"]["properties"].items()}
-    merged.update({k: v for k, v in (section or {}).items() if v is not None})
-    return merged
+    return with_defaults("cron_backoff", section)
 
 
 def _capped(base_ms, multiplier, exponent, cap_ms):
-    if base_ms <= 0 or exponent < 0:
-        return 0.0
-    try:
-        value = base_ms * multiplier ** exponent
-    except OverflowError:  # float power of a long streak
-        value = float("inf")
-    return float(min(value, cap_ms)) / 1000.0  # compare first: a huge int does not fit a float
+    """min(base * multiplier^exponent, cap) in seconds; 0 for a negative exponent or a base of 0."""
+    return backoff.capped_exponential(exponent + 1, base_ms, cap_ms, multiplier=multiplier) / 1000.0
 
 
 def backoff_s(failures, settings):

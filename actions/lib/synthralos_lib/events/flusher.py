@@ -30,10 +30,10 @@ Nothing here blocks the OS thread: every wait is a sleep the caller performs
 import logging
 import time
 
+from synthralos_lib import backoff
 from synthralos_lib.events.forwarding import fallback_outbox, open_outbox
 from synthralos_lib.events.health import alert_payload
 from synthralos_lib.events.outbox import consumer_name, make_client
-from synthralos_lib.events.rudderstack import backoff_delay
 from synthralos_lib.state.store import StoreError, get_store
 
 LOG = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class BackgroundFlusher(object):
 
     def __init__(self, settings, service, dispatch, logger=None, clock=time.time):
         self.settings = settings
-        self.rudder = settings.section("rudderstack")
+        self.rudder = settings.section("rudderstack")  # a PackConfig section: every default filled in
         self.service = service
         self.dispatch = dispatch
         self.log = logger or LOG
@@ -118,12 +118,12 @@ class BackgroundFlusher(object):
 
     def _flush_datastore(self):
         store = self.datastore.store
-        interval = float(self.rudder.get("flush_interval_ms", 10000)) / 1000.0
+        interval = float(self.rudder["flush_interval_ms"]) / 1000.0
         try:
             if not self.datastore.waiting(1):  # idle: one list call, no lock traffic
                 self._next_datastore_check = self._clock() + interval
                 return None
-            token = store.acquire_lock(DRAIN_LOCK, ttl=max(30.0, float(self.rudder.get("request_timeout_s", 10)) * 3))
+            token = store.acquire_lock(DRAIN_LOCK, ttl=max(30.0, float(self.rudder["request_timeout_s"]) * 3))
             if token is None:
                 return None
             try:
@@ -162,8 +162,8 @@ class BackgroundFlusher(object):
                                                                          "datastore_unavailable")]
         if failing:
             self.failures += 1
-            base = max(float(self.rudder.get("retry_delay_ms", 1000)) / 1000.0, POLL_S)
-            delay = backoff_delay(self.failures, base, cap_s=MAX_IDLE_BACKOFF_S)
+            base = max(float(self.rudder["retry_delay_ms"]) / 1000.0, POLL_S)
+            delay = backoff.capped_exponential(self.failures, base, MAX_IDLE_BACKOFF_S, jitter=backoff.EQUAL)
             waits = [r.get("retry_after_s") for r in failing if r.get("retry_after_s") is not None]
             return max([delay] + waits)
         self.failures = 0

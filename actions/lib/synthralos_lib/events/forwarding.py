@@ -30,6 +30,7 @@ import os
 import time
 
 from synthralos_lib.events.outbox import DirectOutbox, RedisOutbox, make_client
+from synthralos_lib.state.config import with_defaults
 from synthralos_lib.state.redaction import scrub_if_needed
 from synthralos_lib.state.store import DatastoreStore, StoreError
 
@@ -94,7 +95,7 @@ def inline_client(rudder):
     The action must not wait out retries or a hung data plane; what fails here
     waits in the outbox / datastore queue for the flusher sensor.
     """
-    timeout = min(float(rudder.get("request_timeout_s", 10)), INLINE_TIMEOUT_S)
+    timeout = min(float(with_defaults("rudderstack", rudder)["request_timeout_s"]), INLINE_TIMEOUT_S)
     return make_client(dict(rudder, max_retries=0, request_timeout_s=timeout))
 
 

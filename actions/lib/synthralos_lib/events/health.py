@@ -28,13 +28,15 @@ when something changes), plus the alert slot.
 
 import time
 
+from synthralos_lib.state.config import schema_defaults, with_defaults
+
 STATE_KEY = "events.data_plane"
 ALERT_SLOT = "events.config_error_alert"
 DEFAULT_MARK_S = 30.0
 MAX_MARK_S = 600.0
 CONFIG_ERROR_MARK_S = 60.0
 CONFIG_ALERT_WINDOW_S = 900
-DEFAULT_FIX_WINDOW_S = 900
+DEFAULT_FIX_WINDOW_S = schema_defaults("rudderstack")["config_error_fix_window_s"]
 
 CLEAN = {"unhealthy_until_ms": 0, "reason": None, "config_error": None}
 
@@ -50,7 +52,7 @@ class DataPlaneHealth(object):
 
     @classmethod
     def for_settings(cls, store, rudder, clock=time.time):
-        return cls(store, fix_window_s=rudder.get("config_error_fix_window_s", DEFAULT_FIX_WINDOW_S), clock=clock)
+        return cls(store, fix_window_s=with_defaults("rudderstack", rudder)["config_error_fix_window_s"], clock=clock)
 
     def _now_ms(self):
         return int(self._clock() * 1000)

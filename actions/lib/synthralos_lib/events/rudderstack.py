@@ -34,6 +34,8 @@ import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
+from synthralos_lib import backoff
+from synthralos_lib.state.config import with_defaults
 from synthralos_lib.state.redaction import scrub_and_cap
 
 LOG = logging.getLogger(__name__)
@@ -103,8 +105,7 @@ def backoff_delay(attempt, base_s, rand=random.random, cap_s=MAX_BACKOFF_S):
     Equal jitter (half fixed, half random) spreads retries of many flushers
     without ever retrying immediately.
     """
-    delay = min(cap_s, base_s * (2 ** (attempt - 1)))
-    return delay / 2.0 + rand() * delay / 2.0
+    return backoff.capped_exponential(attempt, base_s, cap_s, jitter=backoff.EQUAL, draw=rand())
 
 
 class RudderStackClient(object):
@@ -134,14 +135,15 @@ class RudderStackClient(object):
 
     @classmethod
     def from_settings(cls, rudder, **kwargs):
-        """Build from the `rudderstack` config section (a dict)."""
+        """Build from the `rudderstack` config section (a dict; what it leaves out is the schema's default)."""
+        rudder = with_defaults("rudderstack", rudder)
         return cls(
-            rudder.get("data_plane_url") or "",
-            rudder.get("write_key") or "",
-            max_retries=rudder.get("max_retries", 3),
-            retry_delay_ms=rudder.get("retry_delay_ms", 1000),
-            timeout_s=rudder.get("request_timeout_s", 10),
-            use_gzip=rudder.get("gzip", True),
+            rudder["data_plane_url"] or "",
+            rudder["write_key"] or "",
+            max_retries=rudder["max_retries"],
+            retry_delay_ms=rudder["retry_delay_ms"],
+            timeout_s=rudder["request_timeout_s"],
+            use_gzip=rudder["gzip"],
             **kwargs
         )
 

@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 from synthralos_lib.healing.detection import still_running
 from synthralos_lib.state import validation
+from synthralos_lib.state.config import with_defaults
 from synthralos_lib.state.redaction import scrub, scrub_and_cap
 from synthralos_lib.state.shapes import bounded
 
@@ -75,9 +76,10 @@ class AgentApiClient(object):
     """One client per action execution; `section` is the `agent_api` config section."""
 
     def __init__(self, section, session=None, poll_s=2.0, clock=time.time, sleep=time.sleep):
-        self.base_url = (section.get("base_url") or "").rstrip("/")
-        self.timeout_s = float(section.get("timeout_s") or 30)
-        self.verify_tls = section.get("verify_tls", True)
+        section = with_defaults("agent_api", section)
+        self.base_url = (section["base_url"] or "").rstrip("/")
+        self.timeout_s = float(section["timeout_s"])
+        self.verify_tls = section["verify_tls"]
         self.poll_s = poll_s
         self._api_key = section.get("api_key") or ""
         self._session_given = session

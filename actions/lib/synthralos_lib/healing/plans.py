@@ -496,7 +496,7 @@ def plan_repair(failure, settings, llm_target=None, clock=time.time):
     """
     check_failure(failure)
     targets = settings.llm_targets()
-    cap = settings.section("retry").get("retry_after_cap_s", 120)
+    cap = settings.section("retry")["retry_after_cap_s"]
     rules = order_steps(rule_plan(failure, targets, cap))
     steps, source = rules, "rules"
     llm = {"enabled": settings.flag("enable_llm_repair_plans"), "asked": False, "accepted": False}

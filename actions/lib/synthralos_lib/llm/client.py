@@ -32,11 +32,11 @@ import time
 from urllib.parse import quote
 
 from synthralos_lib.llm import errors as llm_errors
+from synthralos_lib.state.config import with_defaults
 from synthralos_lib.state.redaction import scrub, scrub_and_cap
 from synthralos_lib.state.validation import check_number
 
 ANTHROPIC_VERSION = "2023-06-01"
-DEFAULT_TIMEOUT_S = 60.0
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a chat completion is never this big; stop reading junk
 MAX_TOKENS = 200000  # no model generates more in one answer
 MAX_TIMEOUT_S = 3600.0
@@ -63,6 +63,7 @@ def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None
     connect to last byte. `session` lets a caller reuse connections.
     `secrets`: more strings to scrub (an action passes every configured one).
     """
+    target = with_defaults("llm_targets", target)  # a target built by hand gets the schema's defaults too
     kind = target.get("kind")
     secrets = [s for s in [target.get("api_key"), target.get("azure_ad_token")] + list(secrets or ())
                if isinstance(s, str) and s]
@@ -79,12 +80,12 @@ def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None
         "target": target.get("name"),
         "provider": kind,
         "model": target.get("model"),
-        "region": target.get("region", "default"),
+        "region": target["region"],
         "account": account_of(target),
     }
     try:
         timeout = check_params(max_tokens, temperature, timeout_s)
-        timeout = timeout or float(target.get("timeout_s") or DEFAULT_TIMEOUT_S)
+        timeout = timeout or float(target["timeout_s"])
         url, headers, body = _build_request(target, messages, max_tokens, temperature, system)
     except _TargetProblem as exc:
         return _failed(outcome, llm_errors.AUTH_CONFIG, str(exc), secrets)

@@ -27,10 +27,11 @@ import time
 
 from synthralos_lib.llm import policy as llm_policy
 from synthralos_lib.llm.routing import make_breakers, next_step
+from synthralos_lib.state.config import schema_defaults
 from synthralos_lib.state.validation import check_number
 
-DEFAULT_MAX_WAIT_S = 10.0
-DEFAULT_BUDGET_S = 300.0
+DEFAULT_MAX_WAIT_S = float(schema_defaults("retry")["fast_path_max_wait_s"])
+DEFAULT_BUDGET_S = float(schema_defaults("retry")["fast_path_budget_s"])
 _CONTINUE = (llm_policy.RETRY, llm_policy.NEXT_TARGET)
 _OUTCOME_FIELDS = ("content", "provider", "model", "region", "usage")
 
@@ -38,8 +39,7 @@ _OUTCOME_FIELDS = ("content", "provider", "model", "region", "usage")
 def limits(settings):
     """(max_wait_s, budget_s) of the fast path from the pack config's `retry` section."""
     section = settings.section("retry")
-    return (float(section.get("fast_path_max_wait_s", DEFAULT_MAX_WAIT_S)),
-            float(section.get("fast_path_budget_s", DEFAULT_BUDGET_S)))
+    return float(section["fast_path_max_wait_s"]), float(section["fast_path_budget_s"])
 
 
 def alert_payload(entry, decision):
@@ -89,7 +89,7 @@ def serve(settings, store, chain, policy, call, resume=None, max_wait_s=DEFAULT_
 
     while decision["action"] in _CONTINUE:
         delay = 0.0 if waited else float(decision["delay_s"])
-        timeout = float(settings.llm_target(decision["target"]).get("timeout_s") or 60)
+        timeout = float(settings.llm_target(decision["target"])["timeout_s"])  # load_config filled the default
         over_bound = delay > max_wait_s
         over_budget = calls > 0 and clock() - started + delay + timeout > budget_s
         if over_bound or over_budget:

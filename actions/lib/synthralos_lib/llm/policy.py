@@ -52,7 +52,9 @@ delays are <= max_delay_s, Retry-After delays are <= retry_after_cap_s.
 import math
 import random
 
+from synthralos_lib import backoff
 from synthralos_lib.llm import errors as E
+from synthralos_lib.state.config import schema_defaults
 from synthralos_lib.state.redaction import scrub_and_cap
 from synthralos_lib.state.validation import check_number
 
@@ -61,21 +63,18 @@ RETRY = "retry"
 NEXT_TARGET = "next_target"
 GIVE_UP = "give_up"
 
-DEFAULT_POLICY = {
-    "max_attempts": 3,
-    "base_delay_s": 1.0,
-    "max_delay_s": 60.0,
-    "jitter": "full",
-    "retry_after_cap_s": 120.0,
-    "max_targets": 5,
-    "overloaded_max_attempts": 2,
-    "invalid_output_max_attempts": 2,
-    "quota_after_s": 3600.0,
-}
+_RETRY_KEYS = ("max_attempts", "base_delay_s", "max_delay_s", "jitter", "retry_after_cap_s", "quota_after_s")
+# The config's `retry` and `reroute` defaults (config.schema.yaml), plus two keys only a request can override.
+DEFAULT_POLICY = dict(
+    {key: schema_defaults("retry")[key] for key in _RETRY_KEYS},
+    max_targets=schema_defaults("reroute")["max_targets"],
+    overloaded_max_attempts=2,
+    invalid_output_max_attempts=2,
+)
 
 _INT_KEYS = ("max_attempts", "max_targets", "overloaded_max_attempts", "invalid_output_max_attempts")
 _FLOAT_KEYS = ("base_delay_s", "max_delay_s", "retry_after_cap_s", "quota_after_s")
-JITTERS = ("full", "equal", "none")
+JITTERS = backoff.JITTERS
 
 # Classes that never retry the same target, and where they go instead.
 _SWITCH_AT_ONCE = frozenset([E.QUOTA_EXHAUSTED, E.AUTH_CONFIG, E.CONTEXT_OVERFLOW, E.CONTENT_POLICY])
@@ -119,17 +118,8 @@ def validate_policy(policy):
 
 def backoff_delay(failures, policy, rand):
     """Delay before the retry that follows the `failures`-th failure on a target (1-based)."""
-    base, cap = policy["base_delay_s"], policy["max_delay_s"]
-    exponent = min(max(failures, 1) - 1, 64)  # 2**64 * any base is past any cap
-    ceiling = min(cap, base * (2.0 ** exponent))
-    rand = min(max(float(rand), 0.0), 1.0)
-    if policy["jitter"] == "full":
-        delay = ceiling * rand
-    elif policy["jitter"] == "equal":
-        delay = ceiling / 2.0 + (ceiling / 2.0) * rand
-    else:
-        delay = ceiling
-    return min(max(delay, 0.0), cap)
+    return backoff.capped_exponential(max(failures, 1), policy["base_delay_s"], policy["max_delay_s"],
+                                      jitter=policy["jitter"], draw=rand)
 
 
 def whole_seconds(delay_s):

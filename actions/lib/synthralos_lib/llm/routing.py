@@ -62,7 +62,7 @@ def make_breakers(settings, store, chain, clock=None):
     """The breakers of `chain`'s targets (a probe lock outlives the slowest target's call); a quota or
     auth failure opens every configured target of the same account."""
     kwargs = {"clock": clock} if clock is not None else {}
-    timeouts = [settings.llm_target(name).get("timeout_s") or 60 for name in chain]
+    timeouts = [settings.llm_target(name)["timeout_s"] for name in chain]  # load_config filled the default
     return Breakers(store, settings.section("circuit_breaker"), probe_ttl_s=max(timeouts) + 30,
                     accounts=accounts(settings), **kwargs)
 

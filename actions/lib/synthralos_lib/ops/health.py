@@ -43,6 +43,7 @@ import threading
 import time
 import uuid
 
+from synthralos_lib.state.config import with_defaults
 from synthralos_lib.state.redaction import scrub_and_cap
 
 LOG = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def check_agent_api(agent_api, timeout_s, session=None, secrets=()):
                            "does not implement docs/agent_api.md's health endpoint", {}
         return health, "agent platform answered %d %s" % (status, _short(text, secrets)), {}
 
-    verify = agent_api.get("verify_tls", True)
+    verify = with_defaults("agent_api", agent_api)["verify_tls"]
     import requests
 
     session = session or requests.Session()

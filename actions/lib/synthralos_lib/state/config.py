@@ -45,6 +45,26 @@ def load_st2_schema(path=SCHEMA_PATH):
         return _schema_cache[path]
 
 
+def schema_defaults(section, schema_path=SCHEMA_PATH):
+    """{key: default} of one config section (of one item, for a list such as llm_targets), as
+    config.schema.yaml declares them (None where it declares none).
+
+    The one home of every default: code that needs one reads it here (or from a
+    PackConfig, whose sections have them filled in) instead of repeating the value.
+    """
+    node = load_st2_schema(schema_path)[section]
+    properties = (node.get("items") or node)["properties"]
+    return {name: copy.deepcopy(spec.get("default")) for name, spec in properties.items()}
+
+
+def with_defaults(section, values):
+    """A section's values (a PackConfig section, or a partial dict a caller built) over the schema's defaults;
+    a value of None counts as unset."""
+    merged = schema_defaults(section)
+    merged.update({key: value for key, value in (values or {}).items() if value is not None})
+    return merged
+
+
 def to_json_schema(st2_schema):
     """Convert st2's config schema dialect into a plain Draft 4 JSON schema.
 
@@ -124,7 +144,7 @@ class PackConfig(object):
     def llm_targets(self):
         """LLM targets in the order they are tried (ascending priority, then config order)."""
         targets = self.values.get("llm_targets") or []
-        return [t for _, t in sorted(enumerate(targets), key=lambda it: (it[1].get("priority", 100), it[0]))]
+        return [t for _, t in sorted(enumerate(targets), key=lambda it: (it[1]["priority"], it[0]))]
 
     def llm_target(self, name):
         for target in self.values.get("llm_targets") or []:

@@ -26,11 +26,12 @@ an expired entry as absent. Values are JSON.
 
 import json
 import math
-import random
 import re
 import time
 import uuid
 from contextlib import contextmanager
+
+from synthralos_lib import backoff
 
 DATASTORE_PREFIX = "synthralos."
 
@@ -450,7 +451,7 @@ class RedisStore(Store):
                 for attempt in range(self.UPDATE_ATTEMPTS):
                     if attempt:
                         # Jittered pause so writers that keep colliding spread out instead of livelocking.
-                        time.sleep(random.uniform(0, min(self.UPDATE_MAX_PAUSE_S, 0.001 * 2 ** attempt)))
+                        time.sleep(backoff.capped_exponential(attempt, 0.002, self.UPDATE_MAX_PAUSE_S, jitter=backoff.FULL))
                     try:
                         pipe.watch(full)
                         raw = pipe.get(full)

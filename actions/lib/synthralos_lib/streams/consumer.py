@@ -32,10 +32,10 @@ dropped in between) is acked without a second dispatch when it comes back.
 """
 
 import json
-import random
 import threading
 import time
 
+from synthralos_lib import backoff
 from synthralos_lib.state import redis_streams
 from synthralos_lib.state.redaction import scrub_and_cap
 from synthralos_lib.streams.entries import strict_utf8 as _strict
@@ -309,8 +309,8 @@ class StreamConsumer(object):
         self._failures += 1
         self.stats["reconnects"] += 1
         self._close()
-        delay = min(self.backoff_max_s, self.backoff_initial_s * (2 ** (self._failures - 1)))
-        delay = delay * random.uniform(0.5, 1.0)
+        delay = backoff.capped_exponential(self._failures, self.backoff_initial_s, self.backoff_max_s,
+                                           jitter=backoff.EQUAL)
         self._log("warning", "%s stream %s: Redis error (%s: %s); reconnecting in %.2f s (attempt %d)",
                   self._prefix, self.stream, type(exc).__name__, _reason(exc), delay, self._failures)
         self._stopped.wait(delay)
