@@ -223,7 +223,7 @@ def normalize_messages(messages):
         if not messages.strip():
             raise ValueError("messages must not be empty")
         parsed = None
-        if messages.lstrip()[:1] in ("[", "{"):
+        if messages.lstrip().startswith(("[", "{")):
             try:
                 parsed = json.loads(messages)
             except ValueError:
