@@ -12,7 +12,8 @@ class ForwardEvent(SynthralosAction):
     """Build an agent or custom event and hand it to the outbox (or send it directly)."""
 
     def run(self, event_type, event_name=None, status=None, start_timestamp=None, end_timestamp=None, result=None,
-            properties=None, source_execution_id=None, trace_tag=None, discriminator="", timestamp=None, **params):
+            properties=None, source_execution_id=None, trace_tag=None, discriminator="", timestamp=None, dry_run=False,
+            **params):
         try:
             check_text(params.get("user_id"), "user_id", max_chars=512)
         except ValueError as exc:
@@ -25,6 +26,8 @@ class ForwardEvent(SynthralosAction):
             extra = dict(properties or {})
             if result is not None:
                 extra["result"] = result
+            if dry_run:  # analytics must tell a rehearsal from a real run
+                extra["dry_run"] = True
             if event_type == "custom":
                 if not event_name:
                     raise EventError("event_name is required for event_type custom")

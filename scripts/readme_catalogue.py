@@ -12,10 +12,10 @@ sensor or policy without it is on.
 
 Actions come in two groups: the operator's (what a person runs with
 `st2 run`) first, then the internal steps the pack runs itself. An action is
-internal when its description starts with "Step of", when a workflow of the
-pack calls it (actions/workflows/*.yaml), or when it is listed in
-RUN_FOR_YOU below (steps a rule runs, or kept for callers that drive the
-steps themselves). Needs PyYAML only (any Python 3.8+).
+internal when its description starts with "Step of" (as st2's web UI shows it
+in the action list) or when a workflow of the pack calls it
+(actions/workflows/*.yaml); tests/test_readme_catalogue.py checks that the
+second implies the first. Needs PyYAML only (any Python 3.8+).
 """
 
 import argparse
@@ -33,12 +33,6 @@ END = "<!-- END catalogue -->"
 CUT = 80
 RUNNER_KINDS = {"python-script": "python", "orquesta": "workflow"}
 
-# Internal actions that no workflow of the pack calls and whose description does not start
-# "Step of", each with why.
-RUN_FOR_YOU = {
-    "flush_events_scheduled": "what the disabled flush_events_timer rule runs; flush_events is the manual one",
-    "llm_decide": "one decision of the LLM attempt loop, for callers that run the loop themselves",
-}
 # Actions a workflow calls that a person also runs on purpose, each with why.
 ALSO_BY_HAND = {
     "flush_events": "send everything waiting now (flush_events_scheduled calls it too)",
@@ -96,7 +90,7 @@ def is_internal(meta, callees):
         return True
     if name in ALSO_BY_HAND:
         return False
-    return name in callees or name in RUN_FOR_YOU
+    return name in callees
 
 
 def _table(header, rows):

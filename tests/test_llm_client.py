@@ -7,9 +7,10 @@ import socket
 import unittest
 
 import requests
+from hypothesis import given, settings, strategies as st
 
 from synthralos_lib.llm import errors as E
-from synthralos_lib.llm.client import call_llm
+from synthralos_lib.llm.client import call_llm, normalize_messages
 from synthralos_tests.llm_provider import ProviderServerMixin
 
 OPENAI_KEY = "sk-test-openai-5f1c0a9e"
@@ -232,12 +233,24 @@ class NetworkFaultTest(ProviderTestCase):
 
 class BadInputTest(ProviderTestCase):
     def test_bad_messages_fail_without_a_request(self):
-        for messages in ([], [{"role": "tool", "content": "x"}], [{"role": "user", "content": 5}], "hi",
-                         [{"role": "system", "content": "only system"}]):
+        for messages in ([], [{"role": "tool", "content": "x"}], [{"role": "user", "content": 5}], " \n",
+                         [{"role": "system", "content": "only system"}], {"role": "user"}, "[1, 2]",
+                         '{"role": "robot", "content": "x"}', 7, None, USER * 1001):
             with self.subTest(messages=messages):
                 out = self.call("oa", messages=messages)
                 self.assertEqual((out["ok"], out["status"], out["error_class"]), (False, None, E.BAD_REQUEST))
         self.assertEqual(self.server.requests(), [])
+
+    def test_a_person_may_give_plain_text_or_one_message(self):
+        """What st2's web UI and CLI send for the untyped `messages` field: text, or JSON as text."""
+        one = {"role": "user", "content": "Say hello"}
+        for given in ("Say hello", one, json.dumps(one), json.dumps([one]), [one]):
+            with self.subTest(given=given):
+                self.assertEqual(self.call("oa", messages=given)["ok"], True)
+                self.assertEqual(self.server.last_request().json["messages"], [one])
+        for text in ("{name}, say hello", "[draft] say hello"):  # brackets, not JSON: still text
+            self.assertEqual(self.call("an", messages=text)["ok"], True)
+            self.assertEqual(self.server.last_request().json["messages"], [{"role": "user", "content": text}])
 
     def test_target_without_base_url_or_with_unknown_kind(self):
         out = self.call("oa", target_overrides={"base_url": ""})
@@ -314,3 +327,33 @@ class ProviderServerTest(ProviderTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class NormalizeMessagesProperties(unittest.TestCase):
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(st.text(max_size=200))
+    def test_any_text_is_one_user_message_or_a_clear_error(self, text):
+        try:
+            messages = normalize_messages(text)
+        except ValueError as exc:  # blank, or JSON that is not messages
+            self.assertTrue(not text.strip() or text.lstrip()[:1] in "[{", (text, exc))
+            return
+        if text.lstrip()[:1] not in ("[", "{"):
+            self.assertEqual(messages, [{"role": "user", "content": text}])
+        for msg in messages:
+            self.assertIn(msg["role"], ("user", "assistant", "system"))
+            self.assertIsInstance(msg["content"], str)
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                   max_size=4), max_leaves=12))
+    def test_any_json_value_is_messages_or_a_clear_error(self, value):
+        for given in (value, json.dumps(value)):
+            try:
+                messages = normalize_messages(given)
+            except ValueError as exc:
+                self.assertTrue(str(exc).startswith("messages"), exc)
+                continue
+            self.assertIsInstance(messages, list)
+            self.assertTrue(messages)

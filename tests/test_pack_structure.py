@@ -14,6 +14,7 @@ import json
 import os
 import unittest
 
+import jsonschema
 import yaml
 
 from synthralos_tests.orquesta_runner import ORQUESTA_AVAILABLE, inspect_workflow, skip_unless_orquesta
@@ -44,6 +45,15 @@ ST2_POLICY_TYPES = {"action.concurrency", "action.concurrency.attr", "action.ret
 # Actions from st2's own packs that this pack's workflows and rules may call.
 ST2_BUILTIN_ACTIONS = {"core.noop", "core.echo", "core.inject_trigger", "core.local", "core.http"}
 RUNNERS = {"python-script", "orquesta"}
+# JSON parameters that only an earlier result fills (no example to type), each with why.
+FILLED_BY_A_TASK = {
+    "llm_request: resume": "the previous llm_request result's `resume`, handed back by the workflow",
+    "llm_decide: history": "the previous llm_decide result's `history`",
+}
+# Parameters without a type, each with why: a value of several JSON types that st2 passes as given.
+UNTYPED_PARAMETERS = {
+    "messages": "plain text, one message object or a list of them (llm.client.normalize_messages)",
+}
 
 
 def _load_yaml(path):
@@ -139,10 +149,44 @@ class ActionMetadataTest(unittest.TestCase):
                 self.assertTrue(param.get("description"), "%s: parameter %s has no description" % (where, name))
                 if param.get("immutable") and "default" in param:
                     continue
+                if name in UNTYPED_PARAMETERS:  # its action reads every form it accepts
+                    self.assertNotIn("type", param, where)
+                    continue
                 self.assertIn(param.get("type"), ST2_PARAMETER_TYPES, "%s: parameter %s type" % (where, name))
 
+    def test_every_json_parameter_shows_an_example_that_fits(self):
+        """st2's web UI shows a JSON field as an empty box: its description ends with a one-line
+        example ("e.g. {...}") that the parameter's own schema accepts."""
+        from synthralos_lib.llm.client import normalize_messages
+
+        checked = 0
+        for path, meta in _metadata("actions").items():
+            for name, param in (meta.get("parameters") or {}).items():
+                where = "%s: %s" % (meta["name"], name)
+                if param.get("type") not in ("object", "array") and name not in UNTYPED_PARAMETERS:
+                    continue
+                if where in FILLED_BY_A_TASK:
+                    continue
+                text = " ".join(param["description"].split())
+                self.assertIn(", e.g. ", text, where)
+                example, end = json.JSONDecoder().raw_decode(text, text.index(", e.g. ") + len(", e.g. "))
+                self.assertEqual(text[end:], "", "%s: the example ends the description" % where)
+                if name in UNTYPED_PARAMETERS:
+                    normalize_messages(example)
+                else:
+                    schema = {k: v for k, v in param.items() if k not in ("required", "description", "default")}
+                    jsonschema.Draft4Validator(schema).validate(example)
+                checked += 1
+        self.assertGreaterEqual(checked, 35)
+        self.assertLessEqual(set(FILLED_BY_A_TASK), {"%s: %s" % (m["name"], n) for m in _metadata("actions").values()
+                                                     for n in (m.get("parameters") or {})})
+
     def test_python_entry_points_define_one_action_class(self):
+        from st2common.runners.base import get_metadata
         from st2common.runners.base_action import Action
+
+        runner_parameters = get_metadata("python_runner")[0]["runner_parameters"]
+        self.assertIn("log_level", runner_parameters)
 
         for path, meta in _metadata("actions").items():
             if meta["runner_type"] != "python-script":
@@ -159,6 +203,8 @@ class ActionMetadataTest(unittest.TestCase):
             self.assertEqual(len(classes), 1, "%s must define exactly one Action subclass" % meta["entry_point"])
             run_params = inspect.signature(classes[0].run).parameters
             for name in meta.get("parameters") or {}:
+                if name in runner_parameters:  # st2 hands these to the runner, not to run()
+                    continue
                 self.assertTrue(
                     name in run_params or any(p.kind == p.VAR_KEYWORD for p in run_params.values()),
                     "%s.run does not accept parameter %s" % (meta["name"], name),

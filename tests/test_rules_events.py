@@ -185,6 +185,30 @@ class RuleToEventTest(StoreBackendMixin, unittest.TestCase):
         self.assertEqual([(e["event"], e["properties"]["trace_id"]) for e in self.sink.accepted],
                          [("agent_execution", "tr-42"), ("agent_repair", "tr-42")])
 
+    def test_a_dry_run_says_so_in_its_event(self):
+        dry = dict(self.PAYLOAD, status="succeeded", parameters=dict(self.PAYLOAD["parameters"], dry_run=True),
+                   result={"output": {"outcome": "planned", "repaired": False, "plan": {"steps": []}}})
+        real = dict(self.PAYLOAD, execution_id="6790f0c1e1b2a3c4d5e6f709", status="succeeded",
+                    parameters={"agent_id": "agent-42"},  # dry_run not given: st2 passes no default here
+                    result={"output": {"outcome": "repaired", "repaired": True}})
+        config = self.make_config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": self.sink.url})
+        self.assertEqual([name for name in FORWARD_RULES if matches(load_rule(name), dry)], ["forward_workflow_executions"])
+        for payload in (dry, real):
+            params = self.render(load_rule("forward_workflow_executions"), payload)
+            self.assertIs(params["dry_run"], payload is dry)  # cast to a boolean by st2
+            result = ForwardEvent(config=config, action_service=self.action_service).run(**params)
+            self.assertEqual(result["status"], "delivered", result)
+        events = self.sink.accepted
+        self.assertEqual([(e["event"], e["properties"].get("dry_run")) for e in events],
+                         [("agent_execution", True), ("agent_execution", None)])
+        self.assertEqual(events[0]["properties"]["result"]["output"]["outcome"], "planned")
+
+    def test_a_failed_dry_run_says_so_in_its_failure_event(self):
+        dry = dict(self.PAYLOAD, parameters=dict(self.PAYLOAD["parameters"], dry_run=True))
+        params = self.render(load_rule("forward_agent_failures"), dry)
+        self.assertIs(params["dry_run"], True)
+        self.assertIs(self.render(load_rule("forward_agent_failures"), self.PAYLOAD)["dry_run"], False)
+
     def test_workflow_without_agent_parameters_still_forwards(self):
         payload = dict(self.PAYLOAD, action_name="synthralos.llm_retry", status="succeeded", parameters={"messages": []},
                        result={"output": {"text": "hi"}})

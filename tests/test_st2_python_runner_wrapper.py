@@ -337,6 +337,26 @@ class PythonRunnerWrapperTest(unittest.TestCase):
         status, output = self.run_action("replay_dead_letters.py", {}, config)
         self.assertEqual((status, output["exit_code"], output["result"]), ("failed", 0, {"error": NO_WRITE_KEY}))
 
+    def test_the_metadata_log_level_keeps_debug_lines_out_of_stderr(self):
+        """st2's web UI shows stderr in the box it labels "error": at the python runner's default
+        DEBUG, a forward_event that succeeded fills it with st2's datastore lines."""
+        sink = RudderStackSink().start()
+        self.addCleanup(sink.stop)
+        config = {"rudderstack": {"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url}}  # datastore state
+        with open(os.path.join(PACK_ROOT, "actions", "forward_event.yaml")) as handle:
+            level = yaml.safe_load(handle)["parameters"]["log_level"]["default"]
+        stderr = {}
+        for run_level in ("DEBUG", level):
+            status, output = self.st2.run("forward_event.py", {"event_type": "agent_execution", "status": "succeeded",
+                                                               "source_execution_id": "exec-" + run_level}, config,
+                                          log_level=run_level)
+            self.assertEqual((status, output["result"]["status"]), ("succeeded", "delivered"), output["stderr"])
+            stderr[run_level] = output["stderr"]
+        self.assertIn("DEBUG    Setting value in the datastore", stderr["DEBUG"])  # what the issue saw
+        self.assertEqual(level, "INFO")
+        self.assertNotIn("DEBUG", stderr[level])
+        self.assertEqual(len(sink.accepted), 2)
+
     # -- cron -----------------------------------------------------------------
 
     def test_cron_backoff_actions(self):

@@ -404,6 +404,17 @@ class PackConventionsTest(unittest.TestCase):
         self.assertGreaterEqual(len(secret_looking), 3, "the pattern finds the pack's secrets")
         self.assertEqual([where for where, spec in secret_looking if not (spec or {}).get("secret")], [])
 
+    def test_python_actions_log_at_info_unless_asked(self):
+        """st2's python runner logs at DEBUG by default; the web UI shows those lines in the box
+        it labels "error". Each python action overrides the runner's log_level default."""
+        levels = runner_type_db("python-script").runner_parameters["log_level"]["enum"]
+        python = [(rel, meta) for rel, meta in _actions() if meta.get("runner_type") == "python-script"]
+        self.assertGreaterEqual(len(python), 20)
+        wrong = [rel for rel, meta in python
+                 if ((meta.get("parameters") or {}).get("log_level") or {}).get("default") != "INFO"]
+        self.assertEqual(wrong, [])
+        self.assertIn("INFO", levels)
+
     def test_enums_hold_their_default(self):
         wrong = ["%s: %s" % (rel, name) for rel, meta in _actions()
                  for name, spec in (meta.get("parameters") or {}).items()

@@ -249,6 +249,24 @@ class LLMRetryContract(WorkflowMixin):
         self.assertIn("2.5 is greater than the maximum of 2", str(caught.exception))
         self.assertIn("instance['temperature']", str(caught.exception))
 
+    def test_a_person_may_give_plain_text_or_one_message(self):
+        """st2's web UI and CLI send the untyped messages field as text; st2 passes it through to
+        llm_request, which reads text, one message object, or JSON text of either."""
+        one = USER[0]
+        for given in (one["content"], one, json.dumps(one)):
+            with self.subTest(given=given):
+                run = self.run_wf("llm_retry", {"messages": given})
+                self.assertEqual((run.status, run.executions), ("succeeded", 1), run)
+                self.assertEqual(run.task("request").parameters["messages"], given)  # as st2 handed it over
+                self.assertEqual(self.server.last_request().json["messages"], [one])
+
+    def test_messages_that_are_not_messages_fail_without_a_call(self):
+        run = self.run_wf("llm_retry", {"messages": '[{"role": "robot", "content": "hi"}]'})
+        self.assertEqual(run.status, "failed")
+        self.assertEqual([(a["error_class"], a["error_message"]) for a in run.output["attempts"]],
+                         [("bad_request", "messages[0] must be {role: user|assistant|system, content: str}")])
+        self.assertEqual(self.server.calls(), [])
+
     def test_invalid_input_fails_the_workflow(self):
         # NaN passes JSON schema's type and bounds; the library names the field.
         run = self.run_wf("llm_retry", {"policy": {"max_delay_s": float("nan")}})
@@ -311,6 +329,12 @@ class RerouteContract(WorkflowMixin):
         run = self.run_wf("reroute_request", {})
         self.assertEqual(run.status, "failed")
         self.assertEqual(self.server.faults_served(), ["unavailable"] * 3)
+
+
+    def test_one_message_object_is_accepted(self):
+        run = self.run_wf("reroute_request", {"messages": USER[0]})
+        self.assertEqual(run.status, "succeeded", run)
+        self.assertEqual(self.server.last_request().json["messages"], USER)
 
 
 class RedisDownContract(WorkflowMixin):

@@ -34,6 +34,7 @@ import tempfile
 from oslo_config import cfg
 from python_runner import python_runner as _python_runner
 from st2common.constants.action import MAX_PARAM_LENGTH
+from st2common.constants.runners import PYTHON_RUNNER_DEFAULT_LOG_LEVEL
 from st2common.constants.system import API_URL_ENV_VARIABLE_NAME, AUTH_TOKEN_ENV_VARIABLE_NAME
 from st2common.content.utils import get_entry_point_abs_path
 from st2common.runners.utils import make_read_and_store_stream_func
@@ -86,8 +87,9 @@ class StackStormLayout(object):
         cfg.CONF.clear_override(name="packs_base_paths", group="content")
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def argv(self, entry_point, parameters, config):
-        """The wrapper's command line (and stdin text or None), as PythonRunner.run builds them."""
+    def argv(self, entry_point, parameters, config, log_level=PYTHON_RUNNER_DEFAULT_LOG_LEVEL):
+        """The wrapper's command line (and stdin text or None), as PythonRunner.run builds them
+        (``log_level``: the python runner's runner parameter, as the action's metadata sets it)."""
         serialized = json.dumps(parameters or {})
         args = [
             sys.executable,
@@ -106,6 +108,8 @@ class StackStormLayout(object):
             args.append("--parameters=%s" % serialized)
         if config:
             args.append("--config=%s" % json.dumps(config))
+        if log_level != PYTHON_RUNNER_DEFAULT_LOG_LEVEL:  # as PythonRunner.run: only a non-default level
+            args.append("--log-level=%s" % log_level)
         return args, stdin_value
 
     def env(self, execution_id):
@@ -128,10 +132,11 @@ class StackStormLayout(object):
         )
         return env
 
-    def run(self, entry_point, parameters=None, config=None, execution_id="0123456789abcdef01234567"):
+    def run(self, entry_point, parameters=None, config=None, execution_id="0123456789abcdef01234567",
+            log_level=PYTHON_RUNNER_DEFAULT_LOG_LEVEL):
         """``(status, output)`` as st2 records them: status ``succeeded`` / ``failed`` /
         ``timeout``; output ``{"result", "exit_code", "stdout", "stderr"}``, plus the argv used."""
-        args, stdin_value = self.argv(entry_point, parameters, config)
+        args, stdin_value = self.argv(entry_point, parameters, config, log_level)
         streamed = []
 
         def store(execution_db, action_db, data, output_type):

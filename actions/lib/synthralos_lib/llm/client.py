@@ -41,6 +41,7 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a chat completion is never this big; sto
 MAX_TOKENS = 200000  # no model generates more in one answer
 MAX_TIMEOUT_S = 3600.0
 _MESSAGE_LIMIT = 500  # error messages are cut to this many characters
+MAX_MESSAGES = 1000  # chat messages in one request
 KINDS = ("openai", "anthropic", "azure_openai")
 AZURE_API_VERSION = "2024-10-21"  # the GA data-plane version the deployments path uses by default
 AZURE_PATHS = ("deployments", "v1")
@@ -58,7 +59,8 @@ def call_llm(target, messages, timeout_s=None, max_tokens=1024, temperature=None
              secrets=()):
     """Make one call to `target` (an `llm_targets` entry) and return its outcome dict.
 
-    `messages` are `{"role": "user"|"assistant"|"system", "content": str}`;
+    `messages` are `{"role": "user"|"assistant"|"system", "content": str}` (or one of them, or
+    plain text: normalize_messages);
     `timeout_s` (default: the target's `timeout_s`) bounds the whole call,
     connect to last byte. `session` lets a caller reuse connections.
     `secrets`: more strings to scrub (an action passes every configured one).
@@ -210,6 +212,40 @@ def _elapsed(started):
     return round(time.monotonic() - started, 4)
 
 
+def normalize_messages(messages):
+    """The chat messages of a request as a checked list of {role, content}.
+
+    Besides a list, a person may give one message object (a list of one) or plain text (one user
+    message). st2's web UI and CLI send a parameter without a type as text, so text that is a JSON
+    array or object is read as that JSON; text that is not JSON stays text. Raises ValueError
+    naming what is wrong.
+    """
+    if isinstance(messages, str):
+        if not messages.strip():
+            raise ValueError("messages must not be empty")
+        parsed = None
+        if messages.lstrip().startswith(("[", "{")):
+            try:
+                parsed = json.loads(messages)
+            except ValueError:
+                pass  # plain text that starts with a bracket
+        if not isinstance(parsed, (list, dict)):
+            return [{"role": "user", "content": messages}]
+        messages = parsed
+    if isinstance(messages, dict):
+        messages = [messages]
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages must be plain text, one {role, content} object or a non-empty list of them")
+    if len(messages) > MAX_MESSAGES:
+        raise ValueError("messages has %d entries; at most %d" % (len(messages), MAX_MESSAGES))
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant", "system") or not isinstance(
+            msg.get("content"), str
+        ):
+            raise ValueError("messages[%d] must be {role: user|assistant|system, content: str}" % i)
+    return messages
+
+
 def _build_request(target, messages, max_tokens, temperature, system):
     kind = target.get("kind")
     if kind not in KINDS:
@@ -218,15 +254,10 @@ def _build_request(target, messages, max_tokens, temperature, system):
     base_url = _azure_root(target) if kind == "azure_openai" else (target.get("base_url") or "").rstrip("/")
     if not base_url:
         raise _TargetProblem("target %r has no base_url" % target.get("name"))
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("messages must be a non-empty list of {role, content}")
+    messages = normalize_messages(messages)
     system_parts = [system] if system else []
     chat = []
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant", "system") or not isinstance(
-            msg.get("content"), str
-        ):
-            raise ValueError("messages[%d] must be {role: user|assistant|system, content: str}" % i)
+    for msg in messages:
         if msg["role"] == "system":
             system_parts.append(msg["content"])
         else:
