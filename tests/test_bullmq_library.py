@@ -5,6 +5,7 @@ import synthralos_tests  # noqa: F401
 import unittest
 
 from synthralos_lib.healing import failure_trigger
+from synthralos_lib.state.config import with_defaults
 from synthralos_lib.streams import bullmq
 
 
@@ -93,8 +94,9 @@ class PayloadTest(unittest.TestCase):
         client = server.client()
         self.addCleanup(client.connection_pool.disconnect)
         sent, logger = [], mock.Mock()
-        options = {"prefix": "bull", "queues": ["q"], "dedup_window": 10, "block_ms": 50, "batch_size": 10,
-                   "reconcile_slack_ms": 0, "reconcile_max": 10, "dead_letter_stream": "dead"}
+        options = with_defaults("bullmq", {"prefix": "bull", "queues": ["q"], "dedup_window": 10, "block_ms": 50,
+                                           "batch_size": 10, "reconcile_slack_ms": 0, "reconcile_max": 10,
+                                           "dead_letter_stream": "dead"})
         watcher = bullmq.FailureWatcher(client, options, lambda p, t: sent.append(t), logger, clock=lambda: 0)
         self.addCleanup(watcher.raw.connection_pool.disconnect)
         queue = watcher.queues[0]

@@ -20,6 +20,7 @@ from synthralos_lib.events.outbox.delivery import (
     resend,
     take_delivery,
 )
+from synthralos_lib.state.config import with_defaults
 from synthralos_lib.state.redaction import scrub_and_cap
 
 DIRECT_DEAD_LETTER_KEY = "events.dead_letters"
@@ -41,8 +42,9 @@ class DirectOutbox(Outbox):
         self.store = store
         self._clock = clock
         self.data_plane_url = rudder.get("data_plane_url") or ""
-        self.batch_size = int(rudder.get("batch_size", 20))
-        self.max_len = min(int(rudder.get("max_queue_length", 100000)), DIRECT_QUEUE_MAX)
+        filled = with_defaults("rudderstack", rudder)
+        self.batch_size = int(filled["batch_size"])
+        self.max_len = min(int(filled["max_queue_length"]), DIRECT_QUEUE_MAX)
         self.dead_letter_bytes = DIRECT_DEAD_LETTER_BYTES
         self.health = health or DataPlaneHealth.for_settings(store, rudder, clock=clock)
 

@@ -21,6 +21,7 @@ from synthralos_lib.events.outbox.delivery import (
     resend,
     take_delivery,
 )
+from synthralos_lib.state.config import with_defaults
 from synthralos_lib.state.redaction import scrub_and_cap
 from synthralos_lib.state.store import RedisStore
 from synthralos_lib.state.redis_streams import autoclaim, pending_range
@@ -111,8 +112,9 @@ def default_reclaim_idle_ms(rudder):
     Longer than one flush can legitimately hold a batch (every retry timing
     out, plus backoff), so a live flusher is never robbed; at least 30 s.
     """
-    attempts = int(rudder.get("max_retries", 3)) + 1
-    worst = attempts * float(rudder.get("request_timeout_s", 10)) + attempts * 30.0
+    rudder = with_defaults("rudderstack", rudder)
+    attempts = int(rudder["max_retries"]) + 1
+    worst = attempts * float(rudder["request_timeout_s"]) + attempts * 30.0
     return int(max(30.0, worst) * 1000)
 
 
@@ -149,10 +151,11 @@ class RedisOutbox(Outbox):
         self.stream = key_prefix + "events:outbox"
         self.dead_stream = key_prefix + "events:dead"
         self.stats_key = key_prefix + "events:stats"
-        self.max_len = int(rudder.get("max_queue_length", 100000))
-        self.policy = rudder.get("overflow_policy", "reject_new")
-        self.batch_size = int(rudder.get("batch_size", 20))
-        self.flush_interval_ms = int(rudder.get("flush_interval_ms", 10000))
+        filled = with_defaults("rudderstack", rudder)
+        self.max_len = int(filled["max_queue_length"])
+        self.policy = filled["overflow_policy"]
+        self.batch_size = int(filled["batch_size"])
+        self.flush_interval_ms = int(filled["flush_interval_ms"])
         self.reclaim_idle_ms = int(reclaim_idle_ms if reclaim_idle_ms is not None else default_reclaim_idle_ms(rudder))
         self._clock = clock
         self.dead_letter_bytes = DEAD_LETTER_BYTES

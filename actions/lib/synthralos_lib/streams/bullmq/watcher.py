@@ -171,10 +171,10 @@ class FailureWatcher(object):
         self.clock = clock
         self.stats = {"read": 0, "dispatched": 0, "duplicates": 0, "reconciled": 0, "gaps": 0, "skipped": 0,
                       "dead_lettered": 0, "dispatch_errors": 0, "last_read_at": None, "last_dispatch_at": None}
-        self.dead_letter_stream = options.get("dead_letter_stream", "")
-        self.max_dispatch_attempts = max(1, int(options.get("max_dispatch_attempts", 5)))
-        self.dead_letter_entry_bytes = max(1024, int(options.get("dead_letter_entry_bytes", 8192)))
-        self.dead_letter_maxlen = max(1, int(options.get("dead_letter_max_bytes", 64 * 1024 * 1024))
+        self.dead_letter_stream = options["dead_letter_stream"]
+        self.max_dispatch_attempts = max(1, int(options["max_dispatch_attempts"]))
+        self.dead_letter_entry_bytes = max(1024, int(options["dead_letter_entry_bytes"]))
+        self.dead_letter_maxlen = max(1, int(options["dead_letter_max_bytes"])
                                       // self.dead_letter_entry_bytes)
         self._attempts = {}  # failure fingerprint -> dispatches st2 refused
         self._scan_script = None
