@@ -57,7 +57,8 @@ ST2_CONF = os.path.join(TESTS_DIR, "fixtures", "st2", "st2.conf")
 class StackStormLayout(object):
     """st2's on-disk layout for this pack, and st2's config pointed at it (a context manager)."""
 
-    def __init__(self, api_url=None, user="stanley", timeout=60, auth_token="test-token"):
+    # A generous cap: an action that succeeds returns at once, and the CI box may stall for tens of seconds.
+    def __init__(self, api_url=None, user="stanley", timeout=300, auth_token="test-token"):
         self.api_url = api_url
         self.user = user
         self.timeout = timeout
