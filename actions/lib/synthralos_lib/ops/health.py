@@ -351,8 +351,25 @@ def planned_checks(settings, service, timeout_s, slow_ms, include=None):
     return checks
 
 
+def _import_probe_modules():
+    """Import what the checks import lazily, in this thread, before they start.
+
+    Several threads importing the same packages at once (redis, requests, email) can deadlock on
+    Python's module locks: seen on Python 3.8, where the action then hung until st2 killed it.
+    """
+    import redis  # noqa: F401
+    import redis.backoff  # noqa: F401
+    import redis.retry  # noqa: F401
+    import requests  # noqa: F401
+
+    from synthralos_lib.llm import client  # noqa: F401
+    from synthralos_lib.ops import sensor_health  # noqa: F401
+    from synthralos_lib.state import persistence, store  # noqa: F401
+
+
 def run_checks(checks, timeout_s):
     """Run every check in its own thread; a check still running after timeout_s + 1 s is reported down."""
+    _import_probe_modules()
     results = {}
     threads = []
 
