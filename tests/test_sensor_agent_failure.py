@@ -5,14 +5,13 @@ Redis restarted under the sensor, a dead consumer's entries reclaimed, two senso
 import synthralos_tests  # noqa: F401
 
 import json
-import threading
 import time
 
 from st2tests.base import BaseSensorTestCase
 from st2tests.mocks.sensor import MockSensorService, MockSensorWrapper
 
 from synthralos_tests.polling import wait_until
-from synthralos_tests.redis_server import get_redis_server
+from synthralos_tests.running_sensors import RunningSensorsMixin
 
 from agent_failure_sensor import AgentFailureSensor
 
@@ -24,18 +23,9 @@ DETECTED_AT = "2026-11-30T00:53:20.250Z"
 API_KEY = "agent-api-key-9f8e7d"
 
 
-class AgentFailureSensorTest(BaseSensorTestCase):
+class AgentFailureSensorTest(RunningSensorsMixin, BaseSensorTestCase):
     sensor_cls = AgentFailureSensor
     maxDiff = None
-
-    def setUp(self):
-        super(AgentFailureSensorTest, self).setUp()
-        self.redis = get_redis_server()
-        self.redis.flushall()
-        self.client = self.redis.client()
-        self.addCleanup(self.client.connection_pool.disconnect)
-        self.running = []
-        self.addCleanup(self.stop_all)
 
     def config(self, **stream):
         section = {"enabled": True, "consumer": "sensor-1", "block_ms": 50, "claim_idle_ms": 300,
@@ -48,19 +38,10 @@ class AgentFailureSensorTest(BaseSensorTestCase):
         sensor = sensor or self.get_sensor_instance(config=self.config(**stream))
         sensor.clock = lambda: NOW
         sensor.setup()
-        thread = threading.Thread(target=sensor.run)
-        thread.daemon = True
-        thread.start()
-        self.running.append((sensor, thread))
-        return sensor
+        return self.run_sensor(sensor)
 
     def stop_all(self):
-        for sensor, thread in self.running:
-            sensor.cleanup()
-        for sensor, thread in self.running:
-            thread.join(10)
-            self.assertFalse(thread.is_alive(), "the sensor did not stop")
-        self.running = []
+        super(AgentFailureSensorTest, self).stop_all()
         if not self.redis.is_running():
             self.redis.restart()
 

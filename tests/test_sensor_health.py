@@ -16,7 +16,7 @@ from synthralos_lib.ops.health import check_sensors, health_report
 from synthralos_lib.state.config import load_config
 from synthralos_lib.state.store import get_store
 from synthralos_tests.polling import wait_until
-from synthralos_tests.redis_server import get_redis_server
+from synthralos_tests.running_sensors import RunningSensorsMixin
 from synthralos_tests.st2_storage import st2_refuses
 
 from agent_failure_sensor import AgentFailureSensor
@@ -37,25 +37,8 @@ class Clock(object):
         return self.now
 
 
-class SensorHealthCase(BaseSensorTestCase):
+class SensorHealthCase(RunningSensorsMixin, BaseSensorTestCase):
     sensor_cls = AgentFailureSensor
-
-    def setUp(self):
-        super(SensorHealthCase, self).setUp()
-        self.redis = get_redis_server()
-        self.redis.flushall()
-        self.client = self.redis.client()
-        self.addCleanup(self.client.connection_pool.disconnect)
-        self.running = []
-        self.addCleanup(self.stop_all)
-
-    def stop_all(self):
-        for sensor, thread in self.running:
-            sensor.cleanup()
-        for sensor, thread in self.running:
-            thread.join(10)
-            self.assertFalse(thread.is_alive(), "a sensor did not stop")
-        self.running = []
 
     def config(self, **stream):
         section = {"enabled": True, "consumer": "sensor-1", "block_ms": 20, "claim_idle_ms": 200,
@@ -63,13 +46,6 @@ class SensorHealthCase(BaseSensorTestCase):
         section.update(stream)
         return {"redis": {"url": self.redis.url}, "agent_failure_stream": section,
                 "sensor_health": {"heartbeat_every_s": 5, "stale_after_s": STALE_AFTER_S, "pending_max_age_s": 600}}
-
-    def run_sensor(self, sensor):
-        thread = threading.Thread(target=sensor.run)
-        thread.daemon = True
-        thread.start()
-        self.running.append((sensor, thread))
-        return sensor
 
     def agent_sensor(self, clock, **stream):
         sensor = AgentFailureSensor(sensor_service=self.sensor_service, config=self.config(**stream))

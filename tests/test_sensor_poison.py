@@ -16,6 +16,7 @@ from synthralos_lib.streams.consumer import StreamConsumer, connect_factory
 from synthralos_lib.streams.entries import prepare_entry
 from synthralos_tests.polling import wait_until
 from synthralos_tests.redis_server import get_redis_server
+from synthralos_tests.running_sensors import RunningSensorsMixin
 from synthralos_tests.st2_storage import st2_refuses
 
 from agent_failure_sensor import AgentFailureSensor
@@ -44,20 +45,14 @@ def pieces(secret, size=6):
     return [secret[i:i + size] for i in range(len(secret) - size + 1)]
 
 
-class PoisonSensorTest(BaseSensorTestCase):
+class PoisonSensorTest(RunningSensorsMixin, BaseSensorTestCase):
     sensor_cls = AgentFailureSensor
     maxDiff = None
 
     def setUp(self):
         super(PoisonSensorTest, self).setUp()
-        self.redis = get_redis_server()
-        self.redis.flushall()
-        self.client = self.redis.client()
         self.raw = connect_factory(self.redis.url, 50, decode_responses=False)()
-        self.addCleanup(self.client.connection_pool.disconnect)
         self.addCleanup(self.raw.connection_pool.disconnect)
-        self.running = []
-        self.addCleanup(self.stop_all)
 
     def start(self, **stream):
         section = {"enabled": True, "consumer": "sensor-1", "block_ms": 50, "claim_idle_ms": 200,
@@ -67,17 +62,7 @@ class PoisonSensorTest(BaseSensorTestCase):
                                                   "agent_failure_stream": section})
         sensor.clock = lambda: NOW
         sensor.setup()
-        thread = threading.Thread(target=sensor.run)
-        thread.daemon = True
-        thread.start()
-        self.running.append((sensor, thread))
-        return sensor
-
-    def stop_all(self):
-        for sensor, thread in self.running:
-            sensor.cleanup()
-            thread.join(10)
-            self.assertFalse(thread.is_alive(), "the sensor did not stop")
+        return self.run_sensor(sensor)
 
     def pending(self):
         return self.client.xpending(STREAM, GROUP)["pending"]
