@@ -274,11 +274,8 @@ class LLMProviderServer(StubHTTPServer):
         auth = _check_auth(ep, headers)
         if auth is not None:
             return self._record(ep, path, None, "auth", auth)
-        try:
-            body = json.loads(raw.decode("utf-8"))
-            if not isinstance(body, dict):
-                raise ValueError("not an object")
-        except (ValueError, UnicodeDecodeError):
+        body = _json_object(raw)
+        if body is None:
             return self._record(ep, path, None, "bad_request",
                                 _error(ep.kind, 400, "bad_request", "We could not parse the JSON body of your request."))
         invalid = _check_body(ep, headers, body)
@@ -318,11 +315,8 @@ class LLMProviderServer(StubHTTPServer):
         auth = _check_auth(ep, headers)
         if auth is not None:
             return self._record(ep, path, None, "auth", auth)
-        try:
-            body = json.loads(raw.decode("utf-8"))
-            if not isinstance(body, dict):
-                raise ValueError("not an object")
-        except (ValueError, UnicodeDecodeError):
+        body = _json_object(raw)
+        if body is None:
             return self._record(ep, path, None, "bad_request", _azure_error(
                 400, "BadRequest", "We could not parse the JSON body of your request."))
         if deployment is None:
@@ -607,6 +601,15 @@ _ERROR_NAMES = {
     "gateway_timeout": ("server_error", None, "timeout_error"),
     "overloaded": ("server_error", None, "overloaded_error"),
 }
+
+
+def _json_object(raw):
+    """The request body as a JSON object, or None when it is not one (unreadable, not UTF-8, not an object)."""
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def _error(kind, status, fault, message, code="default", param=None):
