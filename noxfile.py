@@ -376,6 +376,14 @@ def print_summary():
 atexit.register(print_summary)
 
 
+def pytest_targets(posargs):
+    """The whole suite (tests/) unless the arguments name test files or ids themselves: pytest
+    would collect a file named beside tests/ twice."""
+    names_paths = any(not a.startswith("-") and os.path.exists(os.path.join(ROOT, a.split("::")[0]))
+                      for a in posargs)
+    return list(posargs) if names_paths else ["tests"] + list(posargs)
+
+
 def unit_session(session, name):
     stack = STACKS[name]
     started = time.time()
@@ -399,7 +407,7 @@ def unit_session(session, name):
                SYNTHRALOS_ORQUESTA_SOURCE_DIR=orquesta.path)
     suite_started = time.time()
     rc, line = run_streamed([vpython, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
-                             "-o", "faulthandler_timeout=300", "tests"] + list(session.posargs), env=env)
+                             "-o", "faulthandler_timeout=300"] + pytest_targets(session.posargs), env=env)
     detail = {0: "pytest exit 0", 5: "pytest collected no tests (exit 5)"}.get(rc, "pytest exit %d" % rc)
     record(name, rc == 0, detail, line, venv_s, time.time() - suite_started, stack_line)
     log("%s: %s in %.0fs" % (name, detail, time.time() - started))

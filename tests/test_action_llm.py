@@ -1,5 +1,6 @@
-"""The LLM actions (llm_call, llm_decide, llm_breaker_status, llm_breaker_reset)
-against the fault-injecting provider, on both store backends where state matters."""
+"""The LLM actions (llm_call, llm_request, llm_breaker_status, llm_breaker_reset) and the one
+step of llm_request's loop (`routing.next_step`) against the fault-injecting provider, on both
+store backends where state matters."""
 
 import json
 import unittest
@@ -10,11 +11,11 @@ from synthralos_tests.llm_provider import ProviderServerMixin
 from llm_breaker_reset import LLMBreakerReset
 from llm_breaker_status import LLMBreakerStatus
 from llm_call import LLMCall
-from llm_decide import LLMDecide
 from llm_request import LLMRequest
 from synthralos_lib.state.config import ConfigError
 from synthralos_lib.llm.breaker import Breakers
 from synthralos_lib.llm.policy import PolicyError
+from synthralos_lib.llm.routing import make_policy, next_step, resolve_chain
 
 KEYS = {"oa": "sk-oa-key-1111aaaa", "an": "sk-ant-key-2222bbbb", "oa2": "sk-oa2-key-3333cccc"}
 AGENT_KEY = "ag-7Tq2Vw9Xc4Hn8Rb3Lz6Kp1"
@@ -106,8 +107,17 @@ class LLMCallTest(ProviderMixin, SynthralosActionTestCase):
             self.assertEqual(leaked, [], offset)
 
 
-class LLMDecideContract(ProviderMixin):
-    action_cls = LLMDecide
+class NextStepContract(ProviderMixin):
+    """`routing.next_step`: the decision llm_request takes after each call (record the outcome in
+    the shared breaker; done, retry after a delay, next target or give up)."""
+    action_cls = LLMRequest  # its settings and store are built from the config as in a run
+
+    def decide(self, targets=None, outcome=None, history=None, policy=None, one_attempt_per_target=False,
+               total_delay_s=0, **config):
+        action = self.action(**config)
+        chain = resolve_chain(action.settings, targets)
+        return next_step(action.settings, action.store, chain, outcome, history or [],
+                         make_policy(action.settings, policy, one_attempt_per_target), total_delay_s=total_delay_s)
 
     def outcome(self, target, fault):
         self.server.script(target, [fault])
@@ -115,55 +125,54 @@ class LLMDecideContract(ProviderMixin):
         return call.run(target=target, messages=USER)
 
     def test_first_step_follows_priority(self):
-        d = self.action().run()
+        d = self.decide()
         self.assertEqual((d["action"], d["target"], d["wait_s"], d["chain"], d["history"], d["attempts"]),
                          ("next_target", "oa", 0, ["oa", "an", "oa2"], [], 0))
 
     def test_explicit_chain_and_bad_input(self):
-        self.assertEqual(self.action().run(targets=["oa2", "an"])["target"], "oa2")
+        self.assertEqual(self.decide(targets=["oa2", "an"])["target"], "oa2")
         with self.assertRaises(ConfigError) as ctx:
-            self.action().run(targets=["oa", "ghost"])
+            self.decide(targets=["oa", "ghost"])
         self.assertEqual(str(ctx.exception), "unknown llm target(s): ghost (configured: oa, an, oa2)")
         with self.assertRaises(PolicyError):
-            self.action().run(policy={"max_attempts": 0})
+            self.decide(policy={"max_attempts": 0})
         with self.assertRaises(ConfigError):
-            self.action(llm_targets=[]).run()
+            self.decide(llm_targets=[])
 
     def test_backoff_then_fallback_with_history(self):
-        action = self.action()
-        d = action.run()
+        d = self.decide()
         waits = []
         for _ in range(3):
-            d = action.run(outcome=self.outcome(d["target"], "unavailable"), history=d["history"],
-                           total_delay_s=d["total_delay_s"])
+            d = self.decide(outcome=self.outcome(d["target"], "unavailable"), history=d["history"],
+                            total_delay_s=d["total_delay_s"])
             waits.append((d["action"], d["target"], d["wait_s"]))
         self.assertEqual(waits, [("retry", "oa", 2), ("retry", "oa", 4), ("next_target", "an", 0)])
         self.assertEqual(d["total_delay_s"], 6)
         self.assertEqual([(a["target"], a["status"], a["error_class"], a["wait_after_s"]) for a in d["history"]],
                          [("oa", 503, "transient", 2), ("oa", 503, "transient", 4), ("oa", 503, "transient", 0)])
-        d = action.run(outcome=self.outcome("an", "ok"), history=d["history"])
+        d = self.decide(outcome=self.outcome("an", "ok"), history=d["history"])
         self.assertEqual((d["action"], d["target"], d["attempts"], d["reason"]), ("done", "an", 4, "served by an"))
 
     def test_retry_after_wins_and_cools_the_target(self):
         out = self.outcome("oa", {"fault": "rate_limit", "retry_after": 7, "retry_after_ms": 6500})
-        d = self.action().run(outcome=out)
+        d = self.decide(outcome=out)
         self.assertEqual((d["action"], d["target"], d["delay_s"], d["wait_s"]), ("retry", "oa", 6.5, 7))
         self.assertEqual(d["breaker"]["cooling_for_s"] > 6, True)
         # A new request does not start on the cooled target.
-        self.assertEqual(self.action().run()["target"], "an")
+        self.assertEqual(self.decide()["target"], "an")
 
     def test_quota_opens_the_circuit_and_alerts(self):
-        d = self.action().run(outcome=self.outcome("oa", "quota"))
+        d = self.decide(outcome=self.outcome("oa", "quota"))
         self.assertEqual((d["action"], d["target"], d["alert"], d["error_class"]),
                          ("next_target", "an", True, "quota_exhausted"))
         self.assertEqual((d["breaker"]["state"], d["breaker"]["reason"]), ("open", "quota_exhausted"))
-        fresh = self.action().run()
+        fresh = self.decide()
         self.assertEqual((fresh["target"], fresh["skipped"][0]["target"]), ("an", "oa"))
         self.assertTrue(fresh["skipped"][0]["why"].startswith("circuit open (quota_exhausted) for "))
 
     def test_open_circuit_is_skipped_when_falling_back(self):
         Breakers(self.make_store(), {}).record("an", False, "auth_config")
-        d = self.action().run(outcome=self.outcome("oa", "auth"))
+        d = self.decide(outcome=self.outcome("oa", "auth"))
         self.assertEqual((d["action"], d["target"]), ("next_target", "oa2"))
         self.assertEqual([s["target"] for s in d["skipped"]], ["an"])
 
@@ -171,33 +180,32 @@ class LLMDecideContract(ProviderMixin):
         breakers = Breakers(self.make_store(), {})
         for name, cool_s in (("oa", 50), ("an", 30), ("oa2", 80)):
             breakers.record(name, False, "rate_limited", cool_s=cool_s)
-        d = self.action().run()
+        d = self.decide()
         self.assertEqual((d["action"], d["target"], d["wait_s"], d["total_delay_s"]), ("next_target", "an", 30, 30))
         self.assertRegex(d["reason"], r"^first attempt; every usable target is cooling down, waiting (29\.\d|30\.0)s for an$")
         # An open circuit is not waited for.
         breakers.record("an", False, "quota_exhausted")
-        self.assertEqual((self.action().run()["target"]), "oa")
+        self.assertEqual((self.decide()["target"]), "oa")
 
     def test_reroute_disabled_uses_the_primary_only(self):
-        action = self.action(features={"enable_reroute": False})
-        d = action.run(outcome=self.outcome("oa", "quota"))
+        d = self.decide(outcome=self.outcome("oa", "quota"), features={"enable_reroute": False})
         self.assertEqual((d["action"], d["chain"], d["reason"]),
                          ("give_up", ["oa"], "quota_exhausted on oa; no target left"))
 
     def test_one_attempt_per_target(self):
-        d = self.action().run(outcome=self.outcome("oa", "server_error"), one_attempt_per_target=True)
+        d = self.decide(outcome=self.outcome("oa", "server_error"), one_attempt_per_target=True)
         self.assertEqual((d["action"], d["target"]), ("next_target", "an"))
 
     def test_bad_request_gives_up(self):
-        d = self.action().run(outcome=self.outcome("oa", "bad_request"))
+        d = self.decide(outcome=self.outcome("oa", "bad_request"))
         self.assertEqual((d["action"], d["target"]), ("give_up", None))
 
 
-class LLMDecideDatastoreTest(LLMDecideContract, SynthralosActionTestCase):
+class NextStepDatastoreTest(NextStepContract, SynthralosActionTestCase):
     backend = "datastore"
 
 
-class LLMDecideRedisTest(LLMDecideContract, SynthralosActionTestCase):
+class NextStepRedisTest(NextStepContract, SynthralosActionTestCase):
     backend = "redis"
 
 

@@ -1,5 +1,5 @@
 """Every input st2 accepts gets a clear answer (issue 9 item 7, the LLM actions): what
-JSON schema cannot express (NaN, Infinity, an outcome without a target, duplicate
+JSON schema cannot express (NaN, Infinity, a resume that is not a hand-back, duplicate
 target names) is refused in code with the field named, never misclassified."""
 
 import synthralos_tests  # noqa: F401
@@ -10,9 +10,9 @@ from synthralos_tests.base import SynthralosActionTestCase
 from synthralos_tests.llm_provider import ProviderServerMixin
 
 from llm_call import LLMCall
-from llm_decide import LLMDecide
 from llm_request import LLMRequest
 from synthralos_lib.llm.breaker import Breakers
+from synthralos_lib.llm.routing import make_policy, next_step, resolve_chain
 from synthralos_lib.state.config import ConfigError, load_config
 
 KEY = "sk-inputs-5555eeee"
@@ -49,20 +49,14 @@ class LLMCallInputsTest(ProviderCase):
         self.assertEqual(self.server.calls(), [])  # nothing reached the provider
 
 
-class LLMDecideInputsTest(ProviderCase):
-    action_cls = LLMDecide
-
-    def test_an_outcome_without_a_target_is_refused(self):
-        for outcome, message in (({"ok": False, "error_class": "transient"}, "outcome.target is missing"),
-                                 ({"ok": False, "target": "nope"}, "outcome.target 'nope' is not in the target chain"),
-                                 ({"target": "oa"}, "outcome.ok must be true or false")):
-            with self.assertRaises(ValueError) as caught:
-                self.action().run(outcome=outcome)
-            self.assertIn(message, str(caught.exception))
+class NextStepInputsTest(ProviderCase):
+    action_cls = LLMRequest
 
     def test_a_local_bad_request_does_not_touch_the_breaker(self):
         outcome = LLMCall(config=self.make_config()).run(target="oa", messages=USER, temperature=NAN)
-        decision = self.action().run(outcome=outcome)
+        action = self.action()
+        chain = resolve_chain(action.settings, None)
+        decision = next_step(action.settings, action.store, chain, outcome, [], make_policy(action.settings, None))
         self.assertEqual((decision["action"], decision["reason"]),
                          ("give_up", "bad_request: the request itself is invalid"))
         self.assertEqual(Breakers(self.make_store(), {}).status("oa")["window_requests"], 0)

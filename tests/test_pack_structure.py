@@ -48,7 +48,6 @@ RUNNERS = {"python-script", "orquesta"}
 # JSON parameters that only an earlier result fills (no example to type), each with why.
 FILLED_BY_A_TASK = {
     "llm_request: resume": "the previous llm_request result's `resume`, handed back by the workflow",
-    "llm_decide: history": "the previous llm_decide result's `history`",
 }
 # Parameters without a type, each with why: a value of several JSON types that st2 passes as given.
 UNTYPED_PARAMETERS = {

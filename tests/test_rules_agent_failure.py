@@ -171,11 +171,6 @@ class PolicyTest(unittest.TestCase):
         self.assertEqual((meta["resource_ref"], meta["policy_type"]), ("synthralos.agent_recovery", "action.concurrency"))
         self.assertEqual(parameters, {"action": "delay", "threshold": 10})
 
-    def test_llm_call_cap(self):
-        meta, parameters = self.validated("llm_call_concurrency")
-        self.assertEqual((meta["resource_ref"], meta["policy_type"]), ("synthralos.llm_call", "action.concurrency"))
-        self.assertEqual(parameters, {"action": "delay", "threshold": 10})
-
     def test_every_policy_validates_and_names_a_pack_action(self):
         import glob
 

@@ -60,7 +60,6 @@ COVERED = {
     "record_failure.py": "test_repair_and_history",
     "get_failure_history.py": "test_repair_and_history",
     "llm_call.py": "test_llm_actions",
-    "llm_decide.py": "test_llm_actions",
     "llm_breaker_status.py": "test_llm_actions",
     "llm_breaker_reset.py": "test_llm_actions",
     "forward_event.py": "test_event_actions_through_the_outbox",
@@ -274,10 +273,11 @@ class PythonRunnerWrapperTest(unittest.TestCase):
              "status": 200, "target": "oa", "account": account_of(server.target("oa"))},
         )
         self.assertEqual(len(server.calls("oa")), 1)
-        decision = self.assertSucceeded("llm_decide.py", {"outcome": out, "history": []}, config)
+        # A single call records nothing; a request records its outcome in the shared breaker.
+        served = self.assertSucceeded("llm_request.py", {"messages": "hi", "targets": ["oa"]}, config)
         self.assertEqual(
-            {k: decision[k] for k in ("action", "target", "chain", "attempts")},
-            {"action": "done", "target": "oa", "chain": ["oa"], "attempts": 1},
+            {k: served[k] for k in ("action", "served_by", "attempt_count", "calls")},
+            {"action": "done", "served_by": "oa", "attempt_count": 1, "calls": 1},
         )
         status = self.assertSucceeded("llm_breaker_status.py", {}, config)
         self.assertEqual(status["store"], "redis")

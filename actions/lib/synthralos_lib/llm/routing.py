@@ -1,7 +1,6 @@
-"""One step of the llm_retry / reroute_request loop: record, decide, pick a target.
+"""One step of llm_request's loop: record, decide, pick a target.
 
-Workflows call this (through the `llm_decide` action) before the first call
-and after every call. It
+`fastpath.run_request` calls this before the first call and after every call. It
 
 1. records the latest outcome into the target's shared circuit breaker (a
    quota or auth failure opens every target of the same account; a wait the
@@ -65,21 +64,6 @@ def make_breakers(settings, store, chain, clock=None):
     timeouts = [settings.llm_target(name)["timeout_s"] for name in chain]  # load_config filled the default
     return Breakers(store, settings.section("circuit_breaker"), probe_ttl_s=max(timeouts) + 30,
                     accounts=accounts(settings), **kwargs)
-
-
-def check_outcome(outcome, chain):
-    """An outcome handed in from outside (a workflow, a caller) must name a target of the chain and say `ok`."""
-    if outcome is None:
-        return None
-    if not isinstance(outcome, dict):
-        raise ValueError("outcome must be an llm_call result (an object)")
-    if not isinstance(outcome.get("target"), str) or not outcome["target"]:
-        raise ValueError("outcome.target is missing: pass the llm_call result unchanged")
-    if outcome["target"] not in chain:
-        raise ValueError("outcome.target %r is not in the target chain (%s)" % (outcome["target"], ", ".join(chain)))
-    if not isinstance(outcome.get("ok"), bool):
-        raise ValueError("outcome.ok must be true or false")
-    return outcome
 
 
 def reached_provider(outcome):
