@@ -105,17 +105,22 @@ def role_ours_producer(args):
 
     client = redis.Redis.from_url(args.redis, decode_responses=True)
     outbox = RedisOutbox(client, "bench:", _rudder(args.sink))
+    _produce(args, lambda seq: outbox.enqueue(_event(seq, args.run))["queued"])
+
+
+def _produce(args, send):
+    """Send events 0..count-1 with `send(seq)` (True: accepted), timing each call; report each
+    accepted number on stdout when asked (the parent kills us mid-run and counts them)."""
     latencies = []
     out = sys.stdout
     args.accepted = 0
     args.t0 = time.time()
     for seq in range(args.count):
         start = time.perf_counter()
-        event = _event(seq, args.run)
-        queued = outbox.enqueue(event)["queued"]
+        accepted = send(seq)
         latencies.append((time.perf_counter() - start) * 1000)
-        args.accepted += 1 if queued else 0
-        if queued and args.report_each:
+        args.accepted += 1 if accepted else 0
+        if accepted and args.report_each:
             out.write("%d\n" % seq)
             out.flush()
         if args.pace:
@@ -151,25 +156,9 @@ def role_sdk_producer(args):
     if args.upload_size:
         kwargs["upload_size"] = args.upload_size
     client = Client(**kwargs)
-    latencies = []
-    out = sys.stdout
-    args.accepted = 0
-    args.t0 = time.time()
-    for seq in range(args.count):
-        start = time.perf_counter()
-        ok, _ = client.track(
-            anonymous_id="agent:bench-agent",
-            event="agent_execution",
-            properties={"seq": seq, "run": args.run, "status": "succeeded"},
-        )
-        latencies.append((time.perf_counter() - start) * 1000)
-        args.accepted += 1 if ok else 0  # False: the SDK's in-memory queue was full and dropped it
-        if ok and args.report_each:
-            out.write("%d\n" % seq)
-            out.flush()
-        if args.pace:
-            time.sleep(args.pace)
-    _write_latencies(args, latencies)
+    # track() answers (False, msg) when the SDK's in-memory queue was full and dropped the event.
+    _produce(args, lambda seq: client.track(anonymous_id="agent:bench-agent", event="agent_execution",
+                                            properties={"seq": seq, "run": args.run, "status": "succeeded"})[0])
     if args.wait_flush:
         client.flush()
 
@@ -302,20 +291,29 @@ def _accepted_reader(proc, accepted):
             accepted.add(int(line))
 
 
-def lost_on_kill(system, sink, redis, count, kill_after, upload_size=None):
-    run = "kill-%s-%s" % (system, upload_size or "default")
+def _start_producer(system, sink, redis, run, count, pace, upload_size=None, sdk_wait_flush=False):
+    """Start one producer of `count` numbered events (ours: plus FLUSHERS flushers) and a thread
+    collecting the numbers it reports accepted. Returns (flushers, producer, reader, accepted)."""
     accepted = set()
     flushers = []
-    extra = ["--count", count, "--report-each", "--pace", 0.0005]
+    extra = ["--count", count, "--report-each", "--pace", pace]
     if system == "ours":
         flushers = [spawn("ours-flusher", sink.url, redis.url, run, "--seconds", 120) for _ in range(FLUSHERS)]
         producer = spawn("ours-producer", sink.url, redis.url, run, *extra, stdout=subprocess.PIPE)
     else:
         if upload_size:
             extra += ["--upload-size", upload_size]
+        if sdk_wait_flush:
+            extra += ["--wait-flush"]
         producer = spawn("sdk-producer", sink.url, "", run, *extra, stdout=subprocess.PIPE)
     reader = threading.Thread(target=_accepted_reader, args=(producer, accepted), daemon=True)
     reader.start()
+    return flushers, producer, reader, accepted
+
+
+def lost_on_kill(system, sink, redis, count, kill_after, upload_size=None):
+    run = "kill-%s-%s" % (system, upload_size or "default")
+    flushers, producer, reader, accepted = _start_producer(system, sink, redis, run, count, 0.0005, upload_size)
     wait_for(lambda: len(accepted) >= kill_after, 60)
     if system == "ours":
         # Make a flusher hold a batch the sink has accepted but not answered yet, then kill every flusher.
@@ -341,18 +339,8 @@ def lost_on_kill(system, sink, redis, count, kill_after, upload_size=None):
 
 def lost_on_503(system, sink, redis, count, window_s, upload_size=None):
     run = "503-%s-%s" % (system, upload_size or "default")
-    accepted = set()
-    flushers = []
-    extra = ["--count", count, "--report-each", "--pace", 0.002]
-    if system == "ours":
-        flushers = [spawn("ours-flusher", sink.url, redis.url, run, "--seconds", 120) for _ in range(FLUSHERS)]
-        producer = spawn("ours-producer", sink.url, redis.url, run, *extra, stdout=subprocess.PIPE)
-    else:
-        if upload_size:
-            extra += ["--upload-size", upload_size]
-        producer = spawn("sdk-producer", sink.url, "", run, *(extra + ["--wait-flush"]), stdout=subprocess.PIPE)
-    reader = threading.Thread(target=_accepted_reader, args=(producer, accepted), daemon=True)
-    reader.start()
+    flushers, producer, reader, accepted = _start_producer(system, sink, redis, run, count, 0.002, upload_size,
+                                                           sdk_wait_flush=True)
     time.sleep(0.3)
     sink.outage(503)
     time.sleep(window_s)
