@@ -4,6 +4,7 @@ against the fault-injecting provider, on both store backends where state matters
 import json
 import unittest
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import SynthralosActionTestCase
 from synthralos_tests.llm_provider import ProviderServerMixin
 
@@ -193,12 +194,7 @@ class LLMDecideContract(ProviderMixin):
         self.assertEqual((d["action"], d["target"]), ("give_up", None))
 
 
-class LLMDecideDatastoreTest(LLMDecideContract, SynthralosActionTestCase):
-    backend = "datastore"
-
-
-class LLMDecideRedisTest(LLMDecideContract, SynthralosActionTestCase):
-    backend = "redis"
+on_both_backends(LLMDecideContract, "LLMDecide{backend}Test", base=SynthralosActionTestCase)
 
 
 class BreakerActionsTest(ProviderMixin, SynthralosActionTestCase):
