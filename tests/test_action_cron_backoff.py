@@ -5,7 +5,9 @@ import synthralos_tests  # noqa: F401
 
 import unittest
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
+from synthralos_tests.cron_clock import HOUR, T0, Clock
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
 from cron_backoff_check import CronBackoffCheck
@@ -15,7 +17,6 @@ from cron_backoff_status import CronBackoffStatus
 from flush_events import FlushEvents
 from synthralos_lib.cron.backoff import iso
 from synthralos_lib.events.builders import message_id
-from test_cron_backoff import HOUR, T0, Clock
 
 
 class CronBackoffActionsContract(StoreBackendMixin):
@@ -115,12 +116,7 @@ class CronBackoffActionsContract(StoreBackendMixin):
                          {"enabled": False, "count": 0, "disabled": 0, "jobs": [], "corrupt": []})
 
 
-class DatastoreCronBackoffActionsTest(CronBackoffActionsContract, unittest.TestCase):
-    backend = "datastore"
-
-
-class RedisCronBackoffActionsTest(CronBackoffActionsContract, unittest.TestCase):
-    backend = "redis"
+on_both_backends(CronBackoffActionsContract, "{backend}CronBackoffActionsTest")
 
 
 if __name__ == "__main__":

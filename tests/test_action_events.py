@@ -4,6 +4,7 @@ against the gateway-faithful sink."""
 import json
 import unittest
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
@@ -231,16 +232,16 @@ class EventActionsContract(StoreBackendMixin):
                          (False, {"error": "give either score or both vectors"}))
 
 
-class DatastoreEventActionsTest(EventActionsContract, unittest.TestCase):
-    backend = "datastore"
+class EventActionsOnDatastore(object):
+    """Only in DatastoreEventActionsTest."""
 
     def test_flush_events_without_redis_has_nothing_to_do(self):
         result = self.flush()
         self.assertEqual((result["status"], result["mode"], result["delivered"], result["alert"]), ("ok", "direct", 0, False))
 
 
-class RedisEventActionsTest(EventActionsContract, unittest.TestCase):
-    backend = "redis"
+class EventActionsOnRedis(object):
+    """Only in RedisEventActionsTest."""
 
     def test_forward_event_flushes_inline_when_a_full_batch_waits(self):
         config = self.config(batch_size=3)
@@ -307,3 +308,7 @@ class RedisEventActionsTest(EventActionsContract, unittest.TestCase):
         self.assertEqual((flush["status"], flush["delivered"], flush["datastore_queue"]["delivered"]),
                          ("redis_unavailable", 1, 1))
         self.assertEqual(self.sink.message_ids(), [message_id("exec-y", "agent_failure", "")])
+
+
+on_both_backends(EventActionsContract, "{backend}EventActionsTest",
+                 datastore=EventActionsOnDatastore, redis=EventActionsOnRedis)

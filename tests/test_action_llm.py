@@ -5,6 +5,7 @@ store backends where state matters."""
 import json
 import unittest
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import SynthralosActionTestCase
 from synthralos_tests.llm_provider import ProviderServerMixin
 
@@ -201,12 +202,7 @@ class NextStepContract(ProviderMixin):
         self.assertEqual((d["action"], d["target"]), ("give_up", None))
 
 
-class NextStepDatastoreTest(NextStepContract, SynthralosActionTestCase):
-    backend = "datastore"
-
-
-class NextStepRedisTest(NextStepContract, SynthralosActionTestCase):
-    backend = "redis"
+on_both_backends(NextStepContract, "NextStep{backend}Test", base=SynthralosActionTestCase)
 
 
 class BreakerActionsTest(ProviderMixin, SynthralosActionTestCase):

@@ -6,31 +6,22 @@ import synthralos_tests  # noqa: F401
 
 import threading
 import unittest
-from datetime import datetime, timezone
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
+from synthralos_tests.cron_clock import DAY, HOUR, T0, Clock
 
 from synthralos_lib.cron import schedule
 from synthralos_lib.cron.backoff import CronBackoff, InvalidJobId, describe_failure, iso
 from synthralos_lib.state.store import KEEP, RedisStore, StoreError
 
-T0 = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc).timestamp()
 DEFAULTS = schedule.settings_from({})
-HOUR, DAY = 3600.0, 86400.0
 
 # n-th consecutive failure -> backoff in seconds (60 s x2, capped at 24 h from the 12th).
 SCHEDULE = [
     (1, 60.0), (2, 120.0), (3, 240.0), (4, 480.0), (5, 960.0), (6, 1920.0), (7, 3840.0), (8, 7680.0),
     (9, 15360.0), (10, 30720.0), (11, 61440.0), (12, DAY), (13, DAY), (20, DAY), (1000, DAY), (5000, DAY),
 ]
-
-
-class Clock(object):
-    def __init__(self, now=T0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 class ScheduleTest(unittest.TestCase):
@@ -319,20 +310,19 @@ class StoreUpdateContract(StoreBackendMixin):
         self.assertEqual(store.scan("nothing."), [])
 
 
-class DatastoreCronBackoffTest(CronBackoffContract, unittest.TestCase):
-    backend = "datastore"
-
-
-class RedisCronBackoffTest(CronBackoffContract, unittest.TestCase):
-    backend = "redis"
+class CronBackoffOnRedis(object):
+    """Only in RedisCronBackoffTest."""
 
     def test_state_lives_in_redis_under_the_prefix(self):
         self.fail_times(1)
         self.assertEqual(self.redis.client().keys("synthralos:cron.*"), ["synthralos:cron.job-1"])
 
 
-class DatastoreStoreUpdateTest(StoreUpdateContract, unittest.TestCase):
-    backend = "datastore"
+on_both_backends(CronBackoffContract, "{backend}CronBackoffTest", redis=CronBackoffOnRedis)
+
+
+class StoreUpdateOnDatastore(object):
+    """Only in DatastoreStoreUpdateTest."""
 
     def test_scan_pages_through_the_datastore(self):
         store = self.make_store()
@@ -342,8 +332,7 @@ class DatastoreStoreUpdateTest(StoreUpdateContract, unittest.TestCase):
         self.assertEqual([v for _, v in store.scan("cron.", page_size=10)], list(range(25)))
 
 
-class RedisStoreUpdateTest(StoreUpdateContract, unittest.TestCase):
-    backend = "redis"
+on_both_backends(StoreUpdateContract, "{backend}StoreUpdateTest", datastore=StoreUpdateOnDatastore)
 
 
 class RaceHelpers(StoreBackendMixin):

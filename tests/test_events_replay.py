@@ -12,6 +12,7 @@ import unittest
 
 from st2tests.base import BaseSensorTestCase
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
@@ -188,8 +189,8 @@ class ReplayRefusedContract(StoreBackendMixin):
         self.assertEqual((result["replayed"], result["config_error"]), (0, None))
 
 
-class DatastoreReplayRefusedTest(ReplayRefusedContract, BaseSensorTestCase):
-    backend = "datastore"
+class ReplayRefusedOnDatastore(object):
+    """Only in DatastoreReplayRefusedTest."""
 
     def test_replay_without_flush_still_resends(self):
         # The datastore outbox cannot requeue (can_requeue): flush=false resends now, as flush=true does.
@@ -209,8 +210,8 @@ class DatastoreReplayRefusedTest(ReplayRefusedContract, BaseSensorTestCase):
                           result["delivery"]["retry_later"]), ("dead_lettered", "config_error", 1, 0))
 
 
-class RedisReplayRefusedTest(ReplayRefusedContract, BaseSensorTestCase):
-    backend = "redis"
+class ReplayRefusedOnRedis(object):
+    """Only in RedisReplayRefusedTest."""
 
     def test_replay_without_flush_only_requeues(self):
         events, letters = self.dead_letters_refused_with(401)
@@ -224,6 +225,10 @@ class RedisReplayRefusedTest(ReplayRefusedContract, BaseSensorTestCase):
         self.assertEqual((stats["depth"], stats["dead_letters"], stats["replayed"]), (2, 0, 2))
         self.assertEqual(self.outbox(self.config()).flush(self.client(self.config()))["delivered"], 2)
         self.assertEqual(self.sink.message_ids()[1:], [e["messageId"] for e in events])
+
+
+on_both_backends(ReplayRefusedContract, "{backend}ReplayRefusedTest",
+                 base=BaseSensorTestCase, datastore=ReplayRefusedOnDatastore, redis=ReplayRefusedOnRedis)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import unittest
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import SynthralosActionTestCase
 
 from get_failure_history import GetFailureHistoryAction
@@ -42,14 +43,8 @@ class FailureHistoryContract(object):
         self.assertEqual(history_key(" agent-1 "), "failures.agent-1")
 
 
-class DatastoreFailureHistoryTest(FailureHistoryContract, SynthralosActionTestCase):
-    backend = "datastore"
-    action_cls = RecordFailureAction
-
-
-class RedisFailureHistoryTest(FailureHistoryContract, SynthralosActionTestCase):
-    backend = "redis"
-    action_cls = RecordFailureAction
+class FailureHistoryOnRedis(object):
+    """Only in RedisFailureHistoryTest."""
 
     def test_entries_live_in_one_bounded_redis_list(self):
         store = self.make_store()
@@ -57,6 +52,10 @@ class RedisFailureHistoryTest(FailureHistoryContract, SynthralosActionTestCase):
             record_failure(store, "agent-1", {"n": n}, max_entries=3)
         self.assertEqual(self.redis.client().llen("synthralos:failures.agent-1"), 3)
         self.assertGreater(self.redis.client().ttl("synthralos:failures.agent-1"), 0)
+
+
+on_both_backends(FailureHistoryContract, "{backend}FailureHistoryTest",
+                 base=SynthralosActionTestCase, redis=FailureHistoryOnRedis, action_cls=RecordFailureAction)
 
 
 class RecordAndReadActionsContract(object):
@@ -117,14 +116,8 @@ class RecordAndReadActionsContract(object):
         self.assertNotIn("very-secret-agent-key", repr(self.make_store().list_range("failures.agent-1")))
 
 
-class DatastoreRecordActionsTest(RecordAndReadActionsContract, SynthralosActionTestCase):
-    backend = "datastore"
-    action_cls = RecordFailureAction
-
-
-class RedisRecordActionsTest(RecordAndReadActionsContract, SynthralosActionTestCase):
-    backend = "redis"
-    action_cls = RecordFailureAction
+on_both_backends(RecordAndReadActionsContract, "{backend}RecordActionsTest",
+                 base=SynthralosActionTestCase, action_cls=RecordFailureAction)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 test servers do what tests built on them rely on. unittest-style, so nose runs
 it too."""
 
+import ast
+import glob
 import gzip
 import http.client
 import json
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import unittest
 
 import synthralos_tests
@@ -18,6 +21,8 @@ import synthralos_tests
 import redis
 import requests
 
+from synthralos_tests.backends import on_both_backends
+from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.http_server import Reply, StubHTTPServer, drop, hang, malformed_json
 from synthralos_tests.redis_server import RedisServer, get_redis_server
 
@@ -270,6 +275,68 @@ class HTTPServerTest(unittest.TestCase):
             self.assertEqual(requests.get(server.url + "/ping", timeout=5).json(), {"pong": True})
         with self.assertRaises(requests.exceptions.ConnectionError):
             requests.get(server.url + "/ping", timeout=1)
+
+
+class SuiteLayoutTest(unittest.TestCase):
+    """How the suite is put together: shared helpers live in synthralos_tests, and one contract
+    runs on both store backends through synthralos_tests.backends."""
+
+    def test_no_test_file_imports_another_test_file(self):
+        paths = glob.glob(os.path.join(synthralos_tests.TESTS_DIR, "test_*.py"))
+        test_modules = {os.path.basename(p)[:-3] for p in paths}
+        found = []
+        for name in sorted(test_modules):
+            path = os.path.join(synthralos_tests.TESTS_DIR, name + ".py")
+            with open(path) as handle:
+                tree = ast.parse(handle.read(), path)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    imported = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and not node.level:
+                    imported = [node.module]
+                else:
+                    continue
+                found.extend("%s.py:%d imports %s" % (name, node.lineno, module) for module in imported
+                             if module.split(".")[0] in test_modules)
+        self.assertEqual(found, [], "shared test helpers belong in tests/synthralos_tests/")
+
+    def test_on_both_backends_defines_both_classes_in_the_contract_module(self):
+        module = types.ModuleType("synthralos_backend_probe")
+        sys.modules[module.__name__] = module
+        self.addCleanup(sys.modules.pop, module.__name__)
+
+        class ProbeContract(StoreBackendMixin):
+            __module__ = module.__name__
+            marker = "contract"
+
+            def test_backend_is_set_up(self):
+                self.assertEqual(self.redis is not None, self.backend == "redis")
+                self.assertEqual(self.make_store().atomic, self.backend == "redis")
+
+        class ProbeOnRedis(object):
+            marker = "redis"
+
+        def tag(cls):
+            cls.tagged = True
+            return cls
+
+        made = on_both_backends(ProbeContract, "{backend}ProbeTest", redis=ProbeOnRedis, decorators=(tag,),
+                                limit=3)
+        self.assertEqual([(c.__name__, c.__qualname__, c.__module__, c.backend) for c in made],
+                         [("DatastoreProbeTest", "DatastoreProbeTest", module.__name__, "datastore"),
+                          ("RedisProbeTest", "RedisProbeTest", module.__name__, "redis")])
+        self.assertEqual((module.DatastoreProbeTest, module.RedisProbeTest), made)
+        self.assertEqual([(c.marker, c.tagged, c.limit, issubclass(c, unittest.TestCase)) for c in made],
+                         [("contract", True, 3, True), ("redis", True, 3, True)])
+        result = unittest.TestResult()
+        unittest.TestSuite(unittest.defaultTestLoader.loadTestsFromModule(module)).run(result)
+        self.assertEqual((result.testsRun, result.errors, result.failures), (2, [], []))
+        with self.assertRaises(ValueError):  # defined twice
+            on_both_backends(ProbeContract, "{backend}ProbeTest")
+        with self.assertRaises(TypeError):  # a backend's own tests as a TestCase would also run alone
+            on_both_backends(ProbeContract, "{backend}OtherProbeTest", redis=unittest.TestCase)
+        with self.assertRaises(TypeError):  # no backend set-up at all
+            on_both_backends(type("Bare", (object,), {"__module__": module.__name__}), "{backend}BareTest")
 
 
 if __name__ == "__main__":

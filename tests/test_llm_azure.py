@@ -7,6 +7,7 @@ import synthralos_tests  # noqa: F401  (puts actions/lib on sys.path, also under
 import json
 import unittest
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.llm_provider import ProviderServerMixin
 
@@ -265,12 +266,7 @@ class AzureRerouteContract(ProviderServerMixin, StoreBackendMixin):
         self.assertEqual(len(self.server.calls("west")), 0)
 
 
-class DatastoreAzureRerouteTest(AzureRerouteContract, unittest.TestCase):
-    backend = "datastore"
-
-
-class RedisAzureRerouteTest(AzureRerouteContract, unittest.TestCase):
-    backend = "redis"
+on_both_backends(AzureRerouteContract, "{backend}AzureRerouteTest")
 
 
 if __name__ == "__main__":

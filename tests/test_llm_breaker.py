@@ -3,6 +3,7 @@
 import threading
 import unittest
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
 
 from synthralos_lib.llm import errors as E
@@ -269,17 +270,16 @@ class RedisDownBreakerTest(StoreBackendMixin, unittest.TestCase):
             server.stop()
 
 
-class DatastoreBreakerTest(BreakerContract, unittest.TestCase):
-    backend = "datastore"
-
-
-class RedisBreakerTest(BreakerContract, unittest.TestCase):
-    backend = "redis"
+class BreakerOnRedis(object):
+    """Only in RedisBreakerTest."""
 
     def test_state_lives_in_redis_under_the_prefix(self):
         self.breakers.record("a", False, E.QUOTA_EXHAUSTED)
         self.assertEqual(sorted(self.redis.client().keys("synthralos:breaker.*")),
                          ["synthralos:breaker.a", "synthralos:breaker.a.outcomes"])
+
+
+on_both_backends(BreakerContract, "{backend}BreakerTest", redis=BreakerOnRedis)
 
 
 if __name__ == "__main__":

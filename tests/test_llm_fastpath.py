@@ -6,6 +6,7 @@ import synthralos_tests  # noqa: F401
 
 import unittest
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.llm_provider import ProviderServerMixin
 
@@ -95,12 +96,7 @@ class FastPathContract(ProviderServerMixin, StoreBackendMixin):
                           for a in result["alerts"]], [("p", "quota_exhausted", "next_target", "f")])
 
 
-class DatastoreFastPathTest(FastPathContract, unittest.TestCase):
-    backend = "datastore"
-
-
-class RedisFastPathTest(FastPathContract, unittest.TestCase):
-    backend = "redis"
+on_both_backends(FastPathContract, "{backend}FastPathTest")
 
 
 if __name__ == "__main__":

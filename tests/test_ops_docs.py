@@ -8,8 +8,8 @@ import unittest
 
 import yaml
 
-import test_st2_registration as registration
 from synthralos_tests import PACK_ROOT
+from synthralos_tests.st2_rules import check_rule
 
 # Alert triggers whose definitions come with other parts of the pack (cron backoff, sensors).
 PENDING_TRIGGERS = {"synthralos.cron_job_disabled", "synthralos.agent_failure"}
@@ -26,7 +26,7 @@ class SampleRulesTest(unittest.TestCase):
         for path in paths:
             with open(path) as handle:
                 rule = yaml.safe_load(handle)
-            self.assertEqual(registration.check_rule(rule, os.path.basename(path)), [])
+            self.assertEqual(check_rule(rule, os.path.basename(path)), [])
             self.assertIs(rule["enabled"], False, path)
             trigger = rule["trigger"]["type"]
             self.assertIn(trigger, declared | PENDING_TRIGGERS, path)

@@ -12,6 +12,7 @@ import tempfile
 import time
 import unittest
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.http_server import free_port
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
@@ -222,12 +223,8 @@ class MetricsContract(StoreBackendMixin):
         self.assertEqual(os.listdir(directory), ["synthralos.prom"])
 
 
-class DatastoreMetricsTest(MetricsContract, unittest.TestCase):
-    backend = "datastore"
-
-
-class RedisMetricsTest(MetricsContract, unittest.TestCase):
-    backend = "redis"
+class MetricsOnRedis(object):
+    """Only in RedisMetricsTest."""
 
     def test_store_down_every_part_reported(self):
         config = dict(self.config(), redis={"url": "redis://127.0.0.1:%d/0" % free_port()})
@@ -242,3 +239,6 @@ class RedisMetricsTest(MetricsContract, unittest.TestCase):
         self.assertEqual(len(messages), len(out["errors"]))
         self.assertTrue(all(m.startswith("[Observability] metrics part ") for m in messages), messages)
         self.assert_promtool_accepts(out["text"])
+
+
+on_both_backends(MetricsContract, "{backend}MetricsTest", redis=MetricsOnRedis)

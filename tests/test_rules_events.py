@@ -11,6 +11,7 @@ import yaml
 
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
+from synthralos_tests.st2_rules import FORWARD_RULES, load_rule, matches, render_rule_parameters
 
 from forward_event import ForwardEvent
 from synthralos_lib.state.config import PACK_ROOT
@@ -19,33 +20,6 @@ from synthralos_lib.events.builders import message_id
 # st2common/constants/triggers.py ACTION_TRIGGER_TYPE plus what st2actions' notifier puts in the payload.
 ACTIONTRIGGER_FIELDS = {"execution_id", "status", "start_timestamp", "action_name", "action_ref", "runner_ref",
                         "parameters", "result"}
-FORWARD_RULES = ("forward_workflow_executions", "forward_agent_repairs", "forward_agent_failures")
-
-
-def load_rule(name):
-    with open(os.path.join(PACK_ROOT, "rules", name + ".yaml")) as handle:
-        return yaml.safe_load(handle)
-
-
-from st2common.models.db.rule import RuleDB
-from st2common.models.db.trigger import TriggerInstanceDB
-from st2common.util import param as st2_param
-from st2reactor.rules.filter import RuleFilter
-
-
-def matches(rule, payload):
-    """Whether st2's rules engine matches `rule` on an actiontrigger `payload`."""
-    rule_db = RuleDB(ref="synthralos." + rule["name"], name=rule["name"], pack="synthralos", enabled=True,
-                     criteria=rule.get("criteria", {}), action=rule["action"], trigger=rule["trigger"]["type"])
-    instance = TriggerInstanceDB(trigger=rule["trigger"]["type"], payload=payload)
-    return RuleFilter(instance, {"name": "st2.generic.actiontrigger"}, rule_db).filter()
-
-
-def render_rule_parameters(schema, rule, payload):
-    """A rule's action parameters rendered from a trigger payload by st2's rules engine's own
-    rendering and casts (by the action's parameter `schema`)."""
-    return st2_param.render_live_params({}, schema, rule["action"]["parameters"],
-                                        {"pack": "synthralos", "user": "stanley"}, {"trigger": payload})
 
 
 class ForwardingRulesTest(unittest.TestCase):

@@ -11,6 +11,7 @@ import unittest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 
@@ -142,15 +143,15 @@ class BoundsContract(StoreBackendMixin):
             self.assertEqual((box.stats()["dead_letters"], box.stats()["dead_letter_bytes"]), (0, 0))
 
 
-class DatastoreBoundsTest(BoundsContract, unittest.TestCase):
-    backend = "datastore"
+class BoundsOnDatastore(object):
+    """Only in DatastoreBoundsTest."""
 
     def dead_letter(self, box, events):
         box._dead_letter([(event, "HTTP 400 from the data plane: too big") for event in events])
 
 
-class RedisBoundsTest(BoundsContract, unittest.TestCase):
-    backend = "redis"
+class BoundsOnRedis(object):
+    """Only in RedisBoundsTest."""
 
     def dead_letter(self, box, events):
         box.dead_letter([(None, event, "HTTP 400 from the data plane: too big") for event in events])
@@ -164,6 +165,9 @@ class RedisBoundsTest(BoundsContract, unittest.TestCase):
         ok, result = BullMQAddJob(config=config, action_service=self.action_service).run(
             queue="q" * 300, name="n")
         self.assertEqual((ok, result), (False, {"error": "queue must be at most 256 characters"}))
+
+
+on_both_backends(BoundsContract, "{backend}BoundsTest", datastore=BoundsOnDatastore, redis=BoundsOnRedis)
 
 
 class DeadLetterSizeTest(unittest.TestCase):

@@ -13,6 +13,7 @@ import unittest
 from st2tests.mocks.sensor import MockSensorService, MockSensorWrapper
 
 from synthralos_tests.agent_api_server import AgentPlatformServer
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin, merge
 from synthralos_tests.http_server import Reply, StubHTTPServer, malformed_json
 from synthralos_tests.llm_provider import LLMProviderServer
@@ -252,9 +253,4 @@ class SecretSweepContract(StoreBackendMixin):
         self.assert_swept()
 
 
-class DatastoreSecretSweepTest(SecretSweepContract, unittest.TestCase):
-    backend = "datastore"
-
-
-class RedisSecretSweepTest(SecretSweepContract, unittest.TestCase):
-    backend = "redis"
+on_both_backends(SecretSweepContract, "{backend}SecretSweepTest")

@@ -14,6 +14,7 @@ import unittest
 
 from st2tests.base import BaseSensorTestCase
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.http_server import closed_port_url
 from synthralos_tests.polling import wait_until
@@ -250,12 +251,8 @@ class FlusherContract(StoreBackendMixin):
         self.assertEqual(sorted(self.sink.message_ids()), sorted(r["message_id"] for r in results))
 
 
-class DatastoreFlusherTest(FlusherContract, BaseSensorTestCase):
-    backend = "datastore"
-
-
-class RedisFlusherTest(FlusherContract, BaseSensorTestCase):
-    backend = "redis"
+class FlusherOnRedis(object):
+    """Only in RedisFlusherTest."""
 
     def test_sensor_nodes_split_the_outbox_through_the_consumer_group(self):
         config = self.config(batch_size=20)
@@ -298,6 +295,9 @@ class RedisFlusherTest(FlusherContract, BaseSensorTestCase):
         self.assertNotIn(DEFAULT_WRITE_KEY, raw)
         self.assertIn("key=***", raw)
         self.assertEqual(result["status"], "queued")
+
+
+on_both_backends(FlusherContract, "{backend}FlusherTest", base=BaseSensorTestCase, redis=FlusherOnRedis)
 
 
 class QueueStatsPersistenceTest(StoreBackendMixin, unittest.TestCase):

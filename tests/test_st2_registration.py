@@ -42,14 +42,12 @@ from st2common.bootstrap.policiesregistrar import PolicyRegistrar
 from st2common.bootstrap.rulesregistrar import RulesRegistrar
 from st2common.bootstrap.sensorsregistrar import SensorsRegistrar
 from st2common.bootstrap.triggersregistrar import TriggersRegistrar
-from st2common.constants.triggers import INTERNAL_TRIGGER_TYPES, SYSTEM_TRIGGER_TYPES
 from st2common.content.loader import MetaLoader
 from st2common.content.utils import get_relative_path_to_pack_file
 from st2common.models.api.action import ActionAliasAPI, ActionAPI, RunnerTypeAPI
 from st2common.models.api.base import BaseAPI
 from st2common.models.api.pack import ConfigAPI, ConfigSchemaAPI, PackAPI
 from st2common.models.api.policy import PolicyAPI, PolicyTypeAPI
-from st2common.models.api.rule import RuleAPI
 from st2common.models.api.sensor import SensorTypeAPI
 from st2common.models.api.trigger import TriggerTypeAPI
 from st2common.models.utils.sensor_type_utils import get_sensor_entry_point
@@ -58,10 +56,10 @@ from st2common.util import jinja as jinja_utils
 from st2common.util import schema as util_schema
 from st2common.util.pack import get_pack_metadata, get_pack_ref_from_metadata, validate_config_against_schema
 from st2common.validators.api import action as action_validator
-from st2common.validators.api import reactor as reactor_validator
 
 from synthralos_tests import PACK_ROOT
 from synthralos_tests.st2_python_runner import PACK, StackStormLayout
+from synthralos_tests.st2_rules import check_rule, validate_rule
 
 EXAMPLE_CONFIG = os.path.join(PACK_ROOT, "synthralos.yaml.example")
 
@@ -83,11 +81,6 @@ def runner_type_db(name):
     return RunnerTypeAPI.to_model(api)
 
 
-def internal_trigger_type_refs():
-    """The trigger types st2's services register themselves (triggers.register_internal_trigger_types)."""
-    return {"%s.%s" % (t["pack"], t["name"]) for types in INTERNAL_TRIGGER_TYPES.values() for t in types}
-
-
 def policy_type_dbs():
     """{ref: PolicyTypeDB} as policiesregistrar.register_policy_types(st2common) loads them."""
     found = {}
@@ -96,37 +89,6 @@ def policy_type_dbs():
             model = PolicyTypeAPI.to_model(PolicyTypeAPI(**MetaLoader().load(path)))
             found[model.ref] = model
     return found
-
-
-def validate_rule(content, trigger_types=None):
-    """RuleAPI.validate(), then RuleAPI.to_model's checks without creating the trigger in the DB.
-    ``trigger_types``: the pack's registered TriggerTypeAPIs by ref (None: do not require a
-    pack trigger type to be registered)."""
-    api = RuleAPI(**dict(content, pack=content.get("pack") or PACK))
-    api.validate()
-    trigger_type = api.trigger["type"]
-    parameters = api.trigger.get("parameters", {})
-    if trigger_type in SYSTEM_TRIGGER_TYPES:
-        reactor_validator.validate_trigger_parameters(trigger_type_ref=trigger_type, parameters=parameters)
-    elif trigger_types is not None and trigger_type in trigger_types:
-        # validate_trigger_parameters with the registered trigger type (from the DB in st2).
-        schema = getattr(trigger_types[trigger_type], "parameters_schema", None)
-        if schema:
-            util_schema.validate(instance=parameters, schema=schema, cls=util_schema.CustomValidator,
-                                 use_default=True, allow_default_none=True)
-    elif trigger_types is not None and trigger_type not in internal_trigger_type_refs():
-        raise ValueError("trigger type %s is neither st2's nor one of this pack's" % trigger_type)
-    reactor_validator.validate_criteria(dict(getattr(api, "criteria", {})))
-    return api
-
-
-def check_rule(rule, where):
-    """``validate_rule`` as a list of ``where: error`` strings (for rules outside rules/, e.g. docs/rules)."""
-    try:
-        validate_rule(copy.deepcopy(rule))
-    except Exception as e:
-        return ["%s: %s: %s" % (where, type(e).__name__, e.message if isinstance(e, jsonschema.ValidationError) else e)]
-    return []
 
 
 # --------------------------------------------------------------- registration, minus the database

@@ -5,6 +5,7 @@ import threading
 import time
 import unittest
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.polling import wait_until
 
@@ -79,8 +80,8 @@ class StoreContract(StoreBackendMixin):
         self.assertEqual(store.list_range("empty"), [])
 
 
-class DatastoreStoreTest(StoreContract, unittest.TestCase):
-    backend = "datastore"
+class StoreOnDatastore(object):
+    """Only in DatastoreStoreTest."""
 
     def test_keys_are_global_and_prefixed(self):
         store = self.make_store()
@@ -100,8 +101,8 @@ class DatastoreStoreTest(StoreContract, unittest.TestCase):
         self.assertFalse(self.make_store().atomic)
 
 
-class RedisStoreTest(StoreContract, unittest.TestCase):
-    backend = "redis"
+class StoreOnRedis(object):
+    """Only in RedisStoreTest."""
 
     def test_keys_carry_the_prefix(self):
         store = self.make_store()
@@ -144,6 +145,9 @@ class RedisStoreTest(StoreContract, unittest.TestCase):
         store = RedisStore("redis://127.0.0.1:1/0")
         with self.assertRaisesRegex(StoreError, "redis GET failed"):
             store.get("anything")
+
+
+on_both_backends(StoreContract, "{backend}StoreTest", datastore=StoreOnDatastore, redis=StoreOnRedis)
 
 
 class GetStoreTest(StoreBackendMixin, unittest.TestCase):

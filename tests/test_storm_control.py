@@ -12,6 +12,7 @@ import unittest
 from hypothesis import given, settings, strategies as st
 
 from synthralos_tests.agent_api_server import AgentPlatformServer
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.paging_datastore import PagingDatastoreService
 
@@ -210,8 +211,8 @@ class StormContract(StoreBackendMixin):
         raise AssertionError("the first step of this plan has no wait; slept %s s" % seconds)
 
 
-class DatastoreStormTest(StormContract, unittest.TestCase):
-    backend = "datastore"
+class StormOnDatastore(object):
+    """Only in DatastoreStormTest."""
 
     def test_an_abandoned_marker_expires(self):
         store = DatastoreStore(self.action_service, clock=self.clock)
@@ -223,8 +224,8 @@ class DatastoreStormTest(StormContract, unittest.TestCase):
         self.assertEqual(control.admit("agent-1", self.signed(), "r3", 60)["decision"], "admitted")
 
 
-class RedisStormTest(StormContract, unittest.TestCase):
-    backend = "redis"
+class StormOnRedis(object):
+    """Only in RedisStormTest."""
 
     def run_threads(self, work, threads=16):
         barrier = threading.Barrier(threads)
@@ -295,6 +296,9 @@ class RedisStormTest(StormContract, unittest.TestCase):
             decision = control.admit("agent-1", self.signed(), "r", 60)
         self.assertEqual(decision["decision"], "unavailable")
         self.assertTrue(decision["reason"].startswith("redis GET failed: "), decision["reason"])
+
+
+on_both_backends(StormContract, "{backend}StormTest", datastore=StormOnDatastore, redis=StormOnRedis)
 
 
 if __name__ == "__main__":

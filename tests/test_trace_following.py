@@ -16,7 +16,7 @@ from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.healing import recovery_actions
 from synthralos_tests.orquesta_runner import ACTIONS_DIR, run_workflow, skip_unless_orquesta
 from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
-from test_rules_events import FORWARD_RULES, load_rule, matches, render_rule_parameters
+from synthralos_tests.st2_rules import FORWARD_RULES, load_rule, matches, render_rule_parameters
 
 from flush_events import FlushEvents
 from forward_event import ForwardEvent

@@ -8,6 +8,7 @@ are ONE python execution (begin); later steps and their record are their own tas
 import unittest
 
 from synthralos_tests.agent_api_server import AgentPlatformServer
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.healing import python_executions, recovery_actions
 from synthralos_tests.http_server import Reply
@@ -481,11 +482,4 @@ class AgentRecoveryContract(StoreBackendMixin):
         self.assertEqual(self.history("agent-4")[0]["storm"]["budget"]["scope"], "signature")
 
 
-@skip_unless_orquesta
-class DatastoreAgentRecoveryTest(AgentRecoveryContract, unittest.TestCase):
-    backend = "datastore"
-
-
-@skip_unless_orquesta
-class RedisAgentRecoveryTest(AgentRecoveryContract, unittest.TestCase):
-    backend = "redis"
+on_both_backends(AgentRecoveryContract, "{backend}AgentRecoveryTest", decorators=(skip_unless_orquesta,))

@@ -12,7 +12,9 @@ import unittest
 import jsonschema
 import yaml
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
+from synthralos_tests.cron_clock import HOUR, T0, Clock
 from synthralos_tests.orquesta_runner import (
     ACTIONS_DIR, ActionParameterError, outcomes, python_action, python_failure, python_result, run_workflow,
     skip_unless_orquesta,
@@ -25,7 +27,6 @@ from flush_events import FlushEvents
 from synthralos_lib.cron.backoff import CronBackoff, iso
 from synthralos_lib.events.builders import message_id
 from synthralos_lib.state.config import PACK_ROOT
-from test_cron_backoff import HOUR, T0, Clock
 
 JOB_REF = "reports.nightly"
 JOB_PARAMS = {"region": "eu", "since": "2026-11-30"}
@@ -213,8 +214,8 @@ class BrokenDatastore(object):
         return broken
 
 
-class DatastoreGuardedRunTest(GuardedRunContract, unittest.TestCase):
-    backend = "datastore"
+class GuardedRunOnDatastore(object):
+    """Only in DatastoreGuardedRunTest."""
 
     # -- flag and faults ---------------------------------------------------------
     def test_feature_off_always_runs_and_records_nothing(self):
@@ -253,8 +254,7 @@ class DatastoreGuardedRunTest(GuardedRunContract, unittest.TestCase):
         self.assertEqual((failed.status, failed.task_sequence), ("failed", ["check", "run_job", "record"]))
 
 
-class RedisGuardedRunTest(GuardedRunContract, unittest.TestCase):
-    backend = "redis"
+on_both_backends(GuardedRunContract, "{backend}GuardedRunTest", datastore=GuardedRunOnDatastore)
 
 
 import bson

@@ -14,6 +14,7 @@ import unittest
 import jsonschema
 import yaml
 
+from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.llm_provider import ProviderServerMixin
 from synthralos_tests.orquesta_runner import ACTIONS_DIR, ActionParameterError, run_workflow, skip_unless_orquesta
@@ -359,24 +360,10 @@ class RedisDownContract(WorkflowMixin):
             redis_server.stop()
 
 
-@skip_unless_orquesta
-class LLMRetryDatastoreTest(LLMRetryContract, unittest.TestCase):
-    backend = "datastore"
+on_both_backends(LLMRetryContract, "LLMRetry{backend}Test", decorators=(skip_unless_orquesta,))
 
 
-@skip_unless_orquesta
-class LLMRetryRedisTest(LLMRetryContract, unittest.TestCase):
-    backend = "redis"
-
-
-@skip_unless_orquesta
-class RerouteDatastoreTest(RerouteContract, unittest.TestCase):
-    backend = "datastore"
-
-
-@skip_unless_orquesta
-class RerouteRedisTest(RerouteContract, unittest.TestCase):
-    backend = "redis"
+on_both_backends(RerouteContract, "Reroute{backend}Test", decorators=(skip_unless_orquesta,))
 
 
 @skip_unless_orquesta
