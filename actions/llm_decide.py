@@ -10,8 +10,8 @@ class LLMDecide(SynthralosAction):
         chain = resolve_chain(self.settings, targets)
         effective = make_policy(self.settings, policy, one_attempt_per_target)
         outcome = check_outcome(outcome or None, chain)
-        decision = self.scrub(next_step(self.settings, self.store, chain, outcome, history or [], effective,
-                                        record=record, total_delay_s=total_delay_s))
+        decision = next_step(self.settings, self.store, chain, outcome, history or [], effective, record=record,
+                             total_delay_s=total_delay_s)
         self.logger.info(
             "[Retry] decision=%s target=%s wait=%ss attempts=%d reason=%s"
             % (decision["action"], decision["target"], decision["wait_s"], decision["attempts"], decision["reason"]))
