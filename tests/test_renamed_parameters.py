@@ -21,7 +21,7 @@ from synthralos_tests.base import SynthralosActionTestCase
 from synthralos_tests.llm_provider import ProviderServerMixin
 from synthralos_tests.orquesta_runner import ACTIONS_DIR, ActionParameterError, run_workflow
 
-from health_check import HealthCheck
+from health_check import PROBE_TIMEOUT_S, HealthCheck
 from llm_call import LLMCall
 from llm_request import LLMRequest
 from synthralos_lib.deprecated import RenamedParameterError, renamed_parameter
@@ -97,7 +97,8 @@ class MetadataTest(unittest.TestCase):
             self.assertFalse(params[new].get("required", False), action)  # a caller of the old name passes st2
             self.assertEqual({k: v for k, v in params[old].items() if k != "description"},
                              {k: v for k, v in params[new].items() if k not in ("description", "default")}, action)
-        self.assertEqual(metadata("health_check")["parameters"]["probe_timeout_s"]["default"], 5)
+        # The action tells "st2 filled in the default" from a value given with the old name by this constant.
+        self.assertEqual(metadata("health_check")["parameters"]["probe_timeout_s"]["default"], PROBE_TIMEOUT_S)
 
     def test_the_workflow_takes_both_names_and_passes_both_on(self):
         with open(os.path.join(PACK_ROOT, "actions", "workflows", "llm_retry.yaml")) as handle:
