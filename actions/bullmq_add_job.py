@@ -8,12 +8,14 @@ MAX_NAME_CHARS = 256  # queue, job name and job id: each is echoed in the result
 class BullMQAddJob(SynthralosAction):
     """Add a job to a BullMQ queue as BullMQ's Queue.add does, so the platform's Node workers process it."""
 
-    def run(self, queue, name, data=None, job_id=None, attempts=None, backoff_type=None, backoff_delay_ms=None,
-            delay_ms=None, priority=None, remove_on_complete=None, remove_on_fail=None, lifo=False, prefix=None):
+    def run(self, queue, job_name=None, data=None, job_id=None, attempts=None, backoff_type=None, backoff_delay_ms=None,
+            delay_ms=None, priority=None, remove_on_complete=None, remove_on_fail=None, lifo=False, prefix=None,
+            name=None):
         options = bullmq.bullmq_settings(self.settings)
         try:
-            for field, value in (("queue", queue), ("name", name), ("job_id", job_id), ("prefix", prefix)):
-                check_text(value, field, max_chars=MAX_NAME_CHARS, required=field in ("queue", "name"))
+            job_name = self.renamed("job_name", job_name, "name", name, required=True)
+            for field, value in (("queue", queue), ("job_name", job_name), ("job_id", job_id), ("prefix", prefix)):
+                check_text(value, field, max_chars=MAX_NAME_CHARS, required=field in ("queue", "job_name"))
         except ValueError as exc:
             return False, {"error": str(exc)}
         try:
@@ -26,12 +28,12 @@ class BullMQAddJob(SynthralosAction):
             return False, {"error": str(exc)}
         client = bullmq.connect(options["redis_url"])
         try:
-            result = bullmq.add_job(client, queue, name, data, opts, prefix=prefix or options["prefix"])
+            result = bullmq.add_job(client, queue, job_name, data, opts, prefix=prefix or options["prefix"])
         except bullmq.BullMQError as exc:
             return False, {"error": str(exc)}
         except Exception as exc:  # Redis down or refusing: fail the execution with a scrubbed reason
-            return False, self.scrub({"error": "could not add the job: %s: %s" % (type(exc).__name__, exc)})
+            return False, {"error": "could not add the job: %s: %s" % (type(exc).__name__, exc)}
         finally:
             client.connection_pool.disconnect()
         self.logger.info("[Self-Healing] BullMQ job %s:%s %s", queue, result["job_id"], result["state"])
-        return self.scrub(result)
+        return result

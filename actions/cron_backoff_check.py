@@ -10,7 +10,7 @@ class CronBackoffCheck(CronBackoffAction):
         try:
             decision = self.backoff().check(job_id)
         except (InvalidJobId, StoreError) as exc:
-            return False, {"job_id": job_id, "error": self.scrub(str(exc))}
+            return False, {"job_id": job_id, "error": str(exc)}
         verb = "runs" if decision["allowed"] else "skipped"
         self.logger.info("[CronBackoff] %s %s: %s", job_id, verb, decision["message"])
         return decision

@@ -12,7 +12,7 @@ class CronBackoffRecord(CronBackoffAction):
             outcome = self.backoff().record(
                 job_id, succeeded, error=error or result)
         except (InvalidJobId, StoreError) as exc:
-            return False, {"job_id": job_id, "error": self.scrub(str(exc))}
+            return False, {"job_id": job_id, "error": str(exc)}
         state = outcome["state"] or {}
         if outcome["recorded"] and not succeeded:
             self.logger.info("[CronBackoff] %s failed (%s in a row, %s): next run %s", job_id,
@@ -23,4 +23,4 @@ class CronBackoffRecord(CronBackoffAction):
         if outcome["reenabled_now"]:
             self.logger.info("[CronBackoff] %s re-enabled", job_id)
         outcome["events"] = forward_transitions(self.settings, self.store, outcome["transitions"], trace_tag=trace_tag)
-        return self.scrub(outcome)
+        return outcome

@@ -11,8 +11,8 @@ class CronBackoffReset(CronBackoffAction):
         try:
             outcome = self.backoff().reset(job_id)
         except (InvalidJobId, StoreError) as exc:
-            return False, {"job_id": job_id, "error": self.scrub(str(exc))}
+            return False, {"job_id": job_id, "error": str(exc)}
         self.logger.info("[CronBackoff] %s reset by hand (was %s)", job_id,
                          (outcome["previous"] or {}).get("status", "healthy"))
         outcome["events"] = forward_transitions(self.settings, self.store, outcome["transitions"])
-        return self.scrub(outcome)
+        return outcome

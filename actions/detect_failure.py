@@ -12,4 +12,4 @@ class DetectFailureAction(SynthralosAction):
         found.update(agent_id=agent_id, execution_id=execution_id, checked_at=time.time())
         if found["failed"]:
             self.logger.info("[Self-Healing] agent %s execution %s: %s", agent_id, execution_id, found["summary"])
-        return self.scrub(found)
+        return found

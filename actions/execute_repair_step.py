@@ -21,4 +21,4 @@ class ExecuteRepairStepAction(SynthralosAction):
         else:
             why = outcome["error"]["message"] if outcome["error"] else (outcome["failure"] or {}).get("summary")
             self.logger.info("[Self-Healing] agent %s: %s did not repair it: %s", agent_id, outcome["action"], why)
-        return self.scrub(outcome)
+        return outcome

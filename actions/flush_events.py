@@ -14,4 +14,4 @@ class FlushEvents(SynthralosAction):
                     "config_error": None, "alert": False, "reason": NO_WRITE_KEY}
         self.logger.info("[RudderStack] flush: %s delivered, %s dead-lettered, %s to retry (%s)",
                          report["delivered"], report["dead_lettered"], report["retry_later"], report["status"])
-        return self.scrub(report)
+        return report

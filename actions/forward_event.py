@@ -38,4 +38,4 @@ class ForwardEvent(SynthralosAction):
                                     discriminator=discriminator or "")
         except EventError as exc:
             return False, {"error": str(exc)}
-        return self.scrub(forward(self.settings, self.store, event, service=self.action_service))
+        return forward(self.settings, self.store, event, service=self.action_service)

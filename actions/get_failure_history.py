@@ -8,7 +8,7 @@ class GetFailureHistoryAction(SynthralosAction):
     def run(self, agent_id, limit=20):
         agent_id = check_agent_id(agent_id)  # before any store is touched
         found = read_with_fallback(self.store, self.fallback_store(), agent_id, limit=limit)
-        entries, truncated = within_budget(self.scrub(found["entries"]))
+        entries, truncated = within_budget(found["entries"])
         return {
             "agent_id": agent_id,
             "count": len(entries),

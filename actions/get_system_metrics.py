@@ -6,7 +6,8 @@ class GetSystemMetrics(SynthralosAction):
     """Outbox, circuit, cron and recovery metrics from the store, as JSON or Prometheus text."""
 
     def run(self, window_s=3600, format="json", write_to=None):  # noqa: A002  (st2 parameter name)
-        collected = self.scrub(metrics.collect(self.settings, self.store, window_s=window_s))
+        # Scrubbed by collect, not only by the action guard: write_to puts the text in a file.
+        collected = metrics.collect(self.settings, self.store, window_s=window_s, secrets=self.secrets())
         for part, error in sorted(collected["errors"].items()):
             self.logger.warning("[Observability] metrics part %s unavailable: %s", part, error)
         if format != "prometheus" and not write_to:

@@ -35,4 +35,4 @@ class LogLlmCost(SynthralosAction):
         result["cost"] = {k: event["properties"][k] for k in (
             "input_tokens", "output_tokens", "total_tokens", "input_price_per_1k", "output_price_per_1k",
             "price_source", "input_cost_usd", "output_cost_usd", "cost_usd", "cost_usd_cents")}
-        return self.scrub(result)
+        return result

@@ -34,4 +34,4 @@ class LogPromptSimilarity(SynthralosAction):
         result = forward(self.settings, self.store, event, service=self.action_service)
         result["similarity"] = {k: event["properties"][k] for k in (
             "score", "percent", "threshold", "method", "action_taken", "above_threshold")}
-        return self.scrub(result)
+        return result

@@ -9,7 +9,7 @@ class NormalizeAgentFailureAction(SynthralosAction):
         try:
             accepted = accept_post(body, source_id, secrets=self.settings.secrets())
         except MalformedFailure as exc:
-            reason = self.scrub(str(exc))
+            reason = str(exc)
             self.logger.warning("[Self-Healing] malformed agent failure post refused: %s", reason)
             return False, {"malformed": True, "reason": reason}
         if accepted["failed"]:

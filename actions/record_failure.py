@@ -29,5 +29,5 @@ class RecordFailureAction(SynthralosAction):
             try:
                 StormControl(self.store, self.settings.section("storm_control")).release(running_marker)
             except Exception as exc:  # it expires with its TTL
-                self.logger.warning("[Self-Healing] running-recovery marker not released: %s", self.scrub(str(exc)))
+                self.logger.warning("[Self-Healing] running-recovery marker not released: %s", exc)
         return recorded

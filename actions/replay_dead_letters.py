@@ -15,4 +15,4 @@ class ReplayDeadLetters(SynthralosAction):
         result = outbox.replay(ids=ids or None, limit=limit, client=None if requeue else client)
         result["mode"] = outbox.mode
         self.logger.info("[RudderStack] replayed %d dead letter(s)", result["replayed"])
-        return self.scrub(result)
+        return result

@@ -16,22 +16,22 @@ from synthralos_tests.base import SynthralosActionTestCase
 
 # (action parameters, the same job for Queue.add)
 SPECS = [
-    ({"name": "plain", "data": {"agent_id": "a-1"}}, {"name": "plain", "data": {"agent_id": "a-1"}, "opts": {}}),
-    ({"name": "retry", "data": {"x": [1, 2]}, "attempts": 3, "backoff_type": "exponential", "backoff_delay_ms": 100,
+    ({"job_name": "plain", "data": {"agent_id": "a-1"}}, {"name": "plain", "data": {"agent_id": "a-1"}, "opts": {}}),
+    ({"job_name": "retry", "data": {"x": [1, 2]}, "attempts": 3, "backoff_type": "exponential", "backoff_delay_ms": 100,
       "remove_on_complete": 0, "remove_on_fail": 50},
      {"name": "retry", "data": {"x": [1, 2]},
       "opts": {"attempts": 3, "backoff": {"type": "exponential", "delay": 100}, "removeOnComplete": 0,
                "removeOnFail": 50}}),
-    ({"name": "keyed", "job_id": "run-42", "data": {"k": "v"}},
+    ({"job_name": "keyed", "job_id": "run-42", "data": {"k": "v"}},
      {"name": "keyed", "data": {"k": "v"}, "opts": {"jobId": "run-42"}}),
-    ({"name": "keyed", "job_id": "run-42", "data": {"k": "again"}},
+    ({"job_name": "keyed", "job_id": "run-42", "data": {"k": "again"}},
      {"name": "keyed", "data": {"k": "again"}, "opts": {"jobId": "run-42"}}),
-    ({"name": "later", "delay_ms": 60000}, {"name": "later", "opts": {"delay": 60000}}),
-    ({"name": "later2", "delay_ms": 60000}, {"name": "later2", "opts": {"delay": 60000}}),
-    ({"name": "urgent", "priority": 3}, {"name": "urgent", "opts": {"priority": 3}}),
-    ({"name": "urgent2", "priority": 3, "remove_on_complete": 10},
+    ({"job_name": "later", "delay_ms": 60000}, {"name": "later", "opts": {"delay": 60000}}),
+    ({"job_name": "later2", "delay_ms": 60000}, {"name": "later2", "opts": {"delay": 60000}}),
+    ({"job_name": "urgent", "priority": 3}, {"name": "urgent", "opts": {"priority": 3}}),
+    ({"job_name": "urgent2", "priority": 3, "remove_on_complete": 10},
      {"name": "urgent2", "opts": {"priority": 3, "removeOnComplete": 10}}),
-    ({"name": "stack", "lifo": True, "backoff_type": "fixed", "backoff_delay_ms": 5},
+    ({"job_name": "stack", "lifo": True, "backoff_type": "fixed", "backoff_delay_ms": 5},
      {"name": "stack", "opts": {"lifo": True, "backoff": 5}}),
 ]
 
@@ -103,19 +103,19 @@ class BullMQAddJobTest(SynthralosActionTestCase):
 
     def test_paused_queue_gets_no_marker(self):
         self.client.hset("bull:held:meta", "paused", "1")
-        self.assertEqual(self.add(queue="held", name="n")["state"], "waiting")
+        self.assertEqual(self.add(queue="held", job_name="n")["state"], "waiting")
         self.assertEqual(self.client.lrange("bull:held:wait", 0, -1), ["1"])
         self.assertFalse(self.client.exists("bull:held:marker"))
 
     def test_real_worker_processes_our_jobs_with_their_options(self):
         results = [
-            self.add(queue="work", name="flaky", data={"fail_times": 2, "agent_id": "a-7"}, attempts=3,
+            self.add(queue="work", job_name="flaky", data={"fail_times": 2, "agent_id": "a-7"}, attempts=3,
                      backoff_type="fixed", backoff_delay_ms=200),
-            self.add(queue="work", name="doomed", data={"fail_times": 9, "error": "still broken"}, attempts=2,
+            self.add(queue="work", job_name="doomed", data={"fail_times": 9, "error": "still broken"}, attempts=2,
                      backoff_type="exponential", backoff_delay_ms=100),
-            self.add(queue="work", name="later", data={"n": 1}, delay_ms=300),
-            self.add(queue="work", name="once", job_id="rerun-exec-9", data={"first": True}),
-            self.add(queue="work", name="once", job_id="rerun-exec-9", data={"first": False}),
+            self.add(queue="work", job_name="later", data={"n": 1}, delay_ms=300),
+            self.add(queue="work", job_name="once", job_id="rerun-exec-9", data={"first": True}),
+            self.add(queue="work", job_name="once", job_id="rerun-exec-9", data={"first": False}),
         ]
         self.assertEqual([r["created"] for r in results], [True, True, True, True, False])
         got = bullmq_node.run_script("consume_jobs.js", {"port": self.redis.port, "queue": "work", "expect": 4,
@@ -155,9 +155,9 @@ class BullMQAddJobTest(SynthralosActionTestCase):
         self.assertEqual(self.client.get("bull:work:id"), "5")  # the counter moves on every add, as in BullMQ
 
     def test_priority_order_honoured_by_worker(self):
-        self.add(queue="prio", name="low", priority=10)
-        self.add(queue="prio", name="high", priority=1)
-        self.add(queue="prio", name="none")
+        self.add(queue="prio", job_name="low", priority=10)
+        self.add(queue="prio", job_name="high", priority=1)
+        self.add(queue="prio", job_name="none")
         got = bullmq_node.run_script("consume_jobs.js", {"port": self.redis.port, "queue": "prio", "expect": 3})
         self.assertEqual([a["name"] for a in got["attempts"]], ["none", "high", "low"])
 
@@ -173,19 +173,19 @@ class BullMQAddJobTest(SynthralosActionTestCase):
             ({"queue": "bad:queue"}, "a BullMQ queue name must be non-empty and contain no ':' (got 'bad:queue')"),
         ]
         for params, error in cases:
-            args = {"queue": "q", "name": "n"}
+            args = {"queue": "q", "job_name": "n"}
             args.update(params)
             self.assertEqual(self.add(**args), (False, {"error": error}), params)
         self.assertEqual(self.client.keys("bull:*"), [])
 
     def test_redis_down_fails_without_leaking_the_password(self):
         action = self.action(bullmq={"redis_url": "redis://:hunter2-secret@127.0.0.1:1/0"})
-        ok, result = action.run(queue="q", name="n")
+        ok, result = action.run(queue="q", job_name="n")
         self.assertFalse(ok)
         self.assertTrue(result["error"].startswith("could not add the job: ConnectionError"), result)
         self.assertNotIn("hunter2-secret", json.dumps(result))
 
     def test_falls_back_to_redis_url_and_config_prefix(self):
-        result = self.action(bullmq={"prefix": "platform"}).run(queue="q", name="n")
+        result = self.action(bullmq={"prefix": "platform"}).run(queue="q", job_name="n")
         self.assertEqual(result["key"], "platform:q:1")
         self.assertEqual(self.client.hget("platform:q:1", "name"), "n")

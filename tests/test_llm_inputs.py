@@ -36,9 +36,9 @@ class LLMCallInputsTest(ProviderCase):
             ({"temperature": NAN}, "temperature must be a finite number (not NaN or Infinity)"),
             ({"temperature": INF}, "temperature must be a finite number (not NaN or Infinity)"),
             ({"temperature": 3}, "temperature must be at most 2"),
-            ({"timeout_s": NAN}, "timeout_s must be a finite number (not NaN or Infinity)"),
-            ({"timeout_s": -INF}, "timeout_s must be a finite number (not NaN or Infinity)"),
-            ({"timeout_s": 0}, "timeout_s must be at least 0.001"),
+            ({"call_timeout_s": NAN}, "timeout_s must be a finite number (not NaN or Infinity)"),
+            ({"call_timeout_s": -INF}, "timeout_s must be a finite number (not NaN or Infinity)"),
+            ({"call_timeout_s": 0}, "timeout_s must be at least 0.001"),
             ({"max_tokens": True}, "max_tokens must be an integer"),
             ({"max_tokens": 0}, "max_tokens must be at least 1"),
         ]
@@ -66,7 +66,7 @@ class LLMRequestInputsTest(ProviderCase):
     action_cls = LLMRequest
 
     def test_infinite_timeout_gives_up_at_once_without_calling(self):
-        out = self.action().run(messages=USER, timeout_s=INF)
+        out = self.action().run(messages=USER, call_timeout_s=INF)
         self.assertEqual((out["action"], out["calls"], out["attempts"][0]["error_message"]),
                          ("give_up", 1, "timeout_s must be a finite number (not NaN or Infinity)"))
         self.assertEqual(self.server.calls(), [])

@@ -2,15 +2,24 @@
 (`state.redaction.scrub_and_cap`). This walks the pack's sources (actions/, actions/lib/, sensors/)
 with `ast` for cuts -- slices with an end (`[:N]`, `[a:b]`) or a negative start (`[-N:]`), and calls
 named shorten / substring / truncate -- and fails on any that is not in the list below of cuts that
-are not of outside text, each with the reason."""
+are not of outside text, each with the reason.
+
+Issue 20: an action's result, exception and log lines are scrubbed in one place, the guard around
+every `run` (`action_base._guarded`, `ops.trace.guarded_logs`); no action under actions/*.py scrubs
+itself (`ActionsDoNotScrubTest`). The end-to-end proof through st2's python runner wrapper is
+`test_st2_python_runner_wrapper.PythonRunnerWrapperTest.test_secrets_in_logs_and_results_are_scrubbed_by_the_action_guard_alone`;
+in process, `ActionsDoNotScrubTest.test_a_secret_in_a_log_line_and_in_the_result_is_scrubbed`."""
 
 import ast
+import glob
+import json
 import os
 import unittest
 
 import synthralos_tests  # noqa: F401
 
 from synthralos_lib.state.config import PACK_ROOT
+from synthralos_tests.base import StoreBackendMixin
 
 SOURCES = ("actions", "sensors")
 CUT_CALLS = ("shorten", "substring", "truncate")
@@ -160,6 +169,59 @@ class OneScrubTest(unittest.TestCase):
                   "    d = text[3:]\n    e = text[::2]\n    return text[:limit] + a\n")
         self.assertEqual(_cuts("x.py", source), ["x.py:f: text[:300]", "x.py:f: text[-40:]",
                                                  "x.py:f: textwrap.shorten(text, 9)", "x.py:f: text[:limit]"])
+
+
+def scrub_calls(path, source):
+    """["path:line: source"] of every call of a scrub function (`self.scrub`, `scrub`, `scrub_text`,
+    `scrub_result`, `scrub_and_cap`, ...) and every import from `state.redaction` in one file."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        name = None
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "attr", getattr(node.func, "id", None))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").endswith("redaction"):
+            name = "scrub"
+        if isinstance(name, str) and name.lower().startswith("scrub"):
+            found.append((node.lineno, node.col_offset, ast.get_source_segment(source, node)))
+    return ["%s:%d: %s" % (path, line, text) for line, _, text in sorted(found)]
+
+
+class ActionsDoNotScrubTest(StoreBackendMixin, unittest.TestCase):
+    backend = "datastore"
+
+    def test_no_action_scrubs_its_own_result_or_log_lines(self):
+        paths = sorted(glob.glob(os.path.join(PACK_ROOT, "actions", "*.py")))
+        self.assertGreater(len(paths), 20)
+        found = []
+        for path in paths:
+            with open(path) as handle:
+                found.extend(scrub_calls(os.path.relpath(path, PACK_ROOT), handle.read()))
+        self.assertEqual(found, [], "the action guard (action_base._guarded) scrubs every result, exception and "
+                                    "log line of an action's run: drop the action's own scrubbing")
+
+    def test_the_walk_finds_scrub_calls(self):
+        source = ("from synthralos_lib.state.redaction import scrub_text\n"
+                  "def run(self, x):\n    self.logger.info(self.scrub(x))\n    return scrub_result(x, ())\n")
+        self.assertEqual(scrub_calls("a.py", source), [
+            "a.py:1: from synthralos_lib.state.redaction import scrub_text", "a.py:3: self.scrub(x)",
+            "a.py:4: scrub_result(x, ())"])
+
+    def test_a_secret_in_a_log_line_and_in_the_result_is_scrubbed(self):
+        from bullmq_add_job import BullMQAddJob
+        from synthralos_tests.redis_server import get_redis_server
+
+        key = "agent-key-one-scrub-5e1f"
+        redis = get_redis_server()
+        config = self.make_config(agent_api={"api_key": key}, bullmq={"redis_url": redis.url, "prefix": "one-scrub"})
+        action = BullMQAddJob(config=config, action_service=self.action_service)
+        # The BullMQ library knows no secrets: the queue name comes back in the result (the job's key) and in the
+        # action's log line as given, and only the guard around run scrubs them.
+        with self.assertLogs(action.logger, level="INFO") as logs:
+            result = action.run(queue="q-" + key, job_name="j", job_id="one-scrub-1")
+        self.assertEqual(result["key"], "one-scrub:q-***:one-scrub-1")
+        self.assertEqual([r.getMessage() for r in logs.records], ["[Self-Healing] BullMQ job q-***:one-scrub-1 waiting"])
+        self.assertNotIn(key, json.dumps(result))
+        self.assertEqual(redis.client().hget("one-scrub:q-%s:one-scrub-1" % key, "name"), "j")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ class HealthCheckTest(SynthralosActionTestCase):
         }
 
     def check(self, config, **params):
-        params.setdefault("timeout_s", 2)
+        params.setdefault("probe_timeout_s", 2)
         action = self.get_action_instance(config=config)
         with self.assertLogs(action.logger, level="INFO") as logs:
             report = action.run(**params)
@@ -194,7 +194,7 @@ class HealthCheckTest(SynthralosActionTestCase):
         self.llm.script("oa", [{"fault": "hang", "delay_s": 3}])
         self.llm.script("an", [{"fault": "slow", "delay_s": 3}])
         config = self.config(redis_url="redis://127.0.0.1:%d/0" % blackhole.getsockname()[1])
-        report, deps = self.check(config, timeout_s=0.5)
+        report, deps = self.check(config, probe_timeout_s=0.5)
         self.assertEqual(report["status"], "down")
         statuses = self.statuses(deps)
         self.assertEqual(statuses.pop("st2_datastore"), ("ok", None))

@@ -41,8 +41,10 @@ class ForwardingRulesTest(unittest.TestCase):
     def test_a_workflow_is_forwarded_only_at_the_level_the_user_started(self):
         # reroute_request and llm_retry run synthralos.llm_request (a python action), never each
         # other, so only the workflow the user started is forwarded, whatever its parameters.
-        for name in ("reroute_request", "llm_retry"):
-            with open(os.path.join(PACK_ROOT, "actions", "workflows", name + ".yaml")) as handle:
+        for name in ("reroute_request", "llm_retry"):  # reroute_request's entry point is llm_retry's workflow
+            with open(os.path.join(PACK_ROOT, "actions", name + ".yaml")) as handle:
+                entry_point = yaml.safe_load(handle)["entry_point"]
+            with open(os.path.join(PACK_ROOT, "actions", entry_point)) as handle:
                 refs = set(re.findall(r"^\s+action:\s*(\S+)", handle.read(), re.M))
             self.assertEqual(refs, {"synthralos.llm_request", "core.inject_trigger"}, name)
         self.assertEqual(self.events_for("synthralos.llm_request", "succeeded", {"messages": []}), [])

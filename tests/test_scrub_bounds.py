@@ -110,9 +110,9 @@ class BoundsContract(StoreBackendMixin):
     def test_health_check_refuses_nan(self):
         action = HealthCheck(config=self.config(), action_service=self.action_service)
         for value in (float("nan"), float("inf")):
-            self.assertEqual(action.run(timeout_s=value, include=["st2_datastore"]),
-                             (False, {"error": "timeout_s must be a finite number (not NaN or Infinity)"}))
-        self.assertEqual(action.run(timeout_s=1, include=["st2_datastore"])["status"], "ok")
+            self.assertEqual(action.run(probe_timeout_s=value, include=["st2_datastore"]),
+                             (False, {"error": "probe_timeout_s must be a finite number (not NaN or Infinity)"}))
+        self.assertEqual(action.run(probe_timeout_s=1, include=["st2_datastore"])["status"], "ok")
 
     # -- dead letters in bytes --------------------------------------------------
 

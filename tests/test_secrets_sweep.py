@@ -221,7 +221,7 @@ class SecretSweepContract(StoreBackendMixin):
                  for offset in range(0, 20, 2) for _ in ("planner", "claude")]
         StubHTTPServer.script(self.provider, "*", r"/(?P<endpoint>[^/]+)(?P<route>/.*)?", *pages)
         for _ in answers:
-            report = self.run_action(HealthCheck, include=["agent_api", "llm"], timeout_s=2)
+            report = self.run_action(HealthCheck, include=["agent_api", "llm"], probe_timeout_s=2)
             self.assertEqual([d["status"] for d in report["dependencies"]], ["degraded"] * 3, report)
             self.assertIn("agent platform answered 503 hhh", report["dependencies"][0]["error"])
             self.assertIn("provider answered (502 mmm", report["dependencies"][1]["error"])

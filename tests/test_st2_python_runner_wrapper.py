@@ -443,7 +443,7 @@ class PythonRunnerWrapperTest(unittest.TestCase):
             "agent_api": {"base_url": agents.base_url, "api_key": AGENT_KEY},
             "llm_targets": [llm.target("oa")],
         }
-        report = self.assertSucceeded("health_check.py", {"timeout_s": 5}, config)
+        report = self.assertSucceeded("health_check.py", {"probe_timeout_s": 5}, config)
         self.assertEqual((report["status"], report["store"]), ("degraded", "redis"))
         aof_off = "appendonly is off: the event outbox and breaker state do not survive a Redis restart"
         self.assertEqual(report["problems"], ["redis: degraded (%s)" % aof_off])
@@ -553,6 +553,30 @@ class PythonRunnerWrapperTest(unittest.TestCase):
         self.assertEqual([s["target"] for s in given_up["skipped"]], ["oa"])
         self.assertEqual((len(server.calls("oa")), len(server.calls("an"))), (1, 2))
 
+    def test_renamed_timeouts_old_names(self):
+        # st2 fills in probe_timeout_s's default (5) for a caller of the old name: the old value is used.
+        status, output = self.run_action("health_check.py", {"timeout_s": 2, "probe_timeout_s": 5,
+                                                             "include": ["st2_datastore"]})
+        self.assertEqual((status, output["result"]["status"]), ("succeeded", "ok"), output["stderr"])
+        self.assertEqual(output["stderr"].count("[Deprecated] parameter timeout_s is deprecated: use probe_timeout_s "
+                                                "(timeout_s is removed in the next release)"), 1, output["stderr"])
+        status, output = self.run_action("health_check.py", {"timeout_s": 2, "probe_timeout_s": 3,
+                                                             "include": ["st2_datastore"]})
+        self.assertEqual((status, output["result"]["error"]), (
+            "failed", "probe_timeout_s and timeout_s were both given, with different values: probe_timeout_s "
+                      "replaces timeout_s (the old name is removed in the next release); give probe_timeout_s only"))
+        server = LLMProviderServer()
+        self.addCleanup(server.close)
+        server.add_endpoint("oa", "openai", LLM_KEY, region="us")
+        server.script("oa", [{"fault": "hang", "delay_s": 5}])
+        config = {"redis": {"url": self.redis.url}, "llm_targets": [server.target("oa")], "retry": {"max_attempts": 1}}
+        params = {"messages": "hi", "max_tokens": 16, "timeout_s": 0.2}  # call_timeout_s's old name
+        result = self.assertSucceeded("llm_request.py", params, config)
+        self.assertEqual((result["action"], result["attempts"][0]["error_class"]), ("give_up", "transient"))
+        self.assertIn("timed out after 0.2s", result["attempts"][0]["error_message"])
+        self.assertEqual(self.st2.run("llm_request.py", params, config)[1]["stderr"].count(
+            "[Deprecated] parameter timeout_s is deprecated: use call_timeout_s"), 1)
+
     # -- webhook --------------------------------------------------------------
 
     def test_agent_failure_webhook_normalize(self):
@@ -583,8 +607,8 @@ class PythonRunnerWrapperTest(unittest.TestCase):
 
     def test_bullmq_add_job(self):
         config = {"redis": {"url": self.redis.url}}
-        params = {"queue": "repairs", "name": "retry", "data": {"agent_id": "a-1"}, "job_id": "run-42", "attempts": 3,
-                  "backoff_type": "exponential", "backoff_delay_ms": 100}
+        params = {"queue": "repairs", "job_name": "retry", "data": {"agent_id": "a-1"}, "job_id": "run-42",
+                  "attempts": 3, "backoff_type": "exponential", "backoff_delay_ms": 100}
         added = self.assertSucceeded("bullmq_add_job.py", params, config)
         self.assertEqual(added, {"created": True, "job_id": "run-42", "key": "bull:repairs:run-42", "state": "waiting",
                                  "opts": {"attempts": 3, "backoff": {"delay": 100, "type": "exponential"},
@@ -605,11 +629,41 @@ class PythonRunnerWrapperTest(unittest.TestCase):
         again = self.assertSucceeded("bullmq_add_job.py", dict(params, data={"k": "again"}), config)
         self.assertEqual((again["created"], again["state"]), (False, "duplicated"))
         self.assertEqual(client.hget("bull:repairs:run-42", "data"), '{"agent_id":"a-1"}')
-        status, output = self.run_action("bullmq_add_job.py", {"queue": "repairs", "name": "retry", "job_id": "a:b"},
-                                         config)
+        status, output = self.run_action("bullmq_add_job.py",
+                                         {"queue": "repairs", "job_name": "retry", "job_id": "a:b"}, config)
         self.assertEqual((status, output["exit_code"], output["result"]),
                          ("failed", 0, {"error": "a custom job id cannot contain ':'"}))
         self.assertEqual(client.lrange("bull:repairs:wait", 0, -1), ["run-42"])
+        # name, job_name's old name, is accepted until the next release, with one warning line.
+        params = {"queue": "repairs", "name": "legacy", "job_id": "run-43"}
+        status, output = self.run_action("bullmq_add_job.py", params, config)
+        self.assertEqual((status, output["result"]["state"], client.hget("bull:repairs:run-43", "name")),
+                         ("succeeded", "waiting", "legacy"), output["stderr"])
+        warning = "[Deprecated] parameter name is deprecated: use job_name (name is removed in the next release)"
+        self.assertEqual(output["stderr"].count(warning), 1, output["stderr"])
+        # Both names with different values, or neither (job_name is not marked required in the metadata, so
+        # that a caller of the old name passes st2's required check): refused, nothing added.
+        for params, error in (
+                ({"job_name": "new", "name": "old"}, "job_name and name were both given, with different values: "
+                                                     "job_name replaces name (the old name is removed in the next "
+                                                     "release); give job_name only"),
+                ({}, "job_name is required (name is its deprecated old name)")):
+            status, output = self.run_action("bullmq_add_job.py", dict(params, queue="repairs", job_id="run-44"),
+                                             config)
+            self.assertEqual((status, output["exit_code"], output["result"]), ("failed", 0, {"error": error}))
+        self.assertFalse(client.exists("bull:repairs:run-44"))
+
+    def test_secrets_in_logs_and_results_are_scrubbed_by_the_action_guard_alone(self):
+        # No action scrubs itself (tests/test_one_scrub.py): a configured secret in a parameter comes back in
+        # the result (the job's key) and in the action's log line (the queue name), both scrubbed on the way out.
+        config = {"redis": {"url": self.redis.url}, "agent_api": {"api_key": AGENT_KEY}}
+        queue = "repairs-" + AGENT_KEY
+        status, output = self.run_action("bullmq_add_job.py", {"queue": queue, "job_name": "j", "job_id": "s-1"},
+                                         config)
+        self.assertEqual((status, output["result"]["key"]), ("succeeded", "bull:repairs-***:s-1"), output["stderr"])
+        self.assertIn("[Self-Healing] BullMQ job repairs-***:s-1 waiting", output["stderr"])
+        self.assertNotIn(AGENT_KEY, json.dumps([output["result"], output["stdout"], output["stderr"]]))
+        self.assertEqual(self.redis.client().hget("bull:%s:s-1" % queue, "name"), "j")  # the job itself is as given
 
 
 class EveryPythonActionHasAWrapperTest(unittest.TestCase):

@@ -37,7 +37,7 @@ SOURCES_YML = os.path.join(PACK_ROOT, "analytics", "dbt", "models", "sources.yml
 EVENTS_DOC = os.path.join(PACK_ROOT, "docs", "events.md")
 STANDARD_COLUMNS = {"id", "anonymous_id", "user_id", "event", "event_text", "sent_at", "timestamp",
                     "original_timestamp", "received_at", "channel", "uuid_ts"}
-WORKFLOW_OUTPUTS = ("llm_retry", "reroute_request", "agent_recovery")
+WORKFLOW_OUTPUTS = ("llm_retry", "reroute_request", "agent_recovery")  # actions; reroute_request runs llm_retry's workflow
 
 
 class SnakeCaseTest(unittest.TestCase):
@@ -77,7 +77,10 @@ def recovery_outputs(settings):
 
 
 def workflow_output_keys(workflow):
-    with open(os.path.join(PACK_ROOT, "actions", "workflows", workflow + ".yaml")) as handle:
+    """The output keys of the workflow action `workflow` (its entry point's)."""
+    with open(os.path.join(PACK_ROOT, "actions", workflow + ".yaml")) as handle:
+        entry_point = yaml.safe_load(handle)["entry_point"]
+    with open(os.path.join(PACK_ROOT, "actions", entry_point)) as handle:
         doc = yaml.safe_load(handle)
     return [list(item)[0] for item in doc.get("output") or []]
 

@@ -49,9 +49,12 @@ class WorkflowMixin(ProviderServerMixin, StoreBackendMixin):
 
     def run_wf(self, name, inputs, actions=None, restart=None, config=None, **config_sections):
         config = config or self.make_config(**config_sections)
+        # The action's workflow (its entry point) with the parameters st2 renders from its metadata:
+        # reroute_request runs llm_retry's workflow with its immutable one_attempt_per_target.
         run = run_workflow(
             name, dict({"messages": USER}, **inputs), actions=dict(ACTIONS, **(actions or {})),
             config=config, action_service=self.action_service, action_meta_dir=ACTIONS_DIR, restart=restart,
+            action_ref="synthralos." + name,
         )
         # No key anywhere in what st2 would store or show.
         text = json.dumps([run.output, [t.as_dict() for t in run.tasks], run.injected_triggers, run.errors],
@@ -285,7 +288,7 @@ class RerouteContract(WorkflowMixin):
         self.server.script("an", ["overloaded"])
         run = self.run_wf("reroute_request", {})
         self.assertEqual(run.status, "succeeded", run)
-        self.assertEqual((run.task_sequence, run.executions), (["reroute"], 1))
+        self.assertEqual((run.task_sequence, run.executions), (["request"], 1))
         self.assertEqual((run.output["served_by"], run.output["region"], run.output["model"]),
                          ("oa2", "ap", "gpt-4o-mini"))
         self.assertEqual([(a["target"], a["status"], a["error_class"], a["wait_after_s"])
@@ -309,11 +312,11 @@ class RerouteContract(WorkflowMixin):
             breakers.record(name, False, "overloaded", cool_s=cool_s)
         run = self.run_wf("reroute_request", {}, restart=lambda run, conductor: True)
         self.assertEqual(run.status, "succeeded", run)
-        self.assertEqual((run.task_sequence, run.executions), (["reroute", "resume"], 2))
+        self.assertEqual((run.task_sequence, run.executions), (["request", "resume"], 2))
         ((task, delay),) = run.restarts[0]["next_tasks"]
         self.assertEqual(task, "resume")
         # What is left of oa's 25 s cooldown (wall clock), rounded up, as the action handed it back.
-        self.assertEqual(delay, run.task("reroute").result["result"]["wait_s"])
+        self.assertEqual(delay, run.task("request").result["result"]["wait_s"])
         self.assertTrue(10 < delay <= 25, delay)
         self.assertEqual(run.output["served_by"], "oa")
 
@@ -321,7 +324,7 @@ class RerouteContract(WorkflowMixin):
         self.server.script("oa", ["server_error"])
         run = self.run_wf("reroute_request", {}, features={"enable_reroute": False})
         self.assertEqual(run.status, "failed")
-        self.assertEqual(run.task_sequence, ["reroute"])
+        self.assertEqual(run.task_sequence, ["request"])
         self.assertEqual(self.server.faults_served(), ["server_error"])
 
     def test_all_targets_exhausted_ends_failed(self):

@@ -287,12 +287,13 @@ class _St2Database(object):
         return None
 
     def ref_for_workflow(self, path):
-        """The action whose entry point is the workflow at ``path`` (its parameters are the workflow's)."""
-        for ref in self.meta:
-            wf = self.workflow_path(ref)
-            if wf and os.path.abspath(wf) == os.path.abspath(path):
-                return ref
-        return None
+        """The action whose entry point is the workflow at ``path`` (its parameters are the workflow's).
+        Several actions may share one workflow (llm_retry and reroute_request): then the one named as
+        the file is meant; run another with ``run_workflow(..., action_ref=...)``."""
+        refs = [ref for ref in self.meta
+                if self.workflow_path(ref) and os.path.abspath(self.workflow_path(ref)) == os.path.abspath(path)]
+        named = [ref for ref in refs if ref.split(".", 1)[-1] == os.path.splitext(os.path.basename(path))[0]]
+        return (named or refs or [None])[0]
 
     def parameters(self, ref, live, action_context):
         """(runner parameters, action parameters) st2 hands the runner for a request of ``ref``
@@ -708,9 +709,14 @@ class _Driver(object):
 
     # -- workflow ----------------------------------------------------------------
 
-    def run(self, path, params, depth, parent_context=None, top_level=False):
+    def run(self, path, params, depth, parent_context=None, top_level=False, action_ref=None):
         if depth > MAX_DEPTH:
             raise WorkflowRunnerError("subworkflows nested deeper than %d: %s" % (MAX_DEPTH, path))
+        if action_ref is not None:
+            path = self.registry.db.workflow_path(action_ref)
+            if path is None:
+                raise WorkflowDefinitionError("%s is not an Orquesta workflow action with metadata under the "
+                                              "action_meta_dir given" % action_ref)
         path = resolve_workflow_path(path)
         run = WorkflowRun(path, params)
         spec = _load_spec(path)
@@ -751,7 +757,7 @@ class _Driver(object):
             raise WorkflowInspectionError(path, errors)
 
         if top_level:
-            ref = self.registry.db.ref_for_workflow(path)
+            ref = action_ref or self.registry.db.ref_for_workflow(path)
             if ref is not None:
                 action_ctx = {"user": self.user, "pack": self.registry.db.pack}
                 try:
@@ -1060,6 +1066,7 @@ def run_workflow(
     execution_context=None,
     st2_context=None,
     restart=None,
+    action_ref=None,
 ):
     """Run ``workflow_path`` through the real Orquesta conductor to completion.
 
@@ -1080,11 +1087,14 @@ def run_workflow(
     context seen as ``ctx().parent`` (e.g. a rule's trace context);
     ``st2_context`` overrides keys of ``ctx().st2``.  ``restart(run, conductor)
     -> bool``: asked between rounds; True simulates an engine restart there (see
-    ``WorkflowRun.restarts``).
+    ``WorkflowRun.restarts``). ``action_ref`` (with ``action_meta_dir``): run that
+    action's workflow (its entry point; ``workflow_path`` is then ignored) with
+    the parameters st2 renders from its metadata (defaults, immutable ones), as for
+    an action that shares its workflow file with another.
 
     Raises UnknownActionError, WorkflowInspectionError, WorkflowDefinitionError
     or ActionParameterError where st2 would refuse to start the execution.
     """
     registry = _Registry(actions, subworkflows, _St2Database(action_meta_dir, pack, config), action_service)
     driver = _Driver(registry, max_steps, user, execution_context, st2_context, restart)
-    return driver.run(workflow_path, copy.deepcopy(inputs or {}), 0, top_level=True)
+    return driver.run(workflow_path, copy.deepcopy(inputs or {}), 0, top_level=True, action_ref=action_ref)

@@ -6,6 +6,7 @@ import os
 
 from st2common.runners.base_action import Action
 
+from synthralos_lib.deprecated import renamed_parameter
 from synthralos_lib.ops.trace import guarded_logs, trace_id_of
 from synthralos_lib.state.config import load_config, raw_secrets
 from synthralos_lib.state.redaction import scrub, scrub_and_cap, scrub_result
@@ -87,8 +88,15 @@ class SynthralosAction(Action):
             return raw_secrets(self.config)
 
     def scrub(self, value):
-        """`value` with every configured secret (and credential shape) replaced by ***."""
+        """`value` with every configured secret (and credential shape) replaced by ***. Actions do not
+        call it: their results, exceptions and log lines are scrubbed by the guard (`_guarded`)."""
         return scrub(value, self.secrets())
+
+    def renamed(self, new_name, new_value, old_name, old_value, default=None, required=False):
+        """A renamed parameter's value (`deprecated.renamed_parameter`): the new name, else the old one
+        with one warning line; both with different values (or neither, when `required`) are refused."""
+        return renamed_parameter(new_name, new_value, old_name, old_value, logger=getattr(self, "logger", None),
+                                 default=default, required=required)
 
 
 def _guarded(run):

@@ -31,6 +31,8 @@ import os
 import tempfile
 import time
 
+from synthralos_lib.state.redaction import scrub
+
 LOG = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_S = 3600
@@ -66,8 +68,9 @@ def _part(errors, name, fn):
         return None
 
 
-def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
-    """The metrics as a JSON-able dict (see the module doc); `errors` names the parts that failed."""
+def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time, secrets=()):
+    """The metrics as a JSON-able dict (see the module doc); `errors` names the parts that failed.
+    Scrubbed of `secrets` (and credential shapes): it may be written to a file (`write_textfile`)."""
     from synthralos_lib.events.forwarding import open_outbox
     from synthralos_lib.llm.breaker import Breakers
     from synthralos_lib.healing import storm as storm_control
@@ -94,7 +97,7 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
     if totals is not None:
         recoveries = dict(recoveries or {}, totals=[
             {"failure_type": ft, "outcome": oc, "count": n} for (ft, oc), n in sorted(totals.items())])
-    return {
+    return scrub({
         "collected_at": now,
         "store": store.name,
         "events": events,
@@ -105,7 +108,7 @@ def collect(settings, store, window_s=DEFAULT_WINDOW_S, clock=time.time):
         "sensors": sensors,
         "storm": storm,
         "errors": errors,
-    }
+    }, secrets)
 
 
 # -- Prometheus text exposition ---------------------------------------------------
