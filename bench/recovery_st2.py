@@ -17,7 +17,9 @@ Measured, each time from the XADD of a failed execution to the agent stream:
   before the re-run POST;
 * stages (st2's own timestamps): sensor dispatch -> trigger instance (occurrence_time),
   rule -> workflow execution created (start_timestamp), workflow running (its log), and
-  each task's start and end.
+  each task's start and end; and the workflow's stages (WORKFLOW_STAGES: created -> running
+  -> first task requested -> scheduled -> running -> ended -> workflow ended, plus the first
+  task's running -> re-run POST), reported the same way for the baseline, stage by stage.
 Baseline: synthralos_bench.one_task, a one-task Orquesta workflow running one python action
 of the pack (end_timestamp - start_timestamp); every time is also a ratio to its median.
 Bursts of 10 and 50 failures of distinct agents: p50/p95, the drain time (last recovery end
@@ -74,13 +76,54 @@ def wait_done(api, execution_id, timeout=300):
     return wait_until(done, "execution %s to end" % execution_id, timeout, interval=0.5)
 
 
+def status_time(e, status):
+    """When the execution first reached `status` (its st2 log), epoch seconds."""
+    return next((ts(entry["timestamp"]) for entry in e.get("log") or [] if entry["status"] == status), None)
+
+
+def since(later, earlier):
+    return r3(later - earlier) if later is not None and earlier is not None else None
+
+
+# The stages of one workflow execution, the same for the baseline and agent_recovery (s, st2's own
+# timestamps): workflow created -> running (st2scheduler, policies, the orquesta runner's request in
+# st2actionrunner), running -> first task requested (st2workflowengine: first task rendered, its
+# execution created), the first task's requested -> scheduled (st2scheduler), scheduled -> running
+# (st2actionrunner picks it up), running -> end (the python action process), its end -> workflow end.
+WORKFLOW_STAGES = ("wf_created_to_running_s", "wf_running_to_task_requested_s", "task_requested_to_scheduled_s",
+                   "task_scheduled_to_running_s", "task_running_to_end_s", "task_end_to_wf_end_s")
+
+
+def workflow_stages(api, e, rerun_t=None):
+    """WORKFLOW_STAGES of workflow execution `e` (fetched with its log), from its first task; with the
+    re-run POST's time, also the first task's running -> re-run POST."""
+    children = sorted(api.children(e["id"]), key=lambda c: c["start_timestamp"])
+    first = api.execution(children[0]["id"]) if children else {}
+    created, running, end = ts(e["start_timestamp"]), status_time(e, "running"), ts(e.get("end_timestamp"))
+    t_req, t_sched = ts(first.get("start_timestamp")), status_time(first, "scheduled")
+    t_run, t_end = status_time(first, "running"), ts(first.get("end_timestamp"))
+    stages = dict(zip(WORKFLOW_STAGES, (since(running, created), since(t_req, running), since(t_sched, t_req),
+                                        since(t_run, t_sched), since(t_end, t_run), since(end, t_end))))
+    stages["total_s"] = since(end, created)
+    if rerun_t is not None:
+        stages["task_running_to_rerun_s"] = since(rerun_t, t_run)
+    return stages
+
+
 def baseline(api, runs):
-    times = []
+    """(times, stages) of `runs` one_task executions: end - start, and their WORKFLOW_STAGES."""
+    times, stages = [], []
     for _ in range(runs):
         e = wait_done(api, api.run("synthralos_bench.one_task", {"job_id": unique("bench")})["id"])
         assert e["status"] == "succeeded", e.get("result")
         times.append(ts(e["end_timestamp"]) - ts(e["start_timestamp"]))
-    return times
+        stages.append(workflow_stages(api, e))
+    return times, stages
+
+
+def median_stages(stages):
+    keys = [k for k in stages[0]] if stages else []
+    return {k: pct([s[k] for s in stages], 0.5) for k in keys}
 
 
 def recoveries_by_agent(api, agent_ids):
@@ -124,6 +167,7 @@ def recovery_record(api, h, agent_id, t0, found):
             "rule_to_workflow_created_s": r3(created - occurred) if occurred else None,
             "workflow_created_to_running_s": r3(running - created) if running else None,
             "tasks": tasks,
+            "workflow": workflow_stages(api, e, rerun_t),
         },
     }
 
@@ -178,6 +222,9 @@ def summarize(records, sent, base):
             k: pct([r["stages"][k] for r in records], 0.5)
             for k in ("sensor_dispatch_s", "rule_to_workflow_created_s", "workflow_created_to_running_s")
         },
+        "workflow_stages_p50": median_stages([r["stages"]["workflow"] for r in records]),
+        "workflow_stages_p95": {k: pct([r["stages"]["workflow"][k] for r in records], 0.95)
+                                for k in records[0]["stages"]["workflow"]},
     }
     summary["ratio_to_baseline"] = {
         "to_rerun_p50": r3(summary["to_rerun_s"]["p50"] / base) if summary["to_rerun_s"]["p50"] else None,
@@ -239,6 +286,10 @@ def table(result):
                  "-> running +%s; tasks: %s" % (
                      st["sensor_dispatch_s"], st["rule_to_workflow_created_s"], st["workflow_created_to_running_s"],
                      ", ".join("%s %s-%s" % (t["task"], t["start_s"], t["end_s"]) for t in st["tasks"])))
+    lines.append("workflow stages (s, st2 timestamps)            baseline  agent_recovery (single)")
+    for key in WORKFLOW_STAGES + ("total_s", "task_running_to_rerun_s"):
+        b, a = result["baseline_stages"].get(key), st["workflow"].get(key)
+        lines.append("  %-44s %8s  %8s" % (key, "-" if b is None else "%.3f" % b, "-" if a is None else "%.3f" % a))
     return "\n".join(lines)
 
 
@@ -266,13 +317,15 @@ def main(argv=None):
         with Harness(lab, api, bullmq=False) as h:
             # one warm-up of each kind: the first python execution of a fresh pack venv is slower
             baseline(api, 1)
-            base_runs = baseline(api, baseline_runs)
+            base_runs, base_stages = baseline(api, baseline_runs)
             base = statistics.median(base_runs)
             single_runs = [run_single(api, h, base) for _ in range(singles)]
             pick = sorted(single_runs, key=lambda r: r["to_repaired_s"])[len(single_runs) // 2]
             result = {
                 "baseline_s": r3(base),
                 "baseline_runs": [r3(t) for t in base_runs],
+                "baseline_stages": median_stages(base_stages),
+                "baseline_stages_runs": base_stages,
                 "single": {
                     "to_rerun_s": pick["to_rerun_s"], "to_repaired_s": pick["to_repaired_s"],
                     "executions": pick["executions"], "executions_before_rerun": pick["executions_before_rerun"],

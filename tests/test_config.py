@@ -2,7 +2,9 @@
 
 import unittest
 
-from synthralos_lib.state.config import ConfigError, FEATURE_FLAGS, load_config
+import yaml
+
+from synthralos_lib.state.config import SCHEMA_PATH, ConfigError, FEATURE_FLAGS, load_config, load_st2_schema
 from synthralos_lib.state.redaction import scrub
 
 OPENAI = {
@@ -128,3 +130,10 @@ class SecretsTest(unittest.TestCase):
             scrub(leaked, config.secrets()),
             {"error": "401 for key ***", "nested": ["auth *** failed", 3]},
         )
+
+
+class SchemaFileTest(unittest.TestCase):
+    def test_schema_is_what_the_pure_python_safe_loader_reads(self):
+        # load_st2_schema uses libyaml's safe loader when PyYAML has one: the same document.
+        with open(SCHEMA_PATH) as handle:
+            self.assertEqual(load_st2_schema(SCHEMA_PATH), yaml.load(handle, Loader=yaml.SafeLoader))

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import unittest
 
 import jsonschema
@@ -15,13 +17,16 @@ from synthralos_lib.healing.plans import (
     MAX_STEPS,
     PARAMS_SCHEMAS,
     REPAIR_ACTIONS,
+    STEP_SCHEMA,
     PlanRejected,
     llm_messages,
     plan_repair,
     rule_plan,
     step_delays,
     validate_llm_answer,
+    validate_step,
 )
+from synthralos_lib.state import schema_check
 
 TARGETS = [
     {"name": "openai-us", "kind": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "gpt-4o", "priority": 1},
@@ -249,6 +254,81 @@ class AllowListPropertyTest(unittest.TestCase):
     @given(_plan_like)
     def test_plan_shaped_json(self, plan):
         self.check(json.dumps(plan))
+
+
+LIB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "actions", "lib")
+# A rule plan's first step checked as execute_step checks it, in a fresh process: jsonschema stays out.
+VALID_STEP_IN_A_PROCESS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from synthralos_lib.healing.plans import validate_step
+validate_step({"action": "reduce_max_iterations", "priority": 1, "params": {"max_iterations": 5}, "reason": "cap"})
+print("jsonschema" in sys.modules)
+"""
+
+
+class StepSchemaCheckTest(unittest.TestCase):
+    """A valid step is told without importing jsonschema (0.1-0.3 s of every begin_recovery process before
+    its re-run); the verdict is jsonschema's for every value, and a rejection keeps jsonschema's message."""
+
+    def verdicts_agree(self, schema, value):
+        ours = not schema_check.iter_errors(schema, value)
+        theirs = not list(jsonschema.Draft4Validator(schema).iter_errors(value))
+        self.assertEqual(ours, theirs, "%r against %r" % (value, schema))
+
+    def test_valid_step_does_not_import_jsonschema(self):
+        out = subprocess.run([sys.executable, "-c", VALID_STEP_IN_A_PROCESS, LIB_DIR], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.strip(), "False")
+
+    def test_rejections_keep_jsonschemas_message(self):
+        cases = [
+            ({"action": "reduce_max_iterations", "priority": 1, "params": {"max_iterations": 5}}, "steps[0]: 'reason'"),
+            ({"action": "retry_with_backoff", "priority": 1, "params": {"delay_s": 0}, "reason": "r"},
+             "steps[0].params.delay_s: 0 is less than the minimum of 1"),
+            ({"action": "retry_tool", "priority": 1, "params": {"tool": "a b"}, "reason": "r"},
+             "steps[0].params.tool: 'a b' does not match"),
+            ({"action": "retry_execution", "priority": True, "params": {}, "reason": "r"},
+             "steps[0].priority: True is not of type 'integer'"),
+            ({"action": "retry_execution", "priority": 1, "params": {}, "reason": "x" * 301},
+             "steps[0].reason: 301 characters, limit 300"),
+        ]
+        for raw, message in cases:
+            with self.assertRaises(PlanRejected) as caught:
+                validate_step(raw, "steps[0]")
+            self.assertIn(message, str(caught.exception))
+
+    def test_verdicts_agree_on_the_step_schemas(self):
+        values = [{}, [], None, "s", 1, 1.0, True, {"action": "retry_execution"},
+                  {"action": "retry_execution", "priority": 1, "params": {}, "reason": "r"},
+                  {"action": "retry_execution", "priority": 1.0, "params": {}, "reason": "r"},
+                  {"action": "retry_execution", "priority": 0, "params": {}, "reason": "r"},
+                  {"action": "retry_execution", "priority": 101, "params": {}, "reason": "r"},
+                  {"action": "nope", "priority": 1, "params": {}, "reason": "r"},
+                  {"action": "retry_execution", "priority": 1, "params": [], "reason": "r"},
+                  {"action": "retry_execution", "priority": 1, "params": {}, "reason": "r", "extra": 1},
+                  {"action": "retry_execution", "priority": 1, "params": {}, "reason": "x" * 300},
+                  {"action": "retry_execution", "priority": 1, "params": {}, "reason": "x" * 301}]
+        for value in values:
+            self.verdicts_agree(STEP_SCHEMA, value)
+        params = [{}, {"extra": 1}, {"tool": "search_tickets"}, {"tool": "search tickets"}, {"tool": ""},
+                  {"tool": "t", "tool_call_id": "call_1"}, {"tool": 3}, {"delay_s": 1}, {"delay_s": 0},
+                  {"delay_s": 900}, {"delay_s": 901}, {"delay_s": 5.0}, {"delay_s": True}, {"max_iterations": 5},
+                  {"max_iterations": 51}, {"max_chars": 99}, {"max_chars": 100}, {"max_chars": 4001},
+                  {"format": "json"}, {"format": "xml"}, {"format": 1}, {"provider": "anthropic", "model": "c-3"},
+                  {"provider": "anthropic"}, {"provider": "-x", "model": "m"}, "s", None, []]
+        for schema in PARAMS_SCHEMAS.values():
+            for value in params:
+                self.verdicts_agree(schema, value)
+
+    @settings(max_examples=200, deadline=None)
+    @given(_plan_like)
+    def test_verdicts_agree_on_plan_shaped_steps(self, plan):
+        for step in plan["steps"]:
+            self.verdicts_agree(STEP_SCHEMA, step)
+            if step["action"] in PARAMS_SCHEMAS:
+                self.verdicts_agree(PARAMS_SCHEMAS[step["action"]], step["params"])
 
 
 class PlanRepairTest(unittest.TestCase):

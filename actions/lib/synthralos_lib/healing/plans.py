@@ -369,7 +369,13 @@ def _reject_duplicate_keys(pairs):
 
 
 def _schema_check(schema, value, where):
-    import jsonschema  # the LLM planner only: its messages are part of the recorded rejection reasons
+    # A valid value is told by state.schema_check's Draft 4 subset alone (jsonschema's own verdict for a
+    # schema outside it): importing jsonschema costs 0.1-0.3 s of every begin_recovery and
+    # execute_repair_step process, before the re-run. Only a rejection needs jsonschema, for its messages
+    # (part of the recorded rejection reasons).
+    if not iter_errors(schema, value):
+        return
+    import jsonschema
 
     errors = sorted(jsonschema.Draft4Validator(schema).iter_errors(value), key=lambda e: [str(p) for p in e.path])
     if errors:

@@ -29,6 +29,9 @@ FEATURE_FLAGS = (
 )
 
 _schema_cache = {}
+# PyYAML's libyaml safe loader when it has one (same documents, ~30x faster: the pure-Python one takes
+# ~0.1 s of every action process on config.schema.yaml); its pure-Python SafeLoader otherwise.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _schema_lock = threading.Lock()
 
 
@@ -41,7 +44,7 @@ def load_st2_schema(path=SCHEMA_PATH):
     with _schema_lock:
         if path not in _schema_cache:
             with open(path) as handle:
-                _schema_cache[path] = yaml.safe_load(handle)
+                _schema_cache[path] = yaml.load(handle, Loader=SAFE_LOADER)
         return _schema_cache[path]
 
 
