@@ -31,14 +31,18 @@ from health_check import HealthCheck
 from record_failure import RecordFailureAction
 from synthralos_lib.state.config import ConfigError, load_config
 
-AGENT_KEY = "ZETAagentkey7f3b9c1d2e4f"
-PLANNER_KEY = "OMEGAsk-qx8w-5a6b7c8d9e"
-WRITE_KEY = "SIGMAwritekey918273645"
-BEARER = "KAPPAtoken00112233445566"
-URL_PASSWORD = "LAMBDApw55667788"
+# Every 6-character piece of these secrets holds a letter outside hex, so no timestamp, number,
+# uuid or hex id the pack stores can contain one by chance (a stored expiry 1799247535.7344556
+# once "leaked" a piece "344556" of an all-digit tail).
+AGENT_KEY = "ZETAagentkey7g3h9k1m2n4p"
+PLANNER_KEY = "OMEGAsk-qx8w-5q6r7s8t9u"
+WRITE_KEY = "SIGMAwritekey9x8y7z6w5v"
+BEARER = "KAPPAtoken0x1y2z3w4v5u6t"
+URL_PASSWORD = "LAMBDApw5x6y7z8w"
 MARKERS = ("ZETA", "OMEGA", "SIGMA", "KAPPA", "LAMBDA")
 SECRETS = (AGENT_KEY, PLANNER_KEY, WRITE_KEY, BEARER, URL_PASSWORD)
 PIECES = sorted(set(secret[i:i + 6] for secret in SECRETS for i in range(len(secret) - 5)))
+NOT_A_LEAK = set("0123456789abcdefABCDEF.-:")  # what numbers, timestamps and hex ids are made of
 # Texts that put the secrets where the old code cut (300 and 80 characters): scrubbing after
 # the cut left the first characters of the key behind.
 LEAKY_ERROR = ("e" * 280 + " key " + AGENT_KEY + " Authorization: Bearer " + BEARER +
@@ -53,6 +57,11 @@ FAILED = {
     "model": "gpt-4o",
     "tool_results": [{"tool": "search", "status": "failed", "error": "t" * 285 + WRITE_KEY}],
 }
+
+
+class SecretPiecesTest(unittest.TestCase):
+    def test_no_piece_could_be_part_of_a_number_or_a_hex_id(self):
+        self.assertEqual([piece for piece in PIECES if set(piece) <= NOT_A_LEAK], [])
 
 
 class _Capture(logging.Handler):
