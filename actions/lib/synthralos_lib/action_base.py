@@ -9,7 +9,7 @@ from st2common.runners.base_action import Action
 from synthralos_lib.deprecated import renamed_parameter
 from synthralos_lib.ops.trace import guarded_logs, trace_id_of
 from synthralos_lib.state.config import load_config, raw_secrets
-from synthralos_lib.state.redaction import scrub, scrub_and_cap, scrub_result
+from synthralos_lib.state.redaction import scrub_and_cap, scrub_result
 from synthralos_lib.state.store import DatastoreStore, get_store
 
 # Errors that mean "the code broke", never a message a user should decode. Raised by the call of
@@ -86,11 +86,6 @@ class SynthralosAction(Action):
             return self.settings.secrets()
         except Exception:
             return raw_secrets(self.config)
-
-    def scrub(self, value):
-        """`value` with every configured secret (and credential shape) replaced by ***. Actions do not
-        call it: their results, exceptions and log lines are scrubbed by the guard (`_guarded`)."""
-        return scrub(value, self.secrets())
 
     def renamed(self, new_name, new_value, old_name, old_value, default=None, required=False):
         """A renamed parameter's value (`deprecated.renamed_parameter`): the new name, else the old one

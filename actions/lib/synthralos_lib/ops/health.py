@@ -71,7 +71,7 @@ def _result(name, kind, status, started, error=None, details=None):
 
 
 def _short(text, secrets):
-    # Scrubbed of the configured secrets before it is cut: the action scrubs the report again, but a
+    # Scrubbed of the configured secrets before it is cut: the action guard scrubs the report again, but a
     # secret cut in half would not match then.
     return scrub_and_cap(" ".join(str(text).split()), MAX_ERROR_CHARS, secrets)
 
