@@ -3,7 +3,6 @@ import synthralos_sensor_lib  # noqa: F401  (puts actions/lib on sys.path)
 from synthralos_sensor_lib import SynthralosSensor
 
 from synthralos_lib import backoff
-from synthralos_lib.state.redaction import scrub
 from synthralos_lib.streams import bullmq
 
 RETRY_FIRST_S = 0.5  # the wait after the first failed read in a row (config.schema.yaml says "doubles from 0.5 s")
@@ -80,7 +79,7 @@ class BullMQFailureSensor(SynthralosSensor):
                 self.errors += 1
                 self._watcher.reset()
                 self._logger.error(
-                    "[Self-Healing] BullMQ read failed (%s: %s); retrying in %.1f s", type(exc).__name__, scrub(str(exc), self._settings.secrets()), delay
+                    "[Self-Healing] BullMQ read failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay
                 )
                 self._stopped.wait(delay)
             finally:

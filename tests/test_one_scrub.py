@@ -6,18 +6,24 @@ are not of outside text, each with the reason.
 
 Issue 20: an action's result, exception and log lines are scrubbed in one place, the guard around
 every `run` (`action_base._guarded`, `ops.trace.guarded_logs`); no action under actions/*.py scrubs
-itself (`ActionsDoNotScrubTest`). The end-to-end proof through st2's python runner wrapper is
+itself (`ActionsDoNotScrubTest`). Likewise a sensor's log lines are scrubbed by the guard its base
+class opens (`sensors/synthralos_sensor_lib.SynthralosSensor.open_config`), and no sensor scrubs a
+line itself (`SensorsDoNotScrubTest`). The end-to-end proof through st2's python runner wrapper is
 `test_st2_python_runner_wrapper.PythonRunnerWrapperTest.test_secrets_in_logs_and_results_are_scrubbed_by_the_action_guard_alone`;
 in process, `ActionsDoNotScrubTest.test_a_secret_in_a_log_line_and_in_the_result_is_scrubbed`."""
 
 import ast
 import glob
 import json
+import logging
 import os
 import unittest
 
 import synthralos_tests  # noqa: F401
 
+from st2tests.base import BaseSensorTestCase
+
+from bullmq_failure_sensor import BullMQFailureSensor
 from synthralos_lib.state.config import PACK_ROOT
 from synthralos_tests.base import StoreBackendMixin
 
@@ -186,16 +192,22 @@ def scrub_calls(path, source):
     return ["%s:%d: %s" % (path, line, text) for line, _, text in sorted(found)]
 
 
+def scrub_calls_in(folder):
+    """scrub_calls of every .py file directly in `folder` (relative to the pack), and how many files that was."""
+    paths = sorted(glob.glob(os.path.join(PACK_ROOT, folder, "*.py")))
+    found = []
+    for path in paths:
+        with open(path) as handle:
+            found.extend(scrub_calls(os.path.relpath(path, PACK_ROOT), handle.read()))
+    return found, len(paths)
+
+
 class ActionsDoNotScrubTest(StoreBackendMixin, unittest.TestCase):
     backend = "datastore"
 
     def test_no_action_scrubs_its_own_result_or_log_lines(self):
-        paths = sorted(glob.glob(os.path.join(PACK_ROOT, "actions", "*.py")))
-        self.assertGreater(len(paths), 20)
-        found = []
-        for path in paths:
-            with open(path) as handle:
-                found.extend(scrub_calls(os.path.relpath(path, PACK_ROOT), handle.read()))
+        found, files = scrub_calls_in("actions")
+        self.assertGreater(files, 20)
         self.assertEqual(found, [], "the action guard (action_base._guarded) scrubs every result, exception and "
                                     "log line of an action's run: drop the action's own scrubbing")
 
@@ -222,6 +234,33 @@ class ActionsDoNotScrubTest(StoreBackendMixin, unittest.TestCase):
         self.assertEqual([r.getMessage() for r in logs.records], ["[Self-Healing] BullMQ job q-***:one-scrub-1 waiting"])
         self.assertNotIn(key, json.dumps(result))
         self.assertEqual(redis.client().hget("one-scrub:q-%s:one-scrub-1" % key, "name"), "j")
+
+
+class SensorsDoNotScrubTest(BaseSensorTestCase):
+    sensor_cls = BullMQFailureSensor
+
+    def test_no_sensor_scrubs_its_own_log_lines(self):
+        found, files = scrub_calls_in("sensors")
+        self.assertEqual(files, 4)
+        self.assertEqual(found, [], "the sensors' base class (SynthralosSensor.open_config) scrubs every log line "
+                                    "of the sensor process: drop the sensor's own scrubbing")
+
+    def test_a_secret_in_a_sensor_log_line_is_scrubbed_by_the_base_class_guard(self):
+        key = "agent-key-sensor-scrub-7c2d"
+        # st2's sensor container hands a sensor a real logger (st2tests' mock service, a Mock).
+        self.sensor_service._logger = logging.getLogger("synthralos.tests.sensor_scrub")
+        sensor = self.get_sensor_instance(config={"agent_api": {"api_key": key}})
+        with self.assertLogs(sensor._logger, level="INFO") as logs:
+            sensor.setup()  # BullMQ is off: the sensor idles, with its log guard open
+            try:
+                # The read-failure line of BullMQFailureSensor._loop, with a Redis error that echoes the key.
+                sensor._logger.error("[Self-Healing] BullMQ read failed (%s: %s); retrying in %.1f s",
+                                     "ResponseError", "WRONGPASS key " + key, 0.5)
+            finally:
+                sensor.cleanup()
+        lines = [record.getMessage() for record in logs.records]
+        self.assertIn("[Self-Healing] BullMQ read failed (ResponseError: WRONGPASS key ***); retrying in 0.5 s", lines)
+        self.assertNotIn(key, "\n".join(lines))
 
 
 if __name__ == "__main__":
