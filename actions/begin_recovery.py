@@ -2,11 +2,13 @@ from synthralos_lib.action_base import SynthralosAction
 from synthralos_lib.healing.agent_api import AgentApiClient
 from synthralos_lib.healing.detection import detect_failure
 from synthralos_lib.healing.plans import plan_repair
-from synthralos_lib.healing.recovery import start_recovery
+from synthralos_lib.healing.recovery import EXECUTE_STEP, ESCALATE, start_recovery
+from synthralos_lib.healing.recovery_events import FAILED, SUCCEEDED, forward_recovery_end, recovery_output
 
 
 class BeginRecoveryAction(SynthralosAction):
-    """agent_recovery's first task: judge, storm-check, plan, apply the first step, record a final outcome."""
+    """agent_recovery's first task: judge, storm-check, plan, apply the first step, record a final outcome
+    and, when that ends the recovery, forward its end events."""
 
     # The library functions used; a test swaps one to make that stage break.
     detector = staticmethod(detect_failure)
@@ -26,4 +28,12 @@ class BeginRecoveryAction(SynthralosAction):
             agent_id, execution_id, failure.get("summary"), failure.get("detected_by", "crash"),
             started["outcome"] or "continue with step %d" % (started["next_index"] + 1),
         )
+        if recovery_id and started["next"] != EXECUTE_STEP:  # this task ends the recovery: nothing records after it
+            started["events"] = forward_recovery_end(
+                self.settings, self.store, self.action_service, recovery_id, agent_id,
+                FAILED if started["next"] == ESCALATE else SUCCEEDED,
+                recovery_output(started["outcome"], failure, started["plan"], started["attempt_log"],
+                                started["repaired_by"], started["duration_s"], started["storm"]),
+                started["started_at"], trace_context=trace_context, dry_run=dry_run,
+            )
         return started

@@ -69,9 +69,19 @@ def test_stream_failure_is_repaired_through_sensor_and_rule(harness, api):
     agent_id, execution_id = unique("e2e-stream-agent"), unique("exec")
     harness.add_failed_execution(agent_id, execution_id)
     harness.xadd_failure(agent_id, execution_id)
-    assert_repaired_once(harness, api, agent_id, execution_id, "redis_stream")
+    recovery = assert_repaired_once(harness, api, agent_id, execution_id, "redis_stream")
     # The entry was acked after dispatch: nothing pending in the sensor's group.
     assert harness.redis.xpending("synthralos:agent_executions", "synthralos")["pending"] == 0
+    # The recovery's end events came from its own task (begin), delivered by the flusher sensor:
+    # no forward_event execution was spent on them.
+    def end_events():
+        events = [e for e in harness.sink.accepted if e["properties"].get("st2_execution_id") == recovery["id"]]
+        return events if len(events) >= 2 else None
+    events = wait_until(end_events, "the recovery's end events at the RudderStack sink", 120)
+    assert sorted(e["event"] for e in events) == ["agent_execution", "agent_repair"], events
+    assert all(e["properties"]["result"] == {"output": recovery["result"]["output"]} for e in events)
+    assert [e for e in api.executions("synthralos.forward_event")
+            if e["parameters"].get("source_execution_id") == recovery["id"]] == []
 
 
 def test_bullmq_job_failed_by_real_worker_reaches_recovery(harness, api):

@@ -29,14 +29,16 @@ class ForwardingRulesTest(unittest.TestCase):
         return sorted(load_rule(name)["action"]["parameters"]["event_type"] for name in FORWARD_RULES
                       if matches(load_rule(name), payload))
 
-    def test_a_repair_is_forwarded_only_when_something_was_repaired(self):
+    def test_a_recovery_reaches_a_rule_only_when_st2_ended_it(self):
+        # Its own tasks forward a recovery that succeeded or failed (test_workflow_agent_recovery):
+        # no rule execution for them, whatever the output says.
         recovery = "synthralos.agent_recovery"
         repaired = {"output": {"outcome": "repaired", "repaired": True}}
-        dry_run = {"output": {"outcome": "planned", "repaired": False}}
-        nothing = {"output": {"outcome": "no_failure", "repaired": False}}
-        self.assertEqual(self.events_for(recovery, "succeeded", result=repaired), ["agent_execution", "agent_repair"])
-        self.assertEqual(self.events_for(recovery, "succeeded", {"dry_run": True}, dry_run), ["agent_execution"])
-        self.assertEqual(self.events_for(recovery, "succeeded", result=nothing), ["agent_execution"])
+        for status in ("succeeded", "failed"):
+            self.assertEqual(self.events_for(recovery, status, result=repaired), [], status)
+        self.assertEqual(self.events_for(recovery, "timeout"), ["agent_execution", "agent_failure"])
+        self.assertEqual(self.events_for(recovery, "abandoned"), ["agent_execution", "agent_failure"])
+        self.assertEqual(self.events_for(recovery, "canceled", {"dry_run": True}), ["agent_execution"])
 
     def test_a_workflow_is_forwarded_only_at_the_level_the_user_started(self):
         # reroute_request and llm_retry run synthralos.llm_request (a python action), never each
@@ -55,9 +57,10 @@ class ForwardingRulesTest(unittest.TestCase):
 
     def test_completion_to_event_table(self):
         table = {
-            ("synthralos.agent_recovery", "succeeded"): ["agent_execution"],  # repaired nothing (see above)
-            ("synthralos.agent_recovery", "failed"): ["agent_execution", "agent_failure"],
+            ("synthralos.agent_recovery", "succeeded"): [],  # forwarded by its own tasks
+            ("synthralos.agent_recovery", "failed"): [],
             ("synthralos.agent_recovery", "timeout"): ["agent_execution", "agent_failure"],
+            ("synthralos.agent_recovery", "canceled"): ["agent_execution"],
             ("synthralos.llm_retry", "succeeded"): ["agent_execution"],
             ("synthralos.llm_retry", "failed"): ["agent_execution", "agent_failure"],
             ("synthralos.reroute_request", "abandoned"): ["agent_execution", "agent_failure"],
@@ -105,7 +108,7 @@ class RuleToEventTest(StoreBackendMixin, unittest.TestCase):
 
     PAYLOAD = {
         "execution_id": "6790f0c1e1b2a3c4d5e6f708",
-        "status": "failed",
+        "status": "timeout",
         "start_timestamp": "2026-11-28 12:00:00.250000+00:00",
         "action_name": "synthralos.agent_recovery",
         "action_ref": "synthralos.agent_recovery",
@@ -124,14 +127,14 @@ class RuleToEventTest(StoreBackendMixin, unittest.TestCase):
     def render(self, rule, payload):
         return render_rule_parameters(self.schema, rule, payload)
 
-    def test_failed_recovery_becomes_execution_and_failure_events(self):
+    def test_a_timed_out_recovery_becomes_execution_and_failure_events(self):
         config = self.make_config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": self.sink.url})
-        for name in ("forward_workflow_executions", "forward_agent_failures"):
-            rule = load_rule(name)
-            self.assertTrue(matches(rule, self.PAYLOAD), name)
-            result = ForwardEvent(config=config, action_service=self.action_service).run(**self.render(rule, self.PAYLOAD))
+        fired = [name for name in FORWARD_RULES if matches(load_rule(name), self.PAYLOAD)]
+        self.assertEqual(fired, ["forward_interrupted_recoveries", "forward_interrupted_recovery_failures"])
+        for name in fired:
+            result = ForwardEvent(config=config, action_service=self.action_service).run(
+                **self.render(load_rule(name), self.PAYLOAD))
             self.assertEqual(result["status"], "delivered", result)
-        self.assertFalse(matches(load_rule("forward_agent_repairs"), self.PAYLOAD))
         events = self.sink.accepted
         self.assertEqual([e["event"] for e in events], ["agent_execution", "agent_failure"])
         self.assertEqual([e["messageId"] for e in events],
@@ -139,7 +142,7 @@ class RuleToEventTest(StoreBackendMixin, unittest.TestCase):
         props = events[1]["properties"]
         self.assertEqual(
             {k: props[k] for k in ("status", "agent_id", "workflow", "result", "st2_execution_id", "started_at", "trace_id")},
-            {"status": "failed", "agent_id": "agent-42", "workflow": "synthralos.agent_recovery",
+            {"status": "timeout", "agent_id": "agent-42", "workflow": "synthralos.agent_recovery",
              "result": self.PAYLOAD["result"], "st2_execution_id": "6790f0c1e1b2a3c4d5e6f708",
              "started_at": "2026-11-28T12:00:00.250Z", "trace_id": "tr-42"},
         )
@@ -150,40 +153,26 @@ class RuleToEventTest(StoreBackendMixin, unittest.TestCase):
         stamped = datetime.strptime(events[1]["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
         self.assertLess(abs((datetime.now(timezone.utc) - stamped).total_seconds()), 60)
 
-    def test_repaired_recovery_becomes_a_repair_event_with_the_trace_id(self):
-        payload = dict(self.PAYLOAD, status="succeeded", result={"output": {"outcome": "repaired", "repaired": True}})
+    def test_a_canceled_dry_run_says_so_in_its_event(self):
+        dry = dict(self.PAYLOAD, status="canceled", parameters=dict(self.PAYLOAD["parameters"], dry_run=True),
+                   result={"output": None})
+        real = dict(self.PAYLOAD, execution_id="6790f0c1e1b2a3c4d5e6f709", status="canceled",
+                    parameters={"agent_id": "agent-42"})  # dry_run not given: st2 passes no default here
         config = self.make_config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": self.sink.url})
-        fired = [name for name in FORWARD_RULES if matches(load_rule(name), payload)]
-        self.assertEqual(fired, ["forward_workflow_executions", "forward_agent_repairs"])
-        for name in fired:
-            result = ForwardEvent(config=config, action_service=self.action_service).run(**self.render(load_rule(name), payload))
-            self.assertEqual(result["status"], "delivered", result)
-        self.assertEqual([(e["event"], e["properties"]["trace_id"]) for e in self.sink.accepted],
-                         [("agent_execution", "tr-42"), ("agent_repair", "tr-42")])
-
-    def test_a_dry_run_says_so_in_its_event(self):
-        dry = dict(self.PAYLOAD, status="succeeded", parameters=dict(self.PAYLOAD["parameters"], dry_run=True),
-                   result={"output": {"outcome": "planned", "repaired": False, "plan": {"steps": []}}})
-        real = dict(self.PAYLOAD, execution_id="6790f0c1e1b2a3c4d5e6f709", status="succeeded",
-                    parameters={"agent_id": "agent-42"},  # dry_run not given: st2 passes no default here
-                    result={"output": {"outcome": "repaired", "repaired": True}})
-        config = self.make_config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": self.sink.url})
-        self.assertEqual([name for name in FORWARD_RULES if matches(load_rule(name), dry)], ["forward_workflow_executions"])
+        self.assertEqual([name for name in FORWARD_RULES if matches(load_rule(name), dry)], ["forward_interrupted_recoveries"])
         for payload in (dry, real):
-            params = self.render(load_rule("forward_workflow_executions"), payload)
+            params = self.render(load_rule("forward_interrupted_recoveries"), payload)
             self.assertIs(params["dry_run"], payload is dry)  # cast to a boolean by st2
             result = ForwardEvent(config=config, action_service=self.action_service).run(**params)
             self.assertEqual(result["status"], "delivered", result)
-        events = self.sink.accepted
-        self.assertEqual([(e["event"], e["properties"].get("dry_run")) for e in events],
+        self.assertEqual([(e["event"], e["properties"].get("dry_run")) for e in self.sink.accepted],
                          [("agent_execution", True), ("agent_execution", None)])
-        self.assertEqual(events[0]["properties"]["result"]["output"]["outcome"], "planned")
 
-    def test_a_failed_dry_run_says_so_in_its_failure_event(self):
+    def test_a_timed_out_dry_run_says_so_in_its_failure_event(self):
         dry = dict(self.PAYLOAD, parameters=dict(self.PAYLOAD["parameters"], dry_run=True))
-        params = self.render(load_rule("forward_agent_failures"), dry)
-        self.assertIs(params["dry_run"], True)
-        self.assertIs(self.render(load_rule("forward_agent_failures"), self.PAYLOAD)["dry_run"], False)
+        rule = load_rule("forward_interrupted_recovery_failures")
+        self.assertIs(self.render(rule, dry)["dry_run"], True)
+        self.assertIs(self.render(rule, self.PAYLOAD)["dry_run"], False)
 
     def test_workflow_without_agent_parameters_still_forwards(self):
         payload = dict(self.PAYLOAD, action_name="synthralos.llm_retry", status="succeeded", parameters={"messages": []},

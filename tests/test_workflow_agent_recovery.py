@@ -3,7 +3,8 @@ local agent platform (docs/agent_api.md) and the real store (st2 datastore and R
 
 Each python-action execution is a new process in st2 (1.5-4 s), so the tests count them:
 a one-step repair, a dry run, a failure with nothing to try and a storm-suppressed failure
-are ONE python execution (begin); later steps and their record are their own tasks."""
+are ONE python execution (begin); later steps and their record are their own tasks. The
+recovery's end events come from the task that records its outcome, not from a rule execution."""
 
 import unittest
 
@@ -12,10 +13,14 @@ from synthralos_tests.backends import on_both_backends
 from synthralos_tests.base import StoreBackendMixin
 from synthralos_tests.healing import python_executions, recovery_actions
 from synthralos_tests.http_server import Reply
+from synthralos_tests.rudderstack_sink import DEFAULT_WRITE_KEY, RudderStackSink
 from synthralos_tests.orquesta_runner import ACTIONS_DIR, ActionParameterError, run_workflow, skip_unless_orquesta
 
 from begin_recovery import BeginRecoveryAction
 from execute_repair_step import ExecuteRepairStepAction
+from flush_events import FlushEvents
+from record_failure import RecordFailureAction
+from synthralos_lib.events.builders import message_id
 from synthralos_lib.healing.failure_trigger import build_failure
 from synthralos_lib.healing.history import get_failure_history
 
@@ -74,9 +79,8 @@ class AgentRecoveryContract(StoreBackendMixin):
         self.actions = None
 
     def config(self, **sections):
-        return self.make_config(
-            agent_api={"base_url": self.server.base_url, "api_key": KEY, "timeout_s": 2}, llm_targets=TARGETS, **sections
-        )
+        sections.setdefault("llm_targets", TARGETS)
+        return self.make_config(agent_api={"base_url": self.server.base_url, "api_key": KEY, "timeout_s": 2}, **sections)
 
     def recover(self, result=TIMED_OUT, step_config=None, begin=None, config=None, actions=None, **inputs):
         """Run agent_recovery; `begin` is an ``(action_cls, config)`` override of begin_recovery."""
@@ -481,5 +485,105 @@ class AgentRecoveryContract(StoreBackendMixin):
                          [["repaired"], ["repaired"], ["over_budget"], ["over_budget"]])
         self.assertEqual(self.history("agent-4")[0]["storm"]["budget"]["scope"], "signature")
 
+
+    # -- end events: forwarded by the task that records the outcome ---------------------------
+
+    def recover_with_events(self, sections=None, **inputs):
+        """Run agent_recovery with RudderStack configured; returns the run and what reached the sink."""
+        sink = RudderStackSink().start()
+        self.addCleanup(sink.stop)
+        rudder = {"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url, "max_retries": 1, "retry_delay_ms": 0}
+        config = self.config(rudderstack=rudder, **(sections or {}))
+        begin = inputs.pop("begin", None)
+        run = self.recover(config=config, begin=begin and (begin, self.make_config(agent_api={"timeout_s": 0},
+                                                                                  rudderstack=rudder)), **inputs)
+        if self.backend == "redis":  # queued in the outbox for the flusher, never sent inline
+            self.assertEqual(sink.accepted, [])
+            FlushEvents(config=config, action_service=self.action_service).run(
+                force=True, max_batches=10, reclaim_idle_ms=None)
+        return run, sink.accepted
+
+    def assert_end_events(self, run, events, status, names, dry_run=None):
+        """The events the forwarding rules used to make of this completion: same names, messageIds
+        (the recovery's execution id), properties, and the workflow's own output as the result."""
+        recovery_id = run.st2_context["st2"]["action_execution_id"]
+        self.assertEqual([e["event"] for e in events], names)
+        self.assertEqual([e["messageId"] for e in events], [message_id(recovery_id, name) for name in names])
+        for event in events:
+            props = event["properties"]
+            self.assertEqual(
+                {k: props.get(k) for k in ("status", "agent_id", "trace_id", "workflow", "st2_execution_id", "dry_run")},
+                {"status": status, "agent_id": "agent-1", "trace_id": "tr-9", "workflow": "synthralos.agent_recovery",
+                 "st2_execution_id": recovery_id, "dry_run": dry_run})
+            self.assertEqual(props["result"], {"output": run.output})
+            self.assertEqual(event["anonymousId"], "agent:agent-1")
+            if props["started_at"] is not None:  # None only when begin itself crashed
+                self.assertGreaterEqual(props["duration_ms"], 0)
+
+    def test_a_repair_in_begin_forwards_its_execution_and_repair_events_from_begin(self):
+        run, events = self.recover_with_events()
+        self.assertEqual((run.status, run.task_sequence, self.python_executions()), ("succeeded", ["begin"], 1))
+        self.assert_end_events(run, events, "succeeded", ["agent_execution", "agent_repair"])
+
+    def test_a_repair_by_a_later_step_forwards_from_record_repaired(self):
+        self.server.on_rerun({"overrides": {"max_iterations": 5}}, {"status": "timeout", "timed_out": True})
+        run, events = self.recover_with_events()
+        self.assertEqual(run.task_sequence, ["begin", "execute_step", "record_repaired"])
+        self.assertEqual(run.output["repaired_by"], "simplify_query")
+        self.assert_end_events(run, events, "succeeded", ["agent_execution", "agent_repair"])
+
+    def test_an_escalation_forwards_execution_and_failure_events(self):
+        self.server.on_rerun({}, {"status": "failed", "error": "still broken"})
+        run, events = self.recover_with_events()
+        self.assertEqual((run.status, run.task_sequence[-2:]), ("failed", ["record_escalation", "escalate"]))
+        self.assert_end_events(run, events, "failed", ["agent_execution", "agent_failure"])
+
+    def test_nothing_to_try_escalates_from_begin_with_failure_events(self):
+        quota = {"id": "exec-1", "status": "failed", "provider": "anthropic", "model": "claude-3-5-sonnet",
+                 "llm_error": {"error_class": "quota_exhausted", "message": "credit balance too low"}}
+        run, events = self.recover_with_events(sections={"llm_targets": [TARGETS[1]]}, result=quota)
+        self.assertEqual((run.status, run.task_sequence), ("failed", ["begin", "escalate"]))
+        self.assertEqual(run.output["outcome"], "escalated")
+        self.assert_end_events(run, events, "failed", ["agent_execution", "agent_failure"])
+
+    def test_a_dry_run_says_so_and_makes_no_repair_event(self):
+        run, events = self.recover_with_events(dry_run=True)
+        self.assertEqual(run.output["outcome"], "planned")
+        self.assert_end_events(run, events, "succeeded", ["agent_execution"], dry_run=True)
+
+    def test_no_failure_is_one_execution_event(self):
+        run, events = self.recover_with_events(result={"id": "exec-1", "status": "succeeded", "output": "All good."})
+        self.assertEqual(run.output["outcome"], "no_failure")
+        self.assert_end_events(run, events, "succeeded", ["agent_execution"])
+
+    def test_a_begin_that_crashes_forwards_from_record_escalation(self):
+        run, events = self.recover_with_events(begin=BeginRecoveryAction)
+        self.assertEqual(run.task_sequence, ["begin", "record_escalation", "escalate"])
+        self.assert_end_events(run, events, "failed", ["agent_execution", "agent_failure"])
+        self.assertEqual([(e["properties"]["started_at"], e["properties"]["duration_ms"]) for e in events],
+                         [(None, None)] * 2)  # begin never said when it started
+
+    def test_a_record_that_fails_still_forwards_the_end_events(self):
+        sink = RudderStackSink().start()
+        self.addCleanup(sink.stop)
+        config = self.config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url})
+        action = RecordFailureAction(config=config, action_service=self.action_service)
+        with self.assertRaisesRegex(Exception, "plan_source must be a string"):  # refused: nothing recorded
+            action.run("agent-1", execution_id="exec-1", outcome="repaired", repaired_by="retry_execution",
+                       attempts=[], plan_source=7, started_at=1.0, trace_context={"trace_id": "tr-9"},
+                       recovery={"id": "rec-7", "plan": {"source": "rules"}, "storm": None})
+        if self.backend == "redis":
+            FlushEvents(config=config, action_service=self.action_service).run(
+                force=True, max_batches=10, reclaim_idle_ms=None)
+        self.assertEqual([(e["event"], e["messageId"]) for e in sink.accepted],
+                         [(n, message_id("rec-7", n)) for n in ("agent_execution", "agent_repair")])
+        self.assertEqual(sink.accepted[0]["properties"]["result"]["output"]["plan"], {"source": "rules"})
+        self.assertEqual(self.history(), [])
+
+    def test_without_a_write_key_the_events_are_skipped_and_the_recovery_goes_on(self):
+        run = self.recover()
+        self.assertEqual((run.status, run.output["outcome"]), ("succeeded", "repaired"))
+        self.assertEqual(run.task("begin").result["result"]["events"],
+                         {"agent_execution": "skipped", "agent_repair": "skipped"})
 
 on_both_backends(AgentRecoveryContract, "{backend}AgentRecoveryTest", decorators=(skip_unless_orquesta,))

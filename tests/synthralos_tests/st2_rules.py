@@ -21,8 +21,10 @@ from st2reactor.rules.filter import RuleFilter
 from synthralos_tests import PACK_ROOT
 from synthralos_tests.st2_python_runner import PACK
 
-# The rules that turn workflow and recovery completions into events (forward_event).
-FORWARD_RULES = ("forward_workflow_executions", "forward_agent_repairs", "forward_agent_failures")
+# The rules that turn workflow completions into events (forward_event); agent_recovery forwards
+# its own end events, so only the ends st2 decides reach a rule.
+FORWARD_RULES = ("forward_workflow_executions", "forward_agent_failures", "forward_interrupted_recoveries",
+                 "forward_interrupted_recovery_failures")
 
 
 def load_rule(name):
