@@ -63,8 +63,11 @@ def forward_recovery_end(settings, store, service, recovery_id, agent_id, status
     from synthralos_lib.events.builders import agent_event
     from synthralos_lib.events.forwarding import correlation, forward
 
+    from synthralos_lib.state.shapes import bounded
+
     trace_id = (trace_context or {}).get("trace_id") if isinstance(trace_context, dict) else None
-    details = {"workflow": WORKFLOW, "result": {"output": output}}
+    # JSON-able (NaN/Infinity -> None), scrubbed and capped: one odd value must not lose the event.
+    details = {"workflow": WORKFLOW, "result": {"output": bounded(output, settings.secrets())}}
     if dry_run:  # analytics must tell a rehearsal from a real run
         details["dry_run"] = True
     done = {}
@@ -82,7 +85,9 @@ def forward_recovery_end(settings, store, service, recovery_id, agent_id, status
 
 
 def _utc(epoch):
-    """An epoch time (what the recovery's tasks carry) as the builders' datetime; None stays None."""
-    if epoch is None:
+    """An epoch time (what the recovery's tasks carry) as the builders' datetime; None for None or a
+    value no datetime holds (the event then has no start, rather than no event)."""
+    try:
+        return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):
         return None
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
