@@ -10,8 +10,8 @@ rehearsal) and the same messageId (the recovery's st2 execution id and the
 event name).
 
 Why here and not by a rule on st2's actiontrigger: each rule firing is one
-more python execution (a process, 1.5-4 s on a small box); two of them per
-repaired recovery halved the throughput of a burst of failures. Only the
+more python execution (a process, 1.5-4 s on a small box), two per repaired
+recovery, competing with the next recoveries of a burst. Only the
 ends st2 decides itself (timeout, cancel, abandon: no task of the pack runs
 then) are left to the `forward_interrupted_recovery*` rules.
 
