@@ -4,6 +4,7 @@ from synthralos_lib.action_base import SynthralosAction
 from synthralos_lib.healing.history import record_outcome
 from synthralos_lib.healing.recovery_events import FAILED, SUCCEEDED, forward_recovery_end, recovery_output
 from synthralos_lib.healing.storm import StormControl
+from synthralos_lib.state.shapes import finite_number
 
 
 class RecordFailureAction(SynthralosAction):
@@ -39,8 +40,8 @@ class RecordFailureAction(SynthralosAction):
                     self.logger.warning("[Self-Healing] running-recovery marker not released: %s", exc)
         finally:  # the recovery ended even when its history could not be written: its events still go
             if recovery and recovery.get("id"):
-                duration_s = recorded["duration_s"] if recorded else (
-                    round(time.time() - started_at, 3) if started_at else None)
+                start = finite_number(started_at)
+                duration_s = recorded["duration_s"] if recorded else (round(time.time() - start, 3) if start else None)
                 events = forward_recovery_end(
                     self.settings, self.store, self.action_service, recovery["id"], agent_id,
                     SUCCEEDED if outcome == "repaired" else FAILED,

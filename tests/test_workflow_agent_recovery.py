@@ -580,6 +580,19 @@ class AgentRecoveryContract(StoreBackendMixin):
         self.assertEqual(sink.accepted[0]["properties"]["result"]["output"]["plan"], {"source": "rules"})
         self.assertEqual(self.history(), [])
 
+    def test_a_record_refused_for_its_start_still_forwards_without_a_duration(self):
+        sink = RudderStackSink().start()
+        self.addCleanup(sink.stop)
+        config = self.config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url})
+        action = RecordFailureAction(config=config, action_service=self.action_service)
+        with self.assertRaisesRegex(Exception, "started_at must be a finite epoch time"):
+            action.run("agent-1", outcome="escalated", started_at="yesterday", recovery={"id": "rec-8"})
+        if self.backend == "redis":
+            FlushEvents(config=config, action_service=self.action_service).run(
+                force=True, max_batches=10, reclaim_idle_ms=None)
+        self.assertEqual([(e["event"], e["properties"]["result"]["output"]["duration_s"]) for e in sink.accepted],
+                         [("agent_execution", None), ("agent_failure", None)])
+
     def test_without_a_write_key_the_events_are_skipped_and_the_recovery_goes_on(self):
         run = self.recover()
         self.assertEqual((run.status, run.output["outcome"]), ("succeeded", "repaired"))
