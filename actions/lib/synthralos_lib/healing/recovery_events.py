@@ -62,7 +62,6 @@ def forward_recovery_end(settings, store, service, recovery_id, agent_id, status
     """Queue the end events of recovery `recovery_id`; returns {event: what happened to it}."""
     from synthralos_lib.events.builders import agent_event
     from synthralos_lib.events.forwarding import correlation, forward
-
     from synthralos_lib.state.shapes import bounded
 
     trace_id = (trace_context or {}).get("trace_id") if isinstance(trace_context, dict) else None
