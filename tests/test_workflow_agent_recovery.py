@@ -485,23 +485,31 @@ class AgentRecoveryContract(StoreBackendMixin):
                          [["repaired"], ["repaired"], ["over_budget"], ["over_budget"]])
         self.assertEqual(self.history("agent-4")[0]["storm"]["budget"]["scope"], "signature")
 
-
     # -- end events: forwarded by the task that records the outcome ---------------------------
+
+    def rudderstack_sink(self):
+        """A started RudderStack sink and the `rudderstack` config section that points at it."""
+        sink = RudderStackSink().start()
+        self.addCleanup(sink.stop)
+        return sink, {"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url, "max_retries": 1, "retry_delay_ms": 0}
+
+    def delivered(self, sink, config):
+        """What reached the sink. With Redis the events wait in the outbox for the flusher (never sent
+        inline): nothing has arrived yet, and one flush delivers them."""
+        if self.backend == "redis":
+            self.assertEqual(sink.accepted, [])
+            FlushEvents(config=config, action_service=self.action_service).run(
+                force=True, max_batches=10, reclaim_idle_ms=None)
+        return sink.accepted
 
     def recover_with_events(self, sections=None, **inputs):
         """Run agent_recovery with RudderStack configured; returns the run and what reached the sink."""
-        sink = RudderStackSink().start()
-        self.addCleanup(sink.stop)
-        rudder = {"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url, "max_retries": 1, "retry_delay_ms": 0}
+        sink, rudder = self.rudderstack_sink()
         config = self.config(rudderstack=rudder, **(sections or {}))
         begin = inputs.pop("begin", None)
         run = self.recover(config=config, begin=begin and (begin, self.make_config(agent_api={"timeout_s": 0},
                                                                                   rudderstack=rudder)), **inputs)
-        if self.backend == "redis":  # queued in the outbox for the flusher, never sent inline
-            self.assertEqual(sink.accepted, [])
-            FlushEvents(config=config, action_service=self.action_service).run(
-                force=True, max_batches=10, reclaim_idle_ms=None)
-        return run, sink.accepted
+        return run, self.delivered(sink, config)
 
     def assert_end_events(self, run, events, status, names, dry_run=None):
         """The events the forwarding rules used to make of this completion: same names, messageIds
@@ -564,33 +572,27 @@ class AgentRecoveryContract(StoreBackendMixin):
                          [(None, None)] * 2)  # begin never said when it started
 
     def test_a_record_that_fails_still_forwards_the_end_events(self):
-        sink = RudderStackSink().start()
-        self.addCleanup(sink.stop)
-        config = self.config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url})
+        sink, rudder = self.rudderstack_sink()
+        config = self.config(rudderstack=rudder)
         action = RecordFailureAction(config=config, action_service=self.action_service)
         with self.assertRaisesRegex(Exception, "plan_source must be a string"):  # refused: nothing recorded
             action.run("agent-1", execution_id="exec-1", outcome="repaired", repaired_by="retry_execution",
                        attempts=[], plan_source=7, started_at=1.0, trace_context={"trace_id": "tr-9"},
                        recovery={"id": "rec-7", "plan": {"source": "rules"}, "storm": None})
-        if self.backend == "redis":
-            FlushEvents(config=config, action_service=self.action_service).run(
-                force=True, max_batches=10, reclaim_idle_ms=None)
-        self.assertEqual([(e["event"], e["messageId"]) for e in sink.accepted],
+        events = self.delivered(sink, config)
+        self.assertEqual([(e["event"], e["messageId"]) for e in events],
                          [(n, message_id("rec-7", n)) for n in ("agent_execution", "agent_repair")])
-        self.assertEqual(sink.accepted[0]["properties"]["result"]["output"]["plan"], {"source": "rules"})
+        self.assertEqual(events[0]["properties"]["result"]["output"]["plan"], {"source": "rules"})
         self.assertEqual(self.history(), [])
 
     def test_a_record_refused_for_its_start_still_forwards_without_a_duration(self):
-        sink = RudderStackSink().start()
-        self.addCleanup(sink.stop)
-        config = self.config(rudderstack={"write_key": DEFAULT_WRITE_KEY, "data_plane_url": sink.url})
+        sink, rudder = self.rudderstack_sink()
+        config = self.config(rudderstack=rudder)
         action = RecordFailureAction(config=config, action_service=self.action_service)
         with self.assertRaisesRegex(Exception, "started_at must be a finite epoch time"):
             action.run("agent-1", outcome="escalated", started_at="yesterday", recovery={"id": "rec-8"})
-        if self.backend == "redis":
-            FlushEvents(config=config, action_service=self.action_service).run(
-                force=True, max_batches=10, reclaim_idle_ms=None)
-        self.assertEqual([(e["event"], e["properties"]["result"]["output"]["duration_s"]) for e in sink.accepted],
+        self.assertEqual([(e["event"], e["properties"]["result"]["output"]["duration_s"])
+                          for e in self.delivered(sink, config)],
                          [("agent_execution", None), ("agent_failure", None)])
 
     def test_without_a_write_key_the_events_are_skipped_and_the_recovery_goes_on(self):

@@ -64,7 +64,7 @@ def forward_recovery_end(settings, store, service, recovery_id, agent_id, status
     from synthralos_lib.events.forwarding import correlation, forward
     from synthralos_lib.state.shapes import bounded
 
-    trace_id = (trace_context or {}).get("trace_id") if isinstance(trace_context, dict) else None
+    trace_id = trace_context.get("trace_id") if isinstance(trace_context, dict) else None
     # JSON-able (NaN/Infinity -> None), scrubbed and capped: one odd value must not lose the event.
     details = {"workflow": WORKFLOW, "result": {"output": bounded(output, settings.secrets())}}
     if dry_run:  # analytics must tell a rehearsal from a real run
