@@ -24,8 +24,14 @@ Baseline: synthralos_bench.one_task, a one-task Orquesta workflow running one py
 of the pack (end_timestamp - start_timestamp); every time is also a ratio to its median.
 Bursts of 10 and 50 failures of distinct agents: p50/p95, the drain time (last recovery end
 - first XADD), and a check that every agent ended repaired with exactly one recovery and
-one re-run. Read ratios, not seconds: the emulated MongoDB is slow and st2 keeps a core busy.
-Writes bench/results/recovery_st2.json and prints a table.
+one re-run.
+CPU: the lab's idle load (cores busy with nothing running, over 10 s), then the CPU seconds of
+the lab's processes (st2 services, sensors, MongoDB emulator, RabbitMQ, Redis; a python
+action's process through st2actionrunner) per baseline run, per single recovery and per
+recovery of a burst, less that idle load; and a burst's CPU-bound drain: all its CPU on the
+cores the idle load leaves, no waiting. Not measured when the idle load leaves under half a
+core (the lab as shipped: e2e/README.md, "The emulator's hello loop").
+Read ratios, not seconds. Writes bench/results/recovery_st2.json and prints a table.
 """
 
 import argparse
@@ -42,7 +48,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "e2e"))
 
 from harness import Harness, unique, wait_until  # noqa: E402
-from lab import DONE, Lab, St2API  # noqa: E402
+from lab import DONE, Lab, St2API, lab_dir  # noqa: E402
 
 BENCH_PACK = os.path.join(HERE, "synthralos_bench")
 RECOVERY = "synthralos.agent_recovery"
@@ -67,6 +73,59 @@ def pct(values, q):
 
 def r3(x):
     return None if x is None else round(x, 3)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+IDLE_WINDOW_S = 10.0
+MIN_SPARE_CORES = 0.5
+
+
+def lab_cpu_s():
+    """{pid: CPU seconds so far} of the lab's processes: those whose command line or working
+    directory is under the lab's root (the st2 services, the sensor processes, the emulated
+    MongoDB, RabbitMQ, Redis). A python action's process is counted when st2actionrunner reaps
+    it (its children's time)."""
+    root = lab_dir()
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmdline = f.read().decode("utf-8", "replace")
+            cwd = os.readlink("/proc/%s/cwd" % pid)
+            with open("/proc/%s/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone, or not ours to read
+            continue
+        if root in cmdline or cwd.startswith(root):
+            found[pid] = sum(int(x) for x in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
+    return found
+
+
+class CpuMeter(object):
+    """The lab's CPU seconds and the wall time between start() and stop(), less what the lab
+    burns with nothing to do (`idle_cores`, measured by idle_cores())."""
+
+    def __init__(self, idle_cores=0.0):
+        self.idle_cores = idle_cores
+
+    def start(self):
+        self.before, self.t0 = lab_cpu_s(), time.monotonic()
+        return self
+
+    def stop(self):
+        after, wall = lab_cpu_s(), time.monotonic() - self.t0
+        used = sum(cpu - self.before.get(pid, 0.0) for pid, cpu in after.items())
+        return used - self.idle_cores * wall, wall
+
+
+def idle_cores():
+    """Cores the lab keeps busy while nothing runs (st2's own polling, the emulator)."""
+    meter = CpuMeter().start()
+    time.sleep(IDLE_WINDOW_S)  # a measurement window, not a synchronisation
+    used, wall = meter.stop()
+    return used / wall
 
 
 def wait_done(api, execution_id, timeout=300):
@@ -110,15 +169,18 @@ def workflow_stages(api, e, rerun_t=None):
     return stages
 
 
-def baseline(api, runs):
-    """(times, stages) of `runs` one_task executions: end - start, and their WORKFLOW_STAGES."""
-    times, stages = [], []
+def baseline(api, runs, idle=0.0):
+    """(times, stages, CPU s) of `runs` one_task executions: end - start, their WORKFLOW_STAGES, and
+    the lab's CPU from the request to the end (the stage queries after it not included)."""
+    times, stages, cpu = [], [], []
     for _ in range(runs):
+        meter = CpuMeter(idle).start()
         e = wait_done(api, api.run("synthralos_bench.one_task", {"job_id": unique("bench")})["id"])
+        cpu.append(meter.stop()[0])
         assert e["status"] == "succeeded", e.get("result")
         times.append(ts(e["end_timestamp"]) - ts(e["start_timestamp"]))
         stages.append(workflow_stages(api, e))
-    return times, stages
+    return times, stages, cpu
 
 
 def median_stages(stages):
@@ -194,11 +256,14 @@ def wait_all(api, h, sent, timeout):
     return wait_until(ended, "%d recoveries to end" % len(ids), timeout, interval=2.0)
 
 
-def run_single(api, h, base):
+def run_single(api, h, base, idle):
+    meter = CpuMeter(idle).start()
     sent = fire(h, 1, "single")
     found = wait_all(api, h, sent, 600)
+    cpu_s, _ = meter.stop()
     rec = recovery_record(api, h, sent[0][0], sent[0][1], found[sent[0][0]])
     assert rec["repaired"] and rec["reruns"] == 1, rec
+    rec["cpu_s"] = measured_cpu(cpu_s, idle)
     return rec
 
 
@@ -236,14 +301,42 @@ def summarize(records, sent, base):
     return summary
 
 
-def run_burst(api, h, n, base, timeout):
+def run_burst(api, h, n, base, timeout, idle):
+    meter = CpuMeter(idle).start()
     sent = fire(h, n, "burst%d" % n)
     found = wait_all(api, h, sent, timeout)
+    cpu_s, _ = meter.stop()
     records = [recovery_record(api, h, a, t, found[a]) for a, t in sent]
     summary = summarize(records, sent, base)
+    summary.update(cpu_summary(cpu_s, n, idle, base))
     summary["outcomes"] = sorted({r["outcome"] for r in records if r["outcome"]})
     summary["records"] = records
     return summary
+
+
+def spare_cores(idle):
+    """The cores the lab's idle burn leaves, or None when under MIN_SPARE_CORES: then the work only
+    displaces the burn and the lab's CPU cannot be split between them."""
+    spare = (os.cpu_count() or 1) - idle
+    return spare if spare >= MIN_SPARE_CORES else None
+
+
+def measured_cpu(cpu_s, idle):
+    return r3(cpu_s) if spare_cores(idle) else None
+
+
+def median_or_none(values):
+    return None if None in values else r3(statistics.median(values))
+
+
+def cpu_summary(cpu_s, n, idle, base):
+    """CPU per recovery, and the drain a burst of n cannot beat on this box: all of its CPU
+    spread over the cores the lab's idle burn leaves, with no waiting at all."""
+    spare = spare_cores(idle)
+    if not spare:
+        return {"cpu_s_per_recovery": None, "cpu_bound_drain_s": None, "cpu_bound_drain_ratio": None}
+    return {"cpu_s_per_recovery": r3(cpu_s / n), "cpu_bound_drain_s": r3(cpu_s / spare),
+            "cpu_bound_drain_ratio": r3(cpu_s / spare / base)}
 
 
 def git_commit():
@@ -290,6 +383,18 @@ def table(result):
     for key in WORKFLOW_STAGES + ("total_s", "task_running_to_rerun_s"):
         b, a = result["baseline_stages"].get(key), st["workflow"].get(key)
         lines.append("  %-44s %8s  %8s" % (key, "-" if b is None else "%.3f" % b, "-" if a is None else "%.3f" % a))
+    if result["baseline_cpu_s"] is None:
+        lines.append("CPU: not measured; with nothing running the lab keeps %.2f of %d cores busy, so the work only "
+                     "displaces that burn" % (result["lab_idle_cores"], result["cores"]))
+        return "\n".join(lines)
+    lines.append("CPU of the lab's processes (s), less its idle burn of %.2f of %d cores: baseline %.2f per run, "
+                 "single recovery %.2f" % (result["lab_idle_cores"], result["cores"], result["baseline_cpu_s"],
+                                           s["cpu_s_per_recovery"]))
+    for key in ("burst10", "burst50"):
+        b = result.get(key)
+        if b:
+            lines.append("  %s: %.2f per recovery; all of it on the spare cores, no waiting: drain %.1f s (%.1fx)" % (
+                key, b["cpu_s_per_recovery"], b["cpu_bound_drain_s"], b["cpu_bound_drain_ratio"]))
     return "\n".join(lines)
 
 
@@ -317,11 +422,15 @@ def main(argv=None):
         with Harness(lab, api, bullmq=False) as h:
             # one warm-up of each kind: the first python execution of a fresh pack venv is slower
             baseline(api, 1)
-            base_runs, base_stages = baseline(api, baseline_runs)
+            idle = idle_cores()
+            base_runs, base_stages, base_cpu = baseline(api, baseline_runs, idle)
             base = statistics.median(base_runs)
-            single_runs = [run_single(api, h, base) for _ in range(singles)]
+            single_runs = [run_single(api, h, base, idle) for _ in range(singles)]
             pick = sorted(single_runs, key=lambda r: r["to_repaired_s"])[len(single_runs) // 2]
             result = {
+                "lab_idle_cores": r3(idle),
+                "cores": os.cpu_count(),
+                "baseline_cpu_s": median_or_none([measured_cpu(c, idle) for c in base_cpu]),
                 "baseline_s": r3(base),
                 "baseline_runs": [r3(t) for t in base_runs],
                 "baseline_stages": median_stages(base_stages),
@@ -330,6 +439,7 @@ def main(argv=None):
                     "to_rerun_s": pick["to_rerun_s"], "to_repaired_s": pick["to_repaired_s"],
                     "executions": pick["executions"], "executions_before_rerun": pick["executions_before_rerun"],
                     "repaired": pick["repaired"],
+                    "cpu_s_per_recovery": median_or_none([r["cpu_s"] for r in single_runs]),
                     "ratio_to_baseline": {"to_rerun": r3(pick["to_rerun_s"] / base),
                                           "to_repaired": r3(pick["to_repaired_s"] / base)},
                     "stages": pick["stages"], "runs": single_runs,
@@ -337,7 +447,7 @@ def main(argv=None):
             }
             sizes = [10] if args.skip_burst50 else [10, 50]
             for n in sizes:
-                rounds = [run_burst(api, h, n, base, timeout=300 + 30 * n) for _ in range(bursts)]
+                rounds = [run_burst(api, h, n, base, 300 + 30 * n, idle) for _ in range(bursts)]
                 result["burst%d" % n] = rounds[len(rounds) // 2] if len(rounds) == 1 else dict(
                     rounds[-1], rounds=[{k: v for k, v in r.items() if k != "records"} for r in rounds])
             result["meta"] = {
