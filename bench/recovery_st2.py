@@ -83,12 +83,12 @@ MIN_SPARE_CORES = 0.5
 def lab_cpu_s():
     """{pid: CPU seconds so far} of the lab's processes: those whose command line or working
     directory is under the lab's root (the st2 services, the sensor processes, the emulated
-    MongoDB, RabbitMQ, Redis). A python action's process is counted when st2actionrunner reaps
-    it (its children's time)."""
-    root = lab_dir()
+    MongoDB, RabbitMQ, Redis), not this one (the lab's python runs it). A python action's
+    process is counted when st2actionrunner reaps it (its children's time)."""
+    root, me = lab_dir(), str(os.getpid())
     found = {}
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+        if not pid.isdigit() or pid == me:
             continue
         try:
             with open("/proc/%s/cmdline" % pid, "rb") as f:
