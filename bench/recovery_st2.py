@@ -171,12 +171,13 @@ def workflow_stages(api, e, rerun_t=None):
 
 def baseline(api, runs, idle=0.0):
     """(times, stages, CPU s) of `runs` one_task executions: end - start, their WORKFLOW_STAGES, and
-    the lab's CPU from the request to the end (the stage queries after it not included)."""
+    the lab's CPU from the request to the end (the stage queries after it not included; None when
+    not measurable, see spare_cores)."""
     times, stages, cpu = [], [], []
     for _ in range(runs):
         meter = CpuMeter(idle).start()
         e = wait_done(api, api.run("synthralos_bench.one_task", {"job_id": unique("bench")})["id"])
-        cpu.append(meter.stop()[0])
+        cpu.append(measured_cpu(meter.stop()[0], idle))
         assert e["status"] == "succeeded", e.get("result")
         times.append(ts(e["end_timestamp"]) - ts(e["start_timestamp"]))
         stages.append(workflow_stages(api, e))
@@ -430,7 +431,7 @@ def main(argv=None):
             result = {
                 "lab_idle_cores": r3(idle),
                 "cores": os.cpu_count(),
-                "baseline_cpu_s": median_or_none([measured_cpu(c, idle) for c in base_cpu]),
+                "baseline_cpu_s": median_or_none(base_cpu),
                 "baseline_s": r3(base),
                 "baseline_runs": [r3(t) for t in base_runs],
                 "baseline_stages": median_stages(base_stages),
